@@ -1,0 +1,560 @@
+//! The answer policy: query bytes in, an [`Action`] out.
+//!
+//! Public view (WAN): a host's `A` reserves a whole Circular Pool address, a
+//! service FQDN's `A` reserves (R, proto, port); both are answered with TTL 0
+//! (seed: "How does RGW work?") so no cache hands R to a second client.
+//! Private view (LAN, split horizon): zone names resolve to private addresses
+//! and everything else is forwarded upstream.
+//! Responses follow RFC 1034/2308: NXDOMAIN and NODATA carry the SOA in the
+//! authority section; names outside the zone are REFUSED on the public view.
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, NS, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::sfqdn::ServiceKey;
+use crate::zone::{Lookup, ZoneData};
+
+/// Which side of the gateway a query came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// WAN: resolvers on the Internet; answers allocate from the Circular Pool.
+    Public,
+    /// LAN: private hosts; zone names resolve to private addresses.
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Why a reservation was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No address of the Circular Pool can take this reservation.
+    Exhausted,
+    /// The host already has its maximum of pending reservations.
+    HostLimit,
+    /// The reservation could not be installed in the data plane.
+    Dataplane,
+}
+
+/// What the allocator did for one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    Granted(Ipv4Addr),
+    Denied(DenyReason),
+}
+
+/// Makes Circular Pool reservations (implemented by the daemon: pool + nftables).
+pub trait Allocator {
+    fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation;
+}
+
+/// What to send when a reservation is denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeniedPolicy {
+    /// Nothing (UDP: the resolver retries; TCP: the connection is closed).
+    Drop,
+    Servfail,
+    Refused,
+}
+
+/// The kind of reply, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Static data (SOA, NS, glue, private-view addresses).
+    Static,
+    /// An answer carrying a fresh reservation.
+    Allocated,
+    NoData,
+    NxDomain,
+    Refused,
+    FormErr,
+    NotImp,
+    /// A denied reservation answered with SERVFAIL/REFUSED by policy.
+    Denied(DenyReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Too short or broken to answer even with FORMERR.
+    Malformed,
+    /// A response or other non-query message: never answered (no loops).
+    NotAQuery,
+    Denied(DenyReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Reply { bytes: Vec<u8>, outcome: Outcome },
+    Drop(DropReason),
+    /// Private view, name outside the zone: relay the query to the upstream resolver.
+    Forward,
+}
+
+/// Largest UDP payload we send when the client offers EDNS (the 2020 DNS flag day value).
+const EDNS_PAYLOAD: u16 = 1232;
+
+pub struct Responder {
+    zone: ZoneData,
+    on_denied: DeniedPolicy,
+}
+
+impl Responder {
+    pub fn new(zone: ZoneData, on_denied: DeniedPolicy) -> Self {
+        Responder { zone, on_denied }
+    }
+
+    pub fn zone(&self) -> &ZoneData {
+        &self.zone
+    }
+
+    /// Decides what to do with one DNS message. Never panics on any input.
+    pub fn handle(&self, packet: &[u8], view: View, transport: Transport, alloc: &mut dyn Allocator) -> Action {
+        let req = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(_) => return formerr_from_raw(packet),
+        };
+        if req.metadata.message_type != MessageType::Query {
+            return Action::Drop(DropReason::NotAQuery);
+        }
+        if req.metadata.op_code != OpCode::Query {
+            return self.finish(&req, transport, ResponseCode::NotImp, Outcome::NotImp, Sections::default());
+        }
+        if req.queries.len() != 1 {
+            return self.finish(&req, transport, ResponseCode::FormErr, Outcome::FormErr, Sections::default());
+        }
+        let query = &req.queries[0];
+        let (qname, qtype) = (query.name().clone(), query.query_type());
+
+        let lookup = self.zone.lookup(&qname);
+        if lookup == Lookup::OutOfZone {
+            return match view {
+                View::Private => Action::Forward,
+                View::Public => self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default()),
+            };
+        }
+        if query.query_class() != DNSClass::IN {
+            return self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default());
+        }
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfers would hand out the private host list; not offered.
+            return self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default());
+        }
+
+        let mut s = Sections::default();
+        let static_ttl = self.zone.static_ttl;
+        let outcome = match lookup {
+            Lookup::OutOfZone => unreachable_out_of_zone(),
+            Lookup::NxDomain => {
+                s.authority.push(self.soa_record(self.zone.negative_ttl));
+                return self.finish(&req, transport, ResponseCode::NXDomain, Outcome::NxDomain, s);
+            }
+            Lookup::Apex => {
+                if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                    s.answer.push(self.soa_record(static_ttl));
+                }
+                if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                    s.answer.push(self.ns_record());
+                    s.additional.push(self.glue_record());
+                }
+                Outcome::Static
+            }
+            Lookup::NameServer => {
+                if matches!(qtype, RecordType::A | RecordType::ANY) {
+                    s.answer.push(self.glue_record());
+                }
+                Outcome::Static
+            }
+            Lookup::Host { host, service } => {
+                if qtype != RecordType::A {
+                    // Only A queries allocate; ANY on the public view must not be a
+                    // way to drain the pool, so it gets NODATA like any other type.
+                    if qtype == RecordType::ANY && view == View::Private {
+                        s.answer.push(self.private_a(&qname, host));
+                    }
+                    Outcome::Static
+                } else {
+                    match self.address_for(view, host, service, alloc) {
+                        Ok((addr, ttl, outcome)) => {
+                            s.answer.push(Record::from_rdata(qname.clone(), ttl, RData::A(A(addr))));
+                            outcome
+                        }
+                        Err(reason) => return self.denied(&req, transport, reason),
+                    }
+                }
+            }
+            Lookup::Srv { host, service, label } => {
+                if qtype != RecordType::SRV {
+                    Outcome::Static
+                } else {
+                    let target = match self.zone.host(host).map(|h| format!("{label}.{}.{}", h.name, self.zone.apex)) {
+                        Some(t) => match Name::from_ascii(t) {
+                            Ok(n) => n,
+                            Err(_) => return self.finish(&req, transport, ResponseCode::ServFail, Outcome::FormErr, s),
+                        },
+                        None => return self.finish(&req, transport, ResponseCode::ServFail, Outcome::FormErr, s),
+                    };
+                    match self.address_for(view, host, Some(service), alloc) {
+                        Ok((addr, ttl, outcome)) => {
+                            s.answer.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(0, 0, service.port, target.clone()))));
+                            s.additional.push(Record::from_rdata(target, ttl, RData::A(A(addr))));
+                            outcome
+                        }
+                        Err(reason) => return self.denied(&req, transport, reason),
+                    }
+                }
+            }
+        };
+        if s.answer.is_empty() {
+            s.authority.push(self.soa_record(self.zone.negative_ttl));
+            return self.finish(&req, transport, ResponseCode::NoError, Outcome::NoData, s);
+        }
+        self.finish(&req, transport, ResponseCode::NoError, outcome, s)
+    }
+
+    /// The address to answer for a host (or service) and the TTL to give it.
+    fn address_for(
+        &self,
+        view: View,
+        host: usize,
+        service: Option<ServiceKey>,
+        alloc: &mut dyn Allocator,
+    ) -> Result<(Ipv4Addr, u32, Outcome), DenyReason> {
+        match view {
+            View::Private => match self.zone.host(host) {
+                Some(h) => Ok((h.ipv4, self.zone.static_ttl, Outcome::Static)),
+                None => Err(DenyReason::Exhausted),
+            },
+            View::Public => match alloc.allocate(host, service) {
+                Allocation::Granted(addr) => Ok((addr, 0, Outcome::Allocated)),
+                Allocation::Denied(reason) => Err(reason),
+            },
+        }
+    }
+
+    fn private_a(&self, qname: &Name, host: usize) -> Record {
+        let addr = self.zone.host(host).map(|h| h.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        Record::from_rdata(qname.clone(), self.zone.static_ttl, RData::A(A(addr)))
+    }
+
+    fn denied(&self, req: &Message, transport: Transport, reason: DenyReason) -> Action {
+        match self.on_denied {
+            DeniedPolicy::Drop => Action::Drop(DropReason::Denied(reason)),
+            DeniedPolicy::Servfail => self.finish(req, transport, ResponseCode::ServFail, Outcome::Denied(reason), Sections::default()),
+            DeniedPolicy::Refused => self.finish(req, transport, ResponseCode::Refused, Outcome::Denied(reason), Sections::default()),
+        }
+    }
+
+    fn soa_record(&self, ttl: u32) -> Record {
+        let z = &self.zone;
+        let soa = SOA::new(z.ns_name.clone(), z.hostmaster.clone(), z.serial, 3600, 600, 86400, z.negative_ttl);
+        Record::from_rdata(z.apex.clone(), ttl, RData::SOA(soa))
+    }
+
+    fn ns_record(&self) -> Record {
+        Record::from_rdata(self.zone.apex.clone(), self.zone.static_ttl, RData::NS(NS(self.zone.ns_name.clone())))
+    }
+
+    fn glue_record(&self) -> Record {
+        Record::from_rdata(self.zone.ns_name.clone(), self.zone.static_ttl, RData::A(A(self.zone.ns_addr)))
+    }
+
+    fn finish(&self, req: &Message, transport: Transport, rcode: ResponseCode, outcome: Outcome, s: Sections) -> Action {
+        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+        resp.metadata.authoritative = matches!(outcome, Outcome::Static | Outcome::Allocated | Outcome::NoData | Outcome::NxDomain);
+        resp.metadata.recursion_desired = req.metadata.recursion_desired;
+        resp.metadata.checking_disabled = req.metadata.checking_disabled;
+        resp.metadata.response_code = rcode;
+        resp.queries = req.queries.clone();
+        resp.answers = s.answer;
+        resp.authorities = s.authority;
+        resp.additionals = s.additional;
+        let mut limit = 512usize;
+        if let Some(req_edns) = &req.edns {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_PAYLOAD);
+            edns.set_version(0);
+            if req_edns.version() > 0 {
+                // RFC 6891 §6.1.3: unknown EDNS version → BADVERS, no answer data.
+                resp.metadata.response_code = ResponseCode::BADVERS;
+                resp.answers.clear();
+                resp.authorities.clear();
+                resp.additionals.clear();
+            }
+            resp.edns = Some(edns);
+            limit = usize::from(req_edns.max_payload().clamp(512, EDNS_PAYLOAD));
+        }
+        let bytes = match resp.to_vec() {
+            Ok(b) => b,
+            Err(_) => return Action::Drop(DropReason::Malformed),
+        };
+        if transport == Transport::Udp && bytes.len() > limit {
+            // RFC 1035 §4.2.1 / RFC 2181 §9: set TC and let the client retry over TCP.
+            resp.metadata.truncation = true;
+            resp.answers.clear();
+            resp.authorities.clear();
+            resp.additionals.clear();
+            return match resp.to_vec() {
+                Ok(bytes) => Action::Reply { bytes, outcome },
+                Err(_) => Action::Drop(DropReason::Malformed),
+            };
+        }
+        Action::Reply { bytes, outcome }
+    }
+}
+
+#[derive(Default)]
+struct Sections {
+    answer: Vec<Record>,
+    authority: Vec<Record>,
+    additional: Vec<Record>,
+}
+
+#[inline]
+fn unreachable_out_of_zone() -> Outcome {
+    // Handled before the match; kept total without a panic.
+    Outcome::Refused
+}
+
+/// FORMERR for a message that did not parse, built from its raw header
+/// (RFC 1035 §4.1.1), or a drop when even the header is missing or the
+/// message claims to be a response.
+fn formerr_from_raw(packet: &[u8]) -> Action {
+    if packet.len() < 12 {
+        return Action::Drop(DropReason::Malformed);
+    }
+    let flags = packet[2];
+    if flags & 0x80 != 0 {
+        return Action::Drop(DropReason::NotAQuery);
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let opcode = (flags >> 3) & 0x0f;
+    // Header only: QR=1, same opcode, RD copied, RCODE=1, all counts zero.
+    let mut out = vec![0u8; 12];
+    out[0..2].copy_from_slice(&id.to_be_bytes());
+    out[2] = 0x80 | (opcode << 3) | (flags & 0x01);
+    out[3] = u8::from(ResponseCode::FormErr.low());
+    Action::Reply { bytes: out, outcome: Outcome::FormErr }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfqdn::L4Proto;
+    use crate::zone::tests::demo_zone;
+    use hickory_proto::op::Query;
+
+    /// Hands out addresses from a list and records what was asked.
+    struct FakeAlloc {
+        next: Vec<Ipv4Addr>,
+        asked: Vec<(usize, Option<ServiceKey>)>,
+    }
+
+    impl Allocator for FakeAlloc {
+        fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation {
+            self.asked.push((host, service));
+            match self.next.pop() {
+                Some(a) => Allocation::Granted(a),
+                None => Allocation::Denied(DenyReason::Exhausted),
+            }
+        }
+    }
+
+    fn alloc(n: usize) -> FakeAlloc {
+        FakeAlloc { next: (0..n as u8).map(|i| Ipv4Addr::new(198, 51, 100, 17 + i)).collect(), asked: vec![] }
+    }
+
+    fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).expect("valid test name"), qtype));
+        m.to_vec().expect("test query encodes")
+    }
+
+    fn ask(r: &Responder, name: &str, qtype: RecordType, view: View, a: &mut FakeAlloc) -> (Message, Outcome) {
+        match r.handle(&query(name, qtype), view, Transport::Udp, a) {
+            Action::Reply { bytes, outcome } => (Message::from_vec(&bytes).expect("reply parses"), outcome),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn responder() -> Responder {
+        Responder::new(demo_zone(), DeniedPolicy::Drop)
+    }
+
+    fn a_of(m: &Message) -> Vec<(Ipv4Addr, u32)> {
+        m.answers
+            .iter()
+            .filter_map(|r| match r.data { RData::A(A(a)) => Some((a, r.ttl)), _ => None })
+            .collect()
+    }
+
+    #[test]
+    fn host_a_allocates_with_ttl_zero() {
+        let r = responder();
+        let mut a = alloc(1);
+        let (m, o) = ask(&r, "hosta.gwa.demo.", RecordType::A, View::Public, &mut a);
+        assert_eq!(o, Outcome::Allocated);
+        assert_eq!(m.metadata.id, 4242);
+        assert!(m.metadata.authoritative);
+        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(198, 51, 100, 17), 0)]);
+        assert_eq!(a.asked, vec![(0, None)]);
+    }
+
+    #[test]
+    fn sfqdn_allocates_service() {
+        let r = responder();
+        let mut a = alloc(2);
+        ask(&r, "tcp22.hostb.gwa.demo.", RecordType::A, View::Public, &mut a);
+        ask(&r, "SSH.hosta.gwa.demo.", RecordType::A, View::Public, &mut a);
+        let k = |proto, port| Some(ServiceKey { proto, port });
+        assert_eq!(a.asked, vec![(1, k(L4Proto::Tcp, 22)), (0, k(L4Proto::Tcp, 22))]);
+    }
+
+    #[test]
+    fn srv_allocates_and_answers_target() {
+        let r = responder();
+        let mut a = alloc(1);
+        let (m, o) = ask(&r, "_ssh._tcp.hosta.gwa.demo.", RecordType::SRV, View::Public, &mut a);
+        assert_eq!(o, Outcome::Allocated);
+        match &m.answers[0].data {
+            RData::SRV(srv) => {
+                assert_eq!(srv.port, 22);
+                assert_eq!(srv.target.to_ascii(), "ssh.hosta.gwa.demo.");
+            }
+            other => panic!("not SRV: {other:?}"),
+        }
+        assert_eq!(m.additionals.len(), 1);
+        assert_eq!(m.additionals[0].ttl, 0);
+    }
+
+    #[test]
+    fn private_view_answers_private_address_without_allocating() {
+        let r = responder();
+        let mut a = alloc(1);
+        let (m, o) = ask(&r, "hosta.gwa.demo.", RecordType::A, View::Private, &mut a);
+        assert_eq!(o, Outcome::Static);
+        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(192, 168, 0, 101), 60)]);
+        assert!(a.asked.is_empty());
+        assert_eq!(r.handle(&query("www.example.", RecordType::A), View::Private, Transport::Udp, &mut a), Action::Forward);
+    }
+
+    #[test]
+    fn apex_soa_ns_and_glue() {
+        let r = responder();
+        let mut a = alloc(0);
+        let (m, _) = ask(&r, "gwa.demo.", RecordType::SOA, View::Public, &mut a);
+        assert!(matches!(m.answers[0].data, RData::SOA(_)));
+        let (m, _) = ask(&r, "gwa.demo.", RecordType::NS, View::Public, &mut a);
+        assert!(matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_ascii() == "ns.gwa.demo."));
+        assert!(matches!(m.additionals[0].data, RData::A(A(ip)) if ip == Ipv4Addr::new(198, 51, 100, 2)));
+        let (m, _) = ask(&r, "ns.gwa.demo.", RecordType::A, View::Public, &mut a);
+        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(198, 51, 100, 2), 60)]);
+    }
+
+    #[test]
+    fn negative_answers_carry_soa() {
+        let r = responder();
+        let mut a = alloc(5);
+        let (m, o) = ask(&r, "nosuch.gwa.demo.", RecordType::A, View::Public, &mut a);
+        assert_eq!((m.metadata.response_code, o), (ResponseCode::NXDomain, Outcome::NxDomain));
+        assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+        assert_eq!(m.authorities[0].ttl, 30);
+        for t in [RecordType::AAAA, RecordType::MX, RecordType::Unknown(65280), RecordType::ANY] {
+            let (m, o) = ask(&r, "hosta.gwa.demo.", t, View::Public, &mut a);
+            assert_eq!((m.metadata.response_code, o), (ResponseCode::NoError, Outcome::NoData), "{t}");
+            assert!(m.answers.is_empty());
+            assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+        }
+        assert!(a.asked.is_empty(), "no type but A allocates");
+        let (m, _) = ask(&r, "www.example.", RecordType::A, View::Public, &mut a);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        let (m, _) = ask(&r, "gwa.demo.", RecordType::AXFR, View::Public, &mut a);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn denied_policy() {
+        let mut a = alloc(0);
+        let q = query("hosta.gwa.demo.", RecordType::A);
+        assert_eq!(
+            responder().handle(&q, View::Public, Transport::Udp, &mut a),
+            Action::Drop(DropReason::Denied(DenyReason::Exhausted))
+        );
+        let r = Responder::new(demo_zone(), DeniedPolicy::Servfail);
+        match r.handle(&q, View::Public, Transport::Udp, &mut a) {
+            Action::Reply { bytes, outcome } => {
+                assert_eq!(outcome, Outcome::Denied(DenyReason::Exhausted));
+                assert_eq!(Message::from_vec(&bytes).expect("parses").metadata.response_code, ResponseCode::ServFail);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn edns_is_echoed_and_badvers() {
+        let r = responder();
+        let mut a = alloc(1);
+        let mut m = Message::from_vec(&query("gwa.demo.", RecordType::SOA)).expect("parses");
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        m.edns = Some(e.clone());
+        let Action::Reply { bytes, .. } = r.handle(&m.to_vec().expect("enc"), View::Public, Transport::Udp, &mut a) else { panic!() };
+        let resp = Message::from_vec(&bytes).expect("parses");
+        assert_eq!(resp.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+        e.set_version(1);
+        m.edns = Some(e);
+        let Action::Reply { bytes, .. } = r.handle(&m.to_vec().expect("enc"), View::Public, Transport::Udp, &mut a) else { panic!() };
+        let resp = Message::from_vec(&bytes).expect("parses");
+        // BADVERS and BADSIG share code 16 (RFC 6891 / RFC 8945); compare the number.
+        assert_eq!(u16::from(resp.metadata.response_code), 16);
+    }
+
+    #[test]
+    fn malformed_input_never_panics() {
+        let r = responder();
+        let mut a = alloc(0);
+        assert_eq!(r.handle(&[], View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::Malformed));
+        assert_eq!(r.handle(&[1, 2, 3], View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::Malformed));
+        // A header that promises a question that is not there → FORMERR with the same id.
+        let mut bad = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f];
+        match r.handle(&bad, View::Public, Transport::Udp, &mut a) {
+            Action::Reply { bytes, outcome: Outcome::FormErr } => {
+                assert_eq!(&bytes[0..2], &[0x12, 0x34]);
+                assert_eq!(bytes[3] & 0x0f, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A label longer than 63 bytes.
+        bad.truncate(12);
+        bad.push(64);
+        bad.extend(std::iter::repeat_n(b'a', 64));
+        bad.extend([0, 0, 1, 0, 1]);
+        assert!(matches!(r.handle(&bad, View::Public, Transport::Udp, &mut a), Action::Reply { outcome: Outcome::FormErr, .. }));
+        // A response is never answered.
+        let mut resp = query("hosta.gwa.demo.", RecordType::A);
+        resp[2] |= 0x80;
+        assert_eq!(r.handle(&resp, View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::NotAQuery));
+        // Deterministic garbage: every prefix and byte flip of a valid query.
+        let good = query("tcp22.hosta.gwa.demo.", RecordType::A);
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for i in 0..5000 {
+            let mut p = good.clone();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let pos = (seed as usize) % p.len();
+            p[pos] = (seed >> 32) as u8;
+            p.truncate(1 + (i % good.len()).max(pos));
+            let _ = r.handle(&p, View::Public, Transport::Udp, &mut a);
+        }
+        assert!(a.asked.len() <= 5000);
+    }
+}
