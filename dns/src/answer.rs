@@ -91,7 +91,10 @@ pub enum DropReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Reply { bytes: Vec<u8>, outcome: Outcome },
+    Reply {
+        bytes: Vec<u8>,
+        outcome: Outcome,
+    },
     Drop(DropReason),
     /// Private view, name outside the zone: relay the query to the upstream resolver.
     Forward,
@@ -115,7 +118,13 @@ impl Responder {
     }
 
     /// Decides what to do with one DNS message. Never panics on any input.
-    pub fn handle(&self, packet: &[u8], view: View, transport: Transport, alloc: &mut dyn Allocator) -> Action {
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        view: View,
+        transport: Transport,
+        alloc: &mut dyn Allocator,
+    ) -> Action {
         let req = match Message::from_vec(packet) {
             Ok(m) => m,
             Err(_) => return formerr_from_raw(packet),
@@ -124,10 +133,22 @@ impl Responder {
             return Action::Drop(DropReason::NotAQuery);
         }
         if req.metadata.op_code != OpCode::Query {
-            return self.finish(&req, transport, ResponseCode::NotImp, Outcome::NotImp, Sections::default());
+            return self.finish(
+                &req,
+                transport,
+                ResponseCode::NotImp,
+                Outcome::NotImp,
+                Sections::default(),
+            );
         }
         if req.queries.len() != 1 {
-            return self.finish(&req, transport, ResponseCode::FormErr, Outcome::FormErr, Sections::default());
+            return self.finish(
+                &req,
+                transport,
+                ResponseCode::FormErr,
+                Outcome::FormErr,
+                Sections::default(),
+            );
         }
         let query = &req.queries[0];
         let (qname, qtype) = (query.name().clone(), query.query_type());
@@ -136,15 +157,33 @@ impl Responder {
         if lookup == Lookup::OutOfZone {
             return match view {
                 View::Private => Action::Forward,
-                View::Public => self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default()),
+                View::Public => self.finish(
+                    &req,
+                    transport,
+                    ResponseCode::Refused,
+                    Outcome::Refused,
+                    Sections::default(),
+                ),
             };
         }
         if query.query_class() != DNSClass::IN {
-            return self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default());
+            return self.finish(
+                &req,
+                transport,
+                ResponseCode::Refused,
+                Outcome::Refused,
+                Sections::default(),
+            );
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             // Zone transfers would hand out the private host list; not offered.
-            return self.finish(&req, transport, ResponseCode::Refused, Outcome::Refused, Sections::default());
+            return self.finish(
+                &req,
+                transport,
+                ResponseCode::Refused,
+                Outcome::Refused,
+                Sections::default(),
+            );
         }
 
         let mut s = Sections::default();
@@ -153,7 +192,13 @@ impl Responder {
             Lookup::OutOfZone => unreachable_out_of_zone(),
             Lookup::NxDomain => {
                 s.authority.push(self.soa_record(self.zone.negative_ttl));
-                return self.finish(&req, transport, ResponseCode::NXDomain, Outcome::NxDomain, s);
+                return self.finish(
+                    &req,
+                    transport,
+                    ResponseCode::NXDomain,
+                    Outcome::NxDomain,
+                    s,
+                );
             }
             Lookup::Apex => {
                 if matches!(qtype, RecordType::SOA | RecordType::ANY) {
@@ -182,28 +227,61 @@ impl Responder {
                 } else {
                     match self.address_for(view, host, service, alloc) {
                         Ok((addr, ttl, outcome)) => {
-                            s.answer.push(Record::from_rdata(qname.clone(), ttl, RData::A(A(addr))));
+                            s.answer.push(Record::from_rdata(
+                                qname.clone(),
+                                ttl,
+                                RData::A(A(addr)),
+                            ));
                             outcome
                         }
                         Err(reason) => return self.denied(&req, transport, reason),
                     }
                 }
             }
-            Lookup::Srv { host, service, label } => {
+            Lookup::Srv {
+                host,
+                service,
+                label,
+            } => {
                 if qtype != RecordType::SRV {
                     Outcome::Static
                 } else {
-                    let target = match self.zone.host(host).map(|h| format!("{label}.{}.{}", h.name, self.zone.apex)) {
+                    let target = match self
+                        .zone
+                        .host(host)
+                        .map(|h| format!("{label}.{}.{}", h.name, self.zone.apex))
+                    {
                         Some(t) => match Name::from_ascii(t) {
                             Ok(n) => n,
-                            Err(_) => return self.finish(&req, transport, ResponseCode::ServFail, Outcome::FormErr, s),
+                            Err(_) => {
+                                return self.finish(
+                                    &req,
+                                    transport,
+                                    ResponseCode::ServFail,
+                                    Outcome::FormErr,
+                                    s,
+                                )
+                            }
                         },
-                        None => return self.finish(&req, transport, ResponseCode::ServFail, Outcome::FormErr, s),
+                        None => {
+                            return self.finish(
+                                &req,
+                                transport,
+                                ResponseCode::ServFail,
+                                Outcome::FormErr,
+                                s,
+                            )
+                        }
                     };
                     match self.address_for(view, host, Some(service), alloc) {
                         Ok((addr, ttl, outcome)) => {
-                            s.answer.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(0, 0, service.port, target.clone()))));
-                            s.additional.push(Record::from_rdata(target, ttl, RData::A(A(addr))));
+                            s.answer.push(Record::from_rdata(
+                                qname.clone(),
+                                ttl,
+                                RData::SRV(SRV::new(0, 0, service.port, target.clone())),
+                            ));
+                            s.additional
+                                .push(Record::from_rdata(target, ttl, RData::A(A(addr))));
                             outcome
                         }
                         Err(reason) => return self.denied(&req, transport, reason),
@@ -239,35 +317,77 @@ impl Responder {
     }
 
     fn private_a(&self, qname: &Name, host: usize) -> Record {
-        let addr = self.zone.host(host).map(|h| h.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let addr = self
+            .zone
+            .host(host)
+            .map(|h| h.ipv4)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         Record::from_rdata(qname.clone(), self.zone.static_ttl, RData::A(A(addr)))
     }
 
     fn denied(&self, req: &Message, transport: Transport, reason: DenyReason) -> Action {
         match self.on_denied {
             DeniedPolicy::Drop => Action::Drop(DropReason::Denied(reason)),
-            DeniedPolicy::Servfail => self.finish(req, transport, ResponseCode::ServFail, Outcome::Denied(reason), Sections::default()),
-            DeniedPolicy::Refused => self.finish(req, transport, ResponseCode::Refused, Outcome::Denied(reason), Sections::default()),
+            DeniedPolicy::Servfail => self.finish(
+                req,
+                transport,
+                ResponseCode::ServFail,
+                Outcome::Denied(reason),
+                Sections::default(),
+            ),
+            DeniedPolicy::Refused => self.finish(
+                req,
+                transport,
+                ResponseCode::Refused,
+                Outcome::Denied(reason),
+                Sections::default(),
+            ),
         }
     }
 
     fn soa_record(&self, ttl: u32) -> Record {
         let z = &self.zone;
-        let soa = SOA::new(z.ns_name.clone(), z.hostmaster.clone(), z.serial, 3600, 600, 86400, z.negative_ttl);
+        let soa = SOA::new(
+            z.ns_name.clone(),
+            z.hostmaster.clone(),
+            z.serial,
+            3600,
+            600,
+            86400,
+            z.negative_ttl,
+        );
         Record::from_rdata(z.apex.clone(), ttl, RData::SOA(soa))
     }
 
     fn ns_record(&self) -> Record {
-        Record::from_rdata(self.zone.apex.clone(), self.zone.static_ttl, RData::NS(NS(self.zone.ns_name.clone())))
+        Record::from_rdata(
+            self.zone.apex.clone(),
+            self.zone.static_ttl,
+            RData::NS(NS(self.zone.ns_name.clone())),
+        )
     }
 
     fn glue_record(&self) -> Record {
-        Record::from_rdata(self.zone.ns_name.clone(), self.zone.static_ttl, RData::A(A(self.zone.ns_addr)))
+        Record::from_rdata(
+            self.zone.ns_name.clone(),
+            self.zone.static_ttl,
+            RData::A(A(self.zone.ns_addr)),
+        )
     }
 
-    fn finish(&self, req: &Message, transport: Transport, rcode: ResponseCode, outcome: Outcome, s: Sections) -> Action {
+    fn finish(
+        &self,
+        req: &Message,
+        transport: Transport,
+        rcode: ResponseCode,
+        outcome: Outcome,
+        s: Sections,
+    ) -> Action {
         let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
-        resp.metadata.authoritative = matches!(outcome, Outcome::Static | Outcome::Allocated | Outcome::NoData | Outcome::NxDomain);
+        resp.metadata.authoritative = matches!(
+            outcome,
+            Outcome::Static | Outcome::Allocated | Outcome::NoData | Outcome::NxDomain
+        );
         resp.metadata.recursion_desired = req.metadata.recursion_desired;
         resp.metadata.checking_disabled = req.metadata.checking_disabled;
         resp.metadata.response_code = rcode;
@@ -340,7 +460,10 @@ fn formerr_from_raw(packet: &[u8]) -> Action {
     out[0..2].copy_from_slice(&id.to_be_bytes());
     out[2] = 0x80 | (opcode << 3) | (flags & 0x01);
     out[3] = u8::from(ResponseCode::FormErr.low());
-    Action::Reply { bytes: out, outcome: Outcome::FormErr }
+    Action::Reply {
+        bytes: out,
+        outcome: Outcome::FormErr,
+    }
 }
 
 #[cfg(test)]
@@ -367,20 +490,36 @@ mod tests {
     }
 
     fn alloc(n: usize) -> FakeAlloc {
-        FakeAlloc { next: (0..n as u8).map(|i| Ipv4Addr::new(198, 51, 100, 17 + i)).collect(), asked: vec![] }
+        FakeAlloc {
+            next: (0..n as u8)
+                .map(|i| Ipv4Addr::new(198, 51, 100, 17 + i))
+                .collect(),
+            asked: vec![],
+        }
     }
 
     fn query(name: &str, qtype: RecordType) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.id = 4242;
         m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).expect("valid test name"), qtype));
+        m.add_query(Query::query(
+            Name::from_ascii(name).expect("valid test name"),
+            qtype,
+        ));
         m.to_vec().expect("test query encodes")
     }
 
-    fn ask(r: &Responder, name: &str, qtype: RecordType, view: View, a: &mut FakeAlloc) -> (Message, Outcome) {
+    fn ask(
+        r: &Responder,
+        name: &str,
+        qtype: RecordType,
+        view: View,
+        a: &mut FakeAlloc,
+    ) -> (Message, Outcome) {
         match r.handle(&query(name, qtype), view, Transport::Udp, a) {
-            Action::Reply { bytes, outcome } => (Message::from_vec(&bytes).expect("reply parses"), outcome),
+            Action::Reply { bytes, outcome } => {
+                (Message::from_vec(&bytes).expect("reply parses"), outcome)
+            }
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -392,7 +531,10 @@ mod tests {
     fn a_of(m: &Message) -> Vec<(Ipv4Addr, u32)> {
         m.answers
             .iter()
-            .filter_map(|r| match r.data { RData::A(A(a)) => Some((a, r.ttl)), _ => None })
+            .filter_map(|r| match r.data {
+                RData::A(A(a)) => Some((a, r.ttl)),
+                _ => None,
+            })
             .collect()
     }
 
@@ -412,17 +554,38 @@ mod tests {
     fn sfqdn_allocates_service() {
         let r = responder();
         let mut a = alloc(2);
-        ask(&r, "tcp22.hostb.gwa.demo.", RecordType::A, View::Public, &mut a);
-        ask(&r, "SSH.hosta.gwa.demo.", RecordType::A, View::Public, &mut a);
+        ask(
+            &r,
+            "tcp22.hostb.gwa.demo.",
+            RecordType::A,
+            View::Public,
+            &mut a,
+        );
+        ask(
+            &r,
+            "SSH.hosta.gwa.demo.",
+            RecordType::A,
+            View::Public,
+            &mut a,
+        );
         let k = |proto, port| Some(ServiceKey { proto, port });
-        assert_eq!(a.asked, vec![(1, k(L4Proto::Tcp, 22)), (0, k(L4Proto::Tcp, 22))]);
+        assert_eq!(
+            a.asked,
+            vec![(1, k(L4Proto::Tcp, 22)), (0, k(L4Proto::Tcp, 22))]
+        );
     }
 
     #[test]
     fn srv_allocates_and_answers_target() {
         let r = responder();
         let mut a = alloc(1);
-        let (m, o) = ask(&r, "_ssh._tcp.hosta.gwa.demo.", RecordType::SRV, View::Public, &mut a);
+        let (m, o) = ask(
+            &r,
+            "_ssh._tcp.hosta.gwa.demo.",
+            RecordType::SRV,
+            View::Public,
+            &mut a,
+        );
         assert_eq!(o, Outcome::Allocated);
         match &m.answers[0].data {
             RData::SRV(srv) => {
@@ -443,7 +606,15 @@ mod tests {
         assert_eq!(o, Outcome::Static);
         assert_eq!(a_of(&m), vec![(Ipv4Addr::new(192, 168, 0, 101), 60)]);
         assert!(a.asked.is_empty());
-        assert_eq!(r.handle(&query("www.example.", RecordType::A), View::Private, Transport::Udp, &mut a), Action::Forward);
+        assert_eq!(
+            r.handle(
+                &query("www.example.", RecordType::A),
+                View::Private,
+                Transport::Udp,
+                &mut a
+            ),
+            Action::Forward
+        );
     }
 
     #[test]
@@ -454,7 +625,9 @@ mod tests {
         assert!(matches!(m.answers[0].data, RData::SOA(_)));
         let (m, _) = ask(&r, "gwa.demo.", RecordType::NS, View::Public, &mut a);
         assert!(matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_ascii() == "ns.gwa.demo."));
-        assert!(matches!(m.additionals[0].data, RData::A(A(ip)) if ip == Ipv4Addr::new(198, 51, 100, 2)));
+        assert!(
+            matches!(m.additionals[0].data, RData::A(A(ip)) if ip == Ipv4Addr::new(198, 51, 100, 2))
+        );
         let (m, _) = ask(&r, "ns.gwa.demo.", RecordType::A, View::Public, &mut a);
         assert_eq!(a_of(&m), vec![(Ipv4Addr::new(198, 51, 100, 2), 60)]);
     }
@@ -464,12 +637,24 @@ mod tests {
         let r = responder();
         let mut a = alloc(5);
         let (m, o) = ask(&r, "nosuch.gwa.demo.", RecordType::A, View::Public, &mut a);
-        assert_eq!((m.metadata.response_code, o), (ResponseCode::NXDomain, Outcome::NxDomain));
+        assert_eq!(
+            (m.metadata.response_code, o),
+            (ResponseCode::NXDomain, Outcome::NxDomain)
+        );
         assert!(matches!(m.authorities[0].data, RData::SOA(_)));
         assert_eq!(m.authorities[0].ttl, 30);
-        for t in [RecordType::AAAA, RecordType::MX, RecordType::Unknown(65280), RecordType::ANY] {
+        for t in [
+            RecordType::AAAA,
+            RecordType::MX,
+            RecordType::Unknown(65280),
+            RecordType::ANY,
+        ] {
             let (m, o) = ask(&r, "hosta.gwa.demo.", t, View::Public, &mut a);
-            assert_eq!((m.metadata.response_code, o), (ResponseCode::NoError, Outcome::NoData), "{t}");
+            assert_eq!(
+                (m.metadata.response_code, o),
+                (ResponseCode::NoError, Outcome::NoData),
+                "{t}"
+            );
             assert!(m.answers.is_empty());
             assert!(matches!(m.authorities[0].data, RData::SOA(_)));
         }
@@ -492,7 +677,13 @@ mod tests {
         match r.handle(&q, View::Public, Transport::Udp, &mut a) {
             Action::Reply { bytes, outcome } => {
                 assert_eq!(outcome, Outcome::Denied(DenyReason::Exhausted));
-                assert_eq!(Message::from_vec(&bytes).expect("parses").metadata.response_code, ResponseCode::ServFail);
+                assert_eq!(
+                    Message::from_vec(&bytes)
+                        .expect("parses")
+                        .metadata
+                        .response_code,
+                    ResponseCode::ServFail
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -506,12 +697,29 @@ mod tests {
         let mut e = Edns::new();
         e.set_max_payload(4096);
         m.edns = Some(e.clone());
-        let Action::Reply { bytes, .. } = r.handle(&m.to_vec().expect("enc"), View::Public, Transport::Udp, &mut a) else { panic!() };
+        let Action::Reply { bytes, .. } = r.handle(
+            &m.to_vec().expect("enc"),
+            View::Public,
+            Transport::Udp,
+            &mut a,
+        ) else {
+            panic!()
+        };
         let resp = Message::from_vec(&bytes).expect("parses");
-        assert_eq!(resp.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+        assert_eq!(
+            resp.edns.as_ref().map(|e| e.max_payload()),
+            Some(EDNS_PAYLOAD)
+        );
         e.set_version(1);
         m.edns = Some(e);
-        let Action::Reply { bytes, .. } = r.handle(&m.to_vec().expect("enc"), View::Public, Transport::Udp, &mut a) else { panic!() };
+        let Action::Reply { bytes, .. } = r.handle(
+            &m.to_vec().expect("enc"),
+            View::Public,
+            Transport::Udp,
+            &mut a,
+        ) else {
+            panic!()
+        };
         let resp = Message::from_vec(&bytes).expect("parses");
         // BADVERS and BADSIG share code 16 (RFC 6891 / RFC 8945); compare the number.
         assert_eq!(u16::from(resp.metadata.response_code), 16);
@@ -521,12 +729,21 @@ mod tests {
     fn malformed_input_never_panics() {
         let r = responder();
         let mut a = alloc(0);
-        assert_eq!(r.handle(&[], View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::Malformed));
-        assert_eq!(r.handle(&[1, 2, 3], View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::Malformed));
+        assert_eq!(
+            r.handle(&[], View::Public, Transport::Udp, &mut a),
+            Action::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            r.handle(&[1, 2, 3], View::Public, Transport::Udp, &mut a),
+            Action::Drop(DropReason::Malformed)
+        );
         // A header that promises a question that is not there → FORMERR with the same id.
         let mut bad = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f];
         match r.handle(&bad, View::Public, Transport::Udp, &mut a) {
-            Action::Reply { bytes, outcome: Outcome::FormErr } => {
+            Action::Reply {
+                bytes,
+                outcome: Outcome::FormErr,
+            } => {
                 assert_eq!(&bytes[0..2], &[0x12, 0x34]);
                 assert_eq!(bytes[3] & 0x0f, 1);
             }
@@ -537,11 +754,20 @@ mod tests {
         bad.push(64);
         bad.extend(std::iter::repeat_n(b'a', 64));
         bad.extend([0, 0, 1, 0, 1]);
-        assert!(matches!(r.handle(&bad, View::Public, Transport::Udp, &mut a), Action::Reply { outcome: Outcome::FormErr, .. }));
+        assert!(matches!(
+            r.handle(&bad, View::Public, Transport::Udp, &mut a),
+            Action::Reply {
+                outcome: Outcome::FormErr,
+                ..
+            }
+        ));
         // A response is never answered.
         let mut resp = query("hosta.gwa.demo.", RecordType::A);
         resp[2] |= 0x80;
-        assert_eq!(r.handle(&resp, View::Public, Transport::Udp, &mut a), Action::Drop(DropReason::NotAQuery));
+        assert_eq!(
+            r.handle(&resp, View::Public, Transport::Udp, &mut a),
+            Action::Drop(DropReason::NotAQuery)
+        );
         // Deterministic garbage: every prefix and byte flip of a valid query.
         let good = query("tcp22.hosta.gwa.demo.", RecordType::A);
         let mut seed = 0x9e3779b97f4a7c15u64;

@@ -9,6 +9,9 @@ pub mod answer;
 pub mod sfqdn;
 pub mod zone;
 
-pub use answer::{Action, Allocation, Allocator, DeniedPolicy, DenyReason, DropReason, Outcome, Responder, Transport, View};
+pub use answer::{
+    Action, Allocation, Allocator, DeniedPolicy, DenyReason, DropReason, Outcome, Responder,
+    Transport, View,
+};
 pub use sfqdn::{L4Proto, ServiceKey};
 pub use zone::{Host, Lookup, ZoneData};

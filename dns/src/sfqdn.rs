@@ -14,6 +14,24 @@ pub enum L4Proto {
 }
 
 impl L4Proto {
+    /// IP protocol number: 6 for TCP, 17 for UDP.
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if it is TCP or UDP.
+    pub fn from_number(n: u8) -> Option<L4Proto> {
+        match n {
+            6 => Some(L4Proto::Tcp),
+            17 => Some(L4Proto::Udp),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as used in SFQDN labels (`tcp22`, `udp53`).
     pub fn as_str(self) -> &'static str {
         match self {
             L4Proto::Tcp => "tcp",
@@ -73,10 +91,33 @@ mod tests {
 
     #[test]
     fn port_labels() {
-        assert_eq!(parse_port_label("tcp22"), Some(ServiceKey { proto: L4Proto::Tcp, port: 22 }));
-        assert_eq!(parse_port_label("UDP5060"), Some(ServiceKey { proto: L4Proto::Udp, port: 5060 }));
+        assert_eq!(
+            parse_port_label("tcp22"),
+            Some(ServiceKey {
+                proto: L4Proto::Tcp,
+                port: 22
+            })
+        );
+        assert_eq!(
+            parse_port_label("UDP5060"),
+            Some(ServiceKey {
+                proto: L4Proto::Udp,
+                port: 5060
+            })
+        );
         assert_eq!(parse_port_label("tcp65535").map(|k| k.port), Some(65535));
-        for bad in ["tcp", "tcp0", "tcp022", "tcp65536", "tcp+22", "tcp-1", "sctp22", "tcp22x", "tcp 22", "tcp99999999"] {
+        for bad in [
+            "tcp",
+            "tcp0",
+            "tcp022",
+            "tcp65536",
+            "tcp+22",
+            "tcp-1",
+            "sctp22",
+            "tcp22x",
+            "tcp 22",
+            "tcp99999999",
+        ] {
             assert_eq!(parse_port_label(bad), None, "{bad}");
         }
     }

@@ -44,10 +44,17 @@ pub enum Lookup {
     /// The zone's own name server (its address is the glue).
     NameServer,
     /// A host (`hosta`) or a service FQDN of it (`tcp22.hosta`, `ssh.hosta`).
-    Host { host: usize, service: Option<ServiceKey> },
+    Host {
+        host: usize,
+        service: Option<ServiceKey>,
+    },
     /// `_ssh._tcp.hosta`: an SRV owner for an explicit service. `label` is the
     /// explicit service label, whose SFQDN is the SRV target.
-    Srv { host: usize, service: ServiceKey, label: String },
+    Srv {
+        host: usize,
+        service: ServiceKey,
+        label: String,
+    },
     /// Inside the zone, but no such name.
     NxDomain,
 }
@@ -65,7 +72,11 @@ impl ZoneData {
     ) -> Self {
         let apex = apex.to_lowercase();
         let ns_name = ns_name.to_lowercase();
-        let by_name = hosts.iter().enumerate().map(|(i, h)| (h.name.to_ascii_lowercase(), i)).collect();
+        let by_name = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.to_ascii_lowercase(), i))
+            .collect();
         let ns_rel = relative_labels(&apex, &ns_name).unwrap_or_default();
         ZoneData {
             apex,
@@ -106,12 +117,19 @@ impl ZoneData {
             return Lookup::NxDomain;
         };
         match rel.len() {
-            1 => Lookup::Host { host, service: None },
+            1 => Lookup::Host {
+                host,
+                service: None,
+            },
             2 => {
                 let label = &rel[0];
-                let service = parse_port_label(label).or_else(|| self.hosts[host].services.get(label.as_str()).copied());
+                let service = parse_port_label(label)
+                    .or_else(|| self.hosts[host].services.get(label.as_str()).copied());
                 match service {
-                    Some(service) => Lookup::Host { host, service: Some(service) },
+                    Some(service) => Lookup::Host {
+                        host,
+                        service: Some(service),
+                    },
                     None => Lookup::NxDomain,
                 }
             }
@@ -120,8 +138,15 @@ impl ZoneData {
                 let Some(name) = svc.strip_prefix('_') else {
                     return Lookup::NxDomain;
                 };
-                match (parse_srv_proto_label(proto), self.hosts[host].services.get(name)) {
-                    (Some(p), Some(key)) if key.proto == p => Lookup::Srv { host, service: *key, label: name.to_string() },
+                match (
+                    parse_srv_proto_label(proto),
+                    self.hosts[host].services.get(name),
+                ) {
+                    (Some(p), Some(key)) if key.proto == p => Lookup::Srv {
+                        host,
+                        service: *key,
+                        label: name.to_string(),
+                    },
                     _ => Lookup::NxDomain,
                 }
             }
@@ -153,8 +178,20 @@ pub(crate) mod tests {
     pub(crate) fn demo_zone() -> ZoneData {
         let n = |s: &str| Name::from_ascii(s).expect("valid test name");
         let mut services = BTreeMap::new();
-        services.insert("ssh".to_string(), ServiceKey { proto: L4Proto::Tcp, port: 22 });
-        services.insert("sip".to_string(), ServiceKey { proto: L4Proto::Udp, port: 5060 });
+        services.insert(
+            "ssh".to_string(),
+            ServiceKey {
+                proto: L4Proto::Tcp,
+                port: 22,
+            },
+        );
+        services.insert(
+            "sip".to_string(),
+            ServiceKey {
+                proto: L4Proto::Udp,
+                port: 5060,
+            },
+        );
         ZoneData::new(
             n("gwa.demo."),
             n("ns.gwa.demo."),
@@ -164,8 +201,16 @@ pub(crate) mod tests {
             60,
             30,
             vec![
-                Host { name: "hosta".into(), ipv4: Ipv4Addr::new(192, 168, 0, 101), services },
-                Host { name: "hostb".into(), ipv4: Ipv4Addr::new(192, 168, 0, 102), services: BTreeMap::new() },
+                Host {
+                    name: "hosta".into(),
+                    ipv4: Ipv4Addr::new(192, 168, 0, 101),
+                    services,
+                },
+                Host {
+                    name: "hostb".into(),
+                    ipv4: Ipv4Addr::new(192, 168, 0, 102),
+                    services: BTreeMap::new(),
+                },
             ],
         )
     }
@@ -177,18 +222,66 @@ pub(crate) mod tests {
         assert_eq!(l("gwa.demo."), Lookup::Apex);
         assert_eq!(l("GWA.Demo."), Lookup::Apex);
         assert_eq!(l("ns.gwa.demo."), Lookup::NameServer);
-        assert_eq!(l("hosta.gwa.demo."), Lookup::Host { host: 0, service: None });
-        assert_eq!(l("HostB.gwa.demo."), Lookup::Host { host: 1, service: None });
-        let tcp22 = Some(ServiceKey { proto: L4Proto::Tcp, port: 22 });
-        assert_eq!(l("tcp22.hosta.gwa.demo."), Lookup::Host { host: 0, service: tcp22 });
-        assert_eq!(l("ssh.hosta.gwa.demo."), Lookup::Host { host: 0, service: tcp22 });
-        assert_eq!(l("ssh.hostb.gwa.demo."), Lookup::NxDomain, "hostb has no explicit ssh");
-        assert_eq!(l("udp53.hostb.gwa.demo."), Lookup::Host { host: 1, service: Some(ServiceKey { proto: L4Proto::Udp, port: 53 }) });
+        assert_eq!(
+            l("hosta.gwa.demo."),
+            Lookup::Host {
+                host: 0,
+                service: None
+            }
+        );
+        assert_eq!(
+            l("HostB.gwa.demo."),
+            Lookup::Host {
+                host: 1,
+                service: None
+            }
+        );
+        let tcp22 = Some(ServiceKey {
+            proto: L4Proto::Tcp,
+            port: 22,
+        });
+        assert_eq!(
+            l("tcp22.hosta.gwa.demo."),
+            Lookup::Host {
+                host: 0,
+                service: tcp22
+            }
+        );
+        assert_eq!(
+            l("ssh.hosta.gwa.demo."),
+            Lookup::Host {
+                host: 0,
+                service: tcp22
+            }
+        );
+        assert_eq!(
+            l("ssh.hostb.gwa.demo."),
+            Lookup::NxDomain,
+            "hostb has no explicit ssh"
+        );
+        assert_eq!(
+            l("udp53.hostb.gwa.demo."),
+            Lookup::Host {
+                host: 1,
+                service: Some(ServiceKey {
+                    proto: L4Proto::Udp,
+                    port: 53
+                })
+            }
+        );
         assert_eq!(
             l("_ssh._tcp.hosta.gwa.demo."),
-            Lookup::Srv { host: 0, service: tcp22.expect("set above"), label: "ssh".into() }
+            Lookup::Srv {
+                host: 0,
+                service: tcp22.expect("set above"),
+                label: "ssh".into()
+            }
         );
-        assert_eq!(l("_ssh._udp.hosta.gwa.demo."), Lookup::NxDomain, "wrong transport");
+        assert_eq!(
+            l("_ssh._udp.hosta.gwa.demo."),
+            Lookup::NxDomain,
+            "wrong transport"
+        );
         assert_eq!(l("tcp0.hosta.gwa.demo."), Lookup::NxDomain);
         assert_eq!(l("x.tcp22.hosta.gwa.demo."), Lookup::NxDomain);
         assert_eq!(l("hostc.gwa.demo."), Lookup::NxDomain);

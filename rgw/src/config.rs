@@ -1,0 +1,761 @@
+//! Gateway configuration: TOML loaded with `config` + serde, then validated.
+//!
+//! Every error names the file, the key and what was expected, so an operator
+//! can fix the file without reading the source. `docs/configuration.md`
+//! documents each key with its default.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::pool::{Proto, Service};
+
+/// A configuration error: always names the file, and the key when one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Load { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: expected {expected}, found {found}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// What to do with a query whose reservation cannot be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExhaustedPolicy {
+    /// Send nothing: the resolver retries a moment later (the seed's behaviour).
+    Drop,
+    /// Answer SERVFAIL at once.
+    Servfail,
+    /// Answer REFUSED at once.
+    Refused,
+}
+
+/// How first packets reach the daemon's claim gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// Probe the kernel: nft `queue` if it works, else the xt NFQUEUE target.
+    Auto,
+    /// nftables `queue` statement (needs CONFIG_NFT_QUEUE).
+    Nft,
+    /// iptables-nft `-j NFQUEUE` (needs the xt NFQUEUE target).
+    Xt,
+}
+
+// ---- raw, as written in the file -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    zone: RawZone,
+    wan: RawWan,
+    lan: RawLan,
+    pool: RawPool,
+    #[serde(default)]
+    dataplane: RawDataplane,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: String,
+    ns_name: Option<String>,
+    hostmaster: Option<String>,
+    #[serde(default = "default_static_ttl")]
+    static_ttl: u32,
+    #[serde(default = "default_negative_ttl")]
+    negative_ttl: u32,
+    serial: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWan {
+    interface: String,
+    service_address: Ipv4Addr,
+    #[serde(default = "default_dns_port")]
+    dns_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLan {
+    interface: String,
+    address: Ipv4Addr,
+    network: String,
+    upstream_resolver: String,
+    #[serde(default = "default_dns_port")]
+    dns_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    addresses: Vec<String>,
+    #[serde(default = "default_tmax", with = "humantime_serde")]
+    tmax: Duration,
+    #[serde(default = "default_exhausted")]
+    on_exhausted: ExhaustedPolicy,
+    #[serde(default = "default_max_pending")]
+    default_max_pending: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    #[serde(default = "default_table")]
+    table: String,
+    #[serde(default)]
+    queue_num: u16,
+    #[serde(default = "default_backend")]
+    queue_backend: QueueBackend,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        RawDataplane {
+            table: default_table(),
+            queue_num: 0,
+            queue_backend: default_backend(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: String,
+    ipv4: Ipv4Addr,
+    max_pending: Option<u32>,
+    #[serde(default)]
+    services: BTreeMap<String, String>,
+}
+
+fn default_static_ttl() -> u32 {
+    60
+}
+fn default_negative_ttl() -> u32 {
+    30
+}
+fn default_dns_port() -> u16 {
+    53
+}
+fn default_tmax() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_exhausted() -> ExhaustedPolicy {
+    ExhaustedPolicy::Drop
+}
+fn default_max_pending() -> u32 {
+    3
+}
+fn default_table() -> String {
+    "rgw".to_string()
+}
+fn default_backend() -> QueueBackend {
+    QueueBackend::Auto
+}
+
+// ---- validated ------------------------------------------------------------------
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub zone: ZoneConfig,
+    pub wan: WanConfig,
+    pub lan: LanConfig,
+    pub pool: PoolConfig,
+    pub dataplane: DataplaneConfig,
+    pub control_socket: PathBuf,
+    pub hosts: Vec<HostConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// Absolute, lower-case, with the trailing dot: `gwa.demo.`
+    pub name: String,
+    /// Absolute name of the zone's name server (glue points at the service address).
+    pub ns_name: String,
+    pub hostmaster: String,
+    pub static_ttl: u32,
+    pub negative_ttl: u32,
+    pub serial: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WanConfig {
+    pub interface: String,
+    pub service_address: Ipv4Addr,
+    pub dns_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct LanConfig {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub network: Ipv4Net,
+    pub upstream_resolver: SocketAddr,
+    pub dns_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub addresses: Vec<Ipv4Addr>,
+    pub tmax: Duration,
+    pub on_exhausted: ExhaustedPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub table: String,
+    pub queue_num: u16,
+    pub queue_backend: QueueBackend,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Lower-case single label, e.g. `hosta`.
+    pub name: String,
+    pub ipv4: Ipv4Addr,
+    /// Pending reservations allowed at once; 0 = unlimited.
+    pub max_pending: u32,
+    /// Explicit service names (`ssh` → tcp/22), lower-case labels.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// Largest pool we accept: one nftables interval set and a pool index of this size
+/// stay small; larger pools are almost certainly a typo (a /8).
+const MAX_POOL: usize = 1 << 20;
+
+impl Config {
+    /// Loads and validates `path`. Touches nothing outside the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load {
+                file: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        validate(path, raw)
+    }
+}
+
+fn invalid(file: &Path, key: &str, expected: &str, found: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        expected: expected.to_string(),
+        found: format!("\"{found}\""),
+    }
+}
+
+/// A DNS label as we accept it for host and service names: LDH, 1..=63 bytes.
+fn is_ldh_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn absolute_name(file: &Path, key: &str, s: &str) -> Result<String, ConfigError> {
+    let lower = s.trim().to_ascii_lowercase();
+    let name = if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    };
+    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    if name.len() > 254 || labels.iter().any(|l| !is_ldh_label(l)) {
+        return Err(invalid(
+            file,
+            key,
+            "a domain name of letters, digits and hyphens, e.g. \"gwa.demo.\"",
+            s,
+        ));
+    }
+    Ok(name)
+}
+
+/// `tcp/22`, `udp/5060`.
+pub fn parse_service(s: &str) -> Option<Service> {
+    let (proto, port) = s.trim().split_once('/')?;
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => return None,
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    Some(Service { proto, port })
+}
+
+/// One pool entry: an address, a range `a-b`, or a CIDR block.
+fn expand_pool_entry(entry: &str) -> Option<Vec<Ipv4Addr>> {
+    let entry = entry.trim();
+    if let Some((a, b)) = entry.split_once('-') {
+        let a: u32 = a.trim().parse::<Ipv4Addr>().ok()?.into();
+        let b: u32 = b.trim().parse::<Ipv4Addr>().ok()?.into();
+        if a > b || (b - a) as usize >= MAX_POOL {
+            return None;
+        }
+        return Some((a..=b).map(Ipv4Addr::from).collect());
+    }
+    if entry.contains('/') {
+        let net: Ipv4Net = entry.parse().ok()?;
+        if net.prefix_len() < 12 {
+            return None;
+        }
+        // Every address of the block: the pool addresses are routed to us, they are
+        // not hosts on a link, so network and broadcast addresses are usable too.
+        let first: u32 = net.network().into();
+        let last: u32 = net.broadcast().into();
+        return Some((first..=last).map(Ipv4Addr::from).collect());
+    }
+    entry.parse::<Ipv4Addr>().ok().map(|a| vec![a])
+}
+
+fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let zone_name = absolute_name(file, "zone.name", &raw.zone.name)?;
+    let ns_name = match &raw.zone.ns_name {
+        Some(n) => absolute_name(file, "zone.ns_name", n)?,
+        None => format!("ns.{zone_name}"),
+    };
+    let hostmaster = match &raw.zone.hostmaster {
+        Some(n) => absolute_name(file, "zone.hostmaster", n)?,
+        None => format!("hostmaster.{zone_name}"),
+    };
+    if !ns_name.ends_with(&format!(".{zone_name}")) {
+        return Err(invalid(
+            file,
+            "zone.ns_name",
+            &format!("a name inside the zone {zone_name} (its glue is the service address)"),
+            &ns_name,
+        ));
+    }
+    let serial = raw.zone.serial.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1)
+    });
+
+    for (key, iface) in [
+        ("wan.interface", &raw.wan.interface),
+        ("lan.interface", &raw.lan.interface),
+    ] {
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            return Err(invalid(
+                file,
+                key,
+                "a network interface name (1-15 characters)",
+                iface,
+            ));
+        }
+    }
+
+    let network: Ipv4Net = raw.lan.network.parse().map_err(|_| {
+        invalid(
+            file,
+            "lan.network",
+            "an IPv4 CIDR block such as \"192.168.0.0/24\"",
+            &raw.lan.network,
+        )
+    })?;
+    let network = network.trunc();
+    if !network.contains(&raw.lan.address) {
+        return Err(invalid(
+            file,
+            "lan.address",
+            &format!("an address inside lan.network {network}"),
+            raw.lan.address,
+        ));
+    }
+    let upstream_resolver = parse_socket_addr(&raw.lan.upstream_resolver).ok_or_else(|| {
+        invalid(
+            file,
+            "lan.upstream_resolver",
+            "an address with optional port, e.g. \"203.0.113.54\" or \"203.0.113.54:53\"",
+            &raw.lan.upstream_resolver,
+        )
+    })?;
+
+    let mut addresses = Vec::new();
+    if raw.pool.addresses.is_empty() {
+        return Err(invalid(
+            file,
+            "pool.addresses",
+            "at least one address, range or CIDR block",
+            "[]",
+        ));
+    }
+    for (i, entry) in raw.pool.addresses.iter().enumerate() {
+        let expanded = expand_pool_entry(entry).ok_or_else(|| {
+            invalid(
+                file,
+                &format!("pool.addresses[{i}]"),
+                "an IPv4 address, a range \"a-b\" or a CIDR block no larger than /12",
+                entry,
+            )
+        })?;
+        addresses.extend(expanded);
+        if addresses.len() > MAX_POOL {
+            return Err(invalid(
+                file,
+                "pool.addresses",
+                "at most 1048576 addresses in all",
+                addresses.len(),
+            ));
+        }
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    for a in &addresses {
+        if *a == raw.wan.service_address {
+            return Err(invalid(
+                file,
+                "pool.addresses",
+                "addresses other than wan.service_address (the service address serves DNS and outbound NAT)",
+                a,
+            ));
+        }
+    }
+    if raw.pool.tmax.is_zero() || raw.pool.tmax > Duration::from_secs(3600) {
+        return Err(invalid(
+            file,
+            "pool.tmax",
+            "a duration between 1ms and 1h, e.g. \"2s\"",
+            humantime_serde::re::humantime::format_duration(raw.pool.tmax).to_string(),
+        ));
+    }
+
+    if raw.dataplane.table.is_empty()
+        || raw.dataplane.table.len() > 32
+        || !raw
+            .dataplane
+            .table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(invalid(
+            file,
+            "dataplane.table",
+            "a table name of letters, digits and _",
+            &raw.dataplane.table,
+        ));
+    }
+
+    let mut hosts: Vec<HostConfig> = Vec::new();
+    for (i, h) in raw.hosts.iter().enumerate() {
+        let name = h.name.to_ascii_lowercase();
+        if !is_ldh_label(&name) {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].name"),
+                "a single DNS label such as \"hosta\"",
+                &h.name,
+            ));
+        }
+        if name == ns_label(&ns_name, &zone_name) {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].name"),
+                "a name other than the zone's name server",
+                &h.name,
+            ));
+        }
+        if hosts.iter().any(|o| o.name == name) {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].name"),
+                "a name not used by another host",
+                &h.name,
+            ));
+        }
+        if !network.contains(&h.ipv4) {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].ipv4"),
+                &format!("an address inside lan.network {network}"),
+                h.ipv4,
+            ));
+        }
+        let mut services = BTreeMap::new();
+        for (label, spec) in &h.services {
+            let key = format!("hosts[{i}].services.{label}");
+            let label = label.to_ascii_lowercase();
+            if !is_ldh_label(&label) || rgw_dns::sfqdn::parse_port_label(&label).is_some() {
+                return Err(invalid(
+                    file,
+                    &key,
+                    "a service label such as \"ssh\" (not of the built-in form tcp<port>/udp<port>)",
+                    &label,
+                ));
+            }
+            let svc = parse_service(spec).ok_or_else(|| {
+                invalid(
+                    file,
+                    &key,
+                    "\"tcp/<port>\" or \"udp/<port>\" with port 1-65535",
+                    spec,
+                )
+            })?;
+            services.insert(label, svc);
+        }
+        hosts.push(HostConfig {
+            name,
+            ipv4: h.ipv4,
+            max_pending: h.max_pending.unwrap_or(raw.pool.default_max_pending),
+            services,
+        });
+    }
+
+    Ok(Config {
+        file: file.to_path_buf(),
+        zone: ZoneConfig {
+            name: zone_name,
+            ns_name,
+            hostmaster,
+            static_ttl: raw.zone.static_ttl,
+            negative_ttl: raw.zone.negative_ttl,
+            serial,
+        },
+        wan: WanConfig {
+            interface: raw.wan.interface,
+            service_address: raw.wan.service_address,
+            dns_port: raw.wan.dns_port,
+        },
+        lan: LanConfig {
+            interface: raw.lan.interface,
+            address: raw.lan.address,
+            network,
+            upstream_resolver,
+            dns_port: raw.lan.dns_port,
+        },
+        pool: PoolConfig {
+            addresses,
+            tmax: raw.pool.tmax,
+            on_exhausted: raw.pool.on_exhausted,
+        },
+        dataplane: DataplaneConfig {
+            table: raw.dataplane.table.clone(),
+            queue_num: raw.dataplane.queue_num,
+            queue_backend: raw.dataplane.queue_backend,
+        },
+        control_socket: raw
+            .control
+            .socket
+            .unwrap_or_else(|| PathBuf::from(format!("/run/rgw/{}.sock", raw.dataplane.table))),
+        hosts,
+    })
+}
+
+/// The first label of the NS name when it sits directly under the apex (`ns`), else "".
+fn ns_label<'a>(ns_name: &'a str, zone: &str) -> &'a str {
+    ns_name
+        .strip_suffix(&format!(".{zone}"))
+        .filter(|l| !l.contains('.'))
+        .unwrap_or("")
+}
+
+fn parse_socket_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    s.parse::<Ipv4Addr>()
+        .ok()
+        .map(|a| SocketAddr::V4(SocketAddrV4::new(a, 53)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const GOOD: &str = r#"
+[zone]
+name = "gwa.demo"
+
+[wan]
+interface = "wan0"
+service_address = "198.51.100.2"
+
+[lan]
+interface = "lan0"
+address = "192.168.0.1"
+network = "192.168.0.0/24"
+upstream_resolver = "203.0.113.54"
+
+[pool]
+addresses = ["198.51.100.17-198.51.100.19", "198.51.100.24/30", "198.51.100.19"]
+
+[[hosts]]
+name = "HostA"
+ipv4 = "192.168.0.101"
+services = { ssh = "tcp/22" }
+"#;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "rgw-cfg-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let path = dir.join("rgw.toml");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("temp file is writable");
+        Config::load(&path)
+    }
+
+    #[test]
+    fn good_file_loads_with_defaults() {
+        let c = load_str(GOOD).expect("valid config");
+        assert_eq!(c.zone.name, "gwa.demo.");
+        assert_eq!(c.zone.ns_name, "ns.gwa.demo.");
+        assert_eq!(c.pool.tmax, Duration::from_secs(2));
+        assert_eq!(c.pool.on_exhausted, ExhaustedPolicy::Drop);
+        assert_eq!(
+            c.pool.addresses.len(),
+            7,
+            "3 from the range + 4 from the /30, duplicate removed"
+        );
+        assert_eq!(c.hosts[0].name, "hosta");
+        assert_eq!(c.hosts[0].max_pending, 3);
+        assert_eq!(
+            c.hosts[0].services["ssh"],
+            Service {
+                proto: Proto::Tcp,
+                port: 22
+            }
+        );
+        assert_eq!(c.lan.upstream_resolver.port(), 53);
+        assert_eq!(c.control_socket, PathBuf::from("/run/rgw/rgw.sock"));
+    }
+
+    fn err_of(text: &str) -> String {
+        load_str(text)
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let e = err_of(&GOOD.replace("\"192.168.0.101\"", "\"192.168.7.1\""));
+        assert!(
+            e.contains("rgw.toml")
+                && e.contains("hosts[0].ipv4")
+                && e.contains("inside lan.network"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("198.51.100.24/30", "198.51.100.300"));
+        assert!(
+            e.contains("pool.addresses[1]") && e.contains("198.51.100.300"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("tcp/22", "sctp/22"));
+        assert!(
+            e.contains("hosts[0].services.ssh") && e.contains("tcp/<port>"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("ssh = ", "tcp80 = "));
+        assert!(e.contains("hosts[0].services.tcp80"), "{e}");
+
+        let e = err_of(&GOOD.replace("[pool]", "[pool]\ntmax = \"0s\""));
+        assert!(e.contains("pool.tmax"), "{e}");
+
+        let e = err_of(&GOOD.replace("[pool]", "[pool]\ntmax = \"soon\""));
+        assert!(e.contains("rgw.toml") && e.contains("tmax"), "{e}");
+
+        let e = err_of(&GOOD.replace(
+            "service_address = \"198.51.100.2\"",
+            "service_address = \"198.51.100.18\"",
+        ));
+        assert!(
+            e.contains("pool.addresses") && e.contains("service address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn type_errors_and_unknown_keys_name_the_key() {
+        let e = err_of(&GOOD.replace("[pool]", "[pool]\ndefault_max_pending = \"many\""));
+        assert!(
+            e.contains("rgw.toml") && e.contains("default_max_pending"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("[wan]", "[wan]\nmtu = 1500"));
+        assert!(e.contains("rgw.toml") && e.contains("mtu"), "{e}");
+        let e = err_of(&GOOD.replace(
+            "service_address = \"198.51.100.2\"",
+            "service_address = \"wan\"",
+        ));
+        assert!(e.contains("service_address"), "{e}");
+        let e = err_of("this is not toml [");
+        assert!(e.contains("rgw.toml"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_hosts_rejected() {
+        let text = format!("{GOOD}\n[[hosts]]\nname = \"hosta\"\nipv4 = \"192.168.0.102\"\n");
+        let e = err_of(&text);
+        assert!(e.contains("hosts[1].name"), "{e}");
+    }
+
+    #[test]
+    fn pool_entry_forms() {
+        assert_eq!(expand_pool_entry("10.0.0.1").map(|v| v.len()), Some(1));
+        assert_eq!(
+            expand_pool_entry("10.0.0.1-10.0.0.4").map(|v| v.len()),
+            Some(4)
+        );
+        assert_eq!(expand_pool_entry("10.0.0.0/30").map(|v| v.len()), Some(4));
+        assert_eq!(
+            expand_pool_entry("10.0.0.0/16").map(|v| v.len()),
+            Some(65536)
+        );
+        assert!(expand_pool_entry("10.0.0.4-10.0.0.1").is_none());
+        assert!(expand_pool_entry("10.0.0.0/8").is_none());
+        assert!(expand_pool_entry("nonsense").is_none());
+    }
+
+    #[test]
+    fn service_specs() {
+        assert_eq!(
+            parse_service("udp/5060"),
+            Some(Service {
+                proto: Proto::Udp,
+                port: 5060
+            })
+        );
+        assert_eq!(parse_service("tcp/0"), None);
+        assert_eq!(parse_service("tcp/70000"), None);
+        assert_eq!(parse_service("tcp"), None);
+    }
+}

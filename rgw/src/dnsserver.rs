@@ -1,0 +1,242 @@
+//! DNS sockets: a thin shell around [`rgw_dns::Responder`].
+//!
+//! WAN over UDP: one blocking worker thread per core, each with its own
+//! SO_REUSEPORT socket and a 4 MiB receive buffer (DESIGN.md §3: the model
+//! that made hickory fastest here, and Knot's and NSD's). TCP on both views
+//! and the LAN view (which forwards names outside the zone) run on tokio.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rgw_dns::{Action, Responder, Transport, View};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::gateway::{Gateway, GatewayAllocator};
+use crate::metrics::inc;
+
+/// Idle time after which a DNS-over-TCP connection is closed (RFC 7766 §6.2.3 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How long a forwarded query waits for the upstream resolver.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
+
+pub struct DnsServer {
+    pub gw: Arc<Gateway>,
+    pub responder: Arc<Responder>,
+}
+
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    // The default 208 KiB drops a burst of queries (measured with dnsperf).
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())
+        .with_context(|| format!("binding DNS UDP {addr}"))?;
+    Ok(s)
+}
+
+fn tcp_listener(addr: SocketAddr) -> Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("binding DNS TCP {addr}"))?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into())?)
+}
+
+impl DnsServer {
+    fn count(&self, view: View, action: &Action) {
+        let m = &self.gw.metrics;
+        inc(match view {
+            View::Public => &m.dns_queries_public,
+            View::Private => &m.dns_queries_private,
+        });
+        match action {
+            Action::Reply { outcome, .. } => m.count_outcome(*outcome),
+            Action::Drop(r) => m.count_drop(*r),
+            Action::Forward => inc(&m.dns_forwarded),
+        }
+    }
+
+    fn decide(&self, packet: &[u8], view: View, transport: Transport) -> Action {
+        let action =
+            self.responder
+                .handle(packet, view, transport, &mut GatewayAllocator(&self.gw));
+        self.count(view, &action);
+        action
+    }
+
+    /// Starts the WAN UDP workers (blocking threads). Returns once all are bound.
+    pub fn spawn_wan_udp(self: &Arc<Self>, addr: SocketAddr, workers: usize) -> Result<()> {
+        for i in 0..workers.max(1) {
+            let sock: UdpSocket = udp_socket(addr, true)?.into();
+            let me = Arc::clone(self);
+            std::thread::Builder::new()
+                .name(format!("dns-wan-{i}"))
+                .spawn(move || me.wan_udp_loop(sock))
+                .context("spawning a DNS worker")?;
+        }
+        info!(%addr, workers, "DNS (public view) on UDP");
+        Ok(())
+    }
+
+    fn wan_udp_loop(&self, sock: UdpSocket) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, peer) = match sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "DNS UDP receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if let Action::Reply { bytes, .. } =
+                self.decide(&buf[..n], View::Public, Transport::Udp)
+            {
+                if let Err(e) = sock.send_to(&bytes, peer) {
+                    debug!(%peer, error = %e, "DNS UDP send failed");
+                }
+            }
+        }
+    }
+
+    /// LAN UDP: answers zone names, forwards the rest upstream.
+    pub async fn lan_udp(self: Arc<Self>, addr: SocketAddr, upstream: SocketAddr) -> Result<()> {
+        let sock = udp_socket(addr, false)?;
+        sock.set_nonblocking(true)?;
+        let sock = Arc::new(tokio::net::UdpSocket::from_std(sock.into())?);
+        info!(%addr, %upstream, "DNS (private view) on UDP");
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, peer) = match sock.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "LAN DNS UDP receive failed");
+                    continue;
+                }
+            };
+            let packet = buf[..n].to_vec();
+            match self.decide(&packet, View::Private, Transport::Udp) {
+                Action::Reply { bytes, .. } => {
+                    let _ = sock.send_to(&bytes, peer).await;
+                }
+                Action::Drop(_) => {}
+                Action::Forward => {
+                    let (me, sock) = (Arc::clone(&self), Arc::clone(&sock));
+                    tokio::spawn(async move {
+                        match forward_udp(&packet, upstream).await {
+                            Ok(reply) => {
+                                let _ = sock.send_to(&reply, peer).await;
+                            }
+                            Err(e) => {
+                                inc(&me.gw.metrics.dns_forward_failed);
+                                debug!(%peer, error = %e, "forwarding failed");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// DNS over TCP (RFC 7766) for either view.
+    pub async fn tcp(
+        self: Arc<Self>,
+        addr: SocketAddr,
+        view: View,
+        upstream: Option<SocketAddr>,
+    ) -> Result<()> {
+        let listener = tcp_listener(addr)?;
+        info!(%addr, ?view, "DNS on TCP");
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                if let Err(e) = me.tcp_conn(stream, view, upstream).await {
+                    debug!(%peer, error = %e, "DNS TCP connection ended");
+                }
+            });
+        }
+    }
+
+    async fn tcp_conn(
+        &self,
+        mut stream: TcpStream,
+        view: View,
+        upstream: Option<SocketAddr>,
+    ) -> Result<()> {
+        loop {
+            let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+                Ok(Ok(l)) => usize::from(l),
+                _ => return Ok(()),
+            };
+            let mut msg = vec![0u8; len];
+            tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg)).await??;
+            let reply = match self.decide(&msg, view, Transport::Tcp) {
+                Action::Reply { bytes, .. } => bytes,
+                // Denied by policy "drop" (or not a query): close without answering.
+                Action::Drop(_) => return Ok(()),
+                Action::Forward => match upstream {
+                    Some(up) => match forward_tcp(&msg, up).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            inc(&self.gw.metrics.dns_forward_failed);
+                            return Err(e);
+                        }
+                    },
+                    None => return Ok(()),
+                },
+            };
+            let len = u16::try_from(reply.len()).context("reply larger than 64 KiB")?;
+            stream.write_u16(len).await?;
+            stream.write_all(&reply).await?;
+        }
+    }
+}
+
+async fn forward_udp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>> {
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.connect(upstream).await?;
+    sock.send(query).await?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(FORWARD_TIMEOUT, sock.recv(&mut buf)).await??;
+        // Only the reply to this query (same ID) goes back.
+        if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+    }
+}
+
+async fn forward_tcp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>> {
+    let mut s = tokio::time::timeout(FORWARD_TIMEOUT, TcpStream::connect(upstream)).await??;
+    s.write_u16(u16::try_from(query.len())?).await?;
+    s.write_all(query).await?;
+    let len = tokio::time::timeout(FORWARD_TIMEOUT, s.read_u16()).await??;
+    let mut buf = vec![0u8; usize::from(len)];
+    tokio::time::timeout(FORWARD_TIMEOUT, s.read_exact(&mut buf)).await??;
+    Ok(buf)
+}

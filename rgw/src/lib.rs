@@ -1,0 +1,11 @@
+//! The Realm Gateway daemon: configuration, the Circular Pool, the nftables
+//! data plane and the DNS shell. The hard logic (pool, answer policy) is
+//! sans-IO; the rest moves bytes and time in and out.
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod dnsserver;
+pub mod gateway;
+pub mod metrics;
+pub mod pool;

@@ -1,0 +1,210 @@
+//! `rgw`: run the Realm Gateway, check a configuration, ask a running daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use rgw::config::Config;
+use rgw::dataplane::{self, gate};
+use rgw::dnsserver::DnsServer;
+use rgw::gateway::{Gateway, KernelSets};
+use rgw_dns::{Responder, View};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "rgw",
+    version,
+    about = "Realm Gateway: reach hosts behind NAT by name"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (needs root / CAP_NET_ADMIN in the gateway's network namespace).
+    Run {
+        #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
+        config: PathBuf,
+        /// Log filter (tracing EnvFilter syntax); RGW_LOG overrides it.
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// Validate a configuration file without touching the system.
+    Check {
+        #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
+        config: PathBuf,
+    },
+    /// Show the running daemon's pool, pending reservations and counters.
+    Status {
+        /// Control socket (default: the one the configuration names).
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run { config, log } => run(config, log),
+        Cmd::Check { config } => check(config),
+        Cmd::Status {
+            socket,
+            config,
+            json,
+        } => status(socket, config, json),
+    };
+    if let Err(e) = result {
+        eprintln!("rgw: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check(path: PathBuf) -> Result<()> {
+    let cfg = Config::load(&path)?;
+    println!(
+        "{}: ok — zone {}, {} pool addresses, Tmax {:?}, {} hosts",
+        path.display(),
+        cfg.zone.name,
+        cfg.pool.addresses.len(),
+        cfg.pool.tmax,
+        cfg.hosts.len()
+    );
+    Ok(())
+}
+
+fn status(socket: Option<PathBuf>, config: PathBuf, json: bool) -> Result<()> {
+    let socket = match socket {
+        Some(s) => s,
+        None => Config::load(&config)?.control_socket,
+    };
+    let v = rgw::control::request(&socket, "status")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let p = &v["pool"];
+    println!(
+        "zone {}  table {}  gate via {}",
+        v["zone"], v["table"], v["queue_backend"]
+    );
+    println!(
+        "pool: {} addresses, {} free, {} exclusive, {} shared, {} pending",
+        p["size"], p["free"], p["exclusive"], p["shared"], p["pending"]
+    );
+    if let Some(list) = v["pending"].as_array() {
+        for r in list {
+            println!(
+                "  pending {} {} {} ({:.2}s left)",
+                r["host"],
+                r["address"],
+                r["service"],
+                r["expires_in_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    if let Some(c) = v["counters"].as_object() {
+        for (k, n) in c {
+            println!("  {k:<24} {n}");
+        }
+    }
+    if let Some(c) = v["kernel_drops"].as_object() {
+        for (k, n) in c {
+            println!("  kernel {k:<17} {n}");
+        }
+    }
+    Ok(())
+}
+
+fn run(path: PathBuf, log: String) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RGW_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
+        .context("invalid --log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let cfg = Config::load(&path)?;
+    info!(config = %path.display(), zone = %cfg.zone.name, pool = cfg.pool.addresses.len(), tmax = ?cfg.pool.tmax, "starting");
+
+    let via = dataplane::choose_queue(&cfg)?;
+    dataplane::install(&cfg, via)?;
+    let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
+        .context("opening the nftables netlink socket")?;
+    let gw = Gateway::new(cfg.clone(), Box::new(sets));
+
+    let gate_gw = Arc::clone(&gw);
+    let queue_num = cfg.dataplane.queue_num;
+    std::thread::Builder::new()
+        .name("gate".into())
+        .spawn(move || {
+            if let Err(e) = gate::run(gate_gw, queue_num) {
+                // Without the gate no reservation can be claimed: better to stop loudly.
+                error!(error = %e, "first-packet gate stopped");
+                std::process::exit(2);
+            }
+        })
+        .context("spawning the gate thread")?;
+
+    let responder = Arc::new(Responder::new(gw.zone.clone(), gw.denied_policy()));
+    let server = Arc::new(DnsServer {
+        gw: Arc::clone(&gw),
+        responder,
+    });
+    let wan = SocketAddr::from((cfg.wan.service_address, cfg.wan.dns_port));
+    let lan = SocketAddr::from((cfg.lan.address, cfg.lan.dns_port));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    server.spawn_wan_udp(wan, workers)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let outcome = rt.block_on(async {
+        let upstream = cfg.lan.upstream_resolver;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(Arc::clone(&server).tcp(wan, View::Public, None));
+        tasks.spawn(Arc::clone(&server).lan_udp(lan, upstream));
+        tasks.spawn(Arc::clone(&server).tcp(lan, View::Private, Some(upstream)));
+        let ctl_gw = Arc::clone(&gw);
+        let ctl_path = cfg.control_socket.clone();
+        tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl_gw, via).await });
+        let exp_gw = Arc::clone(&gw);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                exp_gw.expire(Instant::now());
+            }
+        });
+        info!("rgw ready");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
+            _ = term.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
+            Some(r) = tasks.join_next() => match r {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(anyhow::anyhow!("a server task ended")),
+                Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
+            },
+        }
+    });
+    // Clean shutdown removes our table; established flows keep their conntrack NAT.
+    let removed = dataplane::remove(&cfg);
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    outcome.and(removed)
+}
