@@ -130,9 +130,12 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RGW_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
         .context("invalid --log filter")?;
+    // Colour only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 
     let cfg = Config::load(&path)?;
