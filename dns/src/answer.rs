@@ -459,7 +459,7 @@ fn formerr_from_raw(packet: &[u8]) -> Action {
     let mut out = vec![0u8; 12];
     out[0..2].copy_from_slice(&id.to_be_bytes());
     out[2] = 0x80 | (opcode << 3) | (flags & 0x01);
-    out[3] = u8::from(ResponseCode::FormErr.low());
+    out[3] = ResponseCode::FormErr.low();
     Action::Reply {
         bytes: out,
         outcome: Outcome::FormErr,

@@ -14,4 +14,4 @@ pub use answer::{
     Transport, View,
 };
 pub use sfqdn::{L4Proto, ServiceKey};
-pub use zone::{Host, Lookup, ZoneData};
+pub use zone::{Host, Lookup, ZoneData, ZoneSettings};

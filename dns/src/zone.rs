@@ -59,17 +59,29 @@ pub enum Lookup {
     NxDomain,
 }
 
+/// The zone's own parameters (apex, name server, SOA values).
+#[derive(Debug, Clone)]
+pub struct ZoneSettings {
+    pub apex: Name,
+    pub ns_name: Name,
+    pub ns_addr: Ipv4Addr,
+    pub hostmaster: Name,
+    pub serial: u32,
+    pub static_ttl: u32,
+    pub negative_ttl: u32,
+}
+
 impl ZoneData {
-    pub fn new(
-        apex: Name,
-        ns_name: Name,
-        ns_addr: Ipv4Addr,
-        hostmaster: Name,
-        serial: u32,
-        static_ttl: u32,
-        negative_ttl: u32,
-        hosts: Vec<Host>,
-    ) -> Self {
+    pub fn new(settings: ZoneSettings, hosts: Vec<Host>) -> Self {
+        let ZoneSettings {
+            apex,
+            ns_name,
+            ns_addr,
+            hostmaster,
+            serial,
+            static_ttl,
+            negative_ttl,
+        } = settings;
         let apex = apex.to_lowercase();
         let ns_name = ns_name.to_lowercase();
         let by_name = hosts
@@ -193,13 +205,15 @@ pub(crate) mod tests {
             },
         );
         ZoneData::new(
-            n("gwa.demo."),
-            n("ns.gwa.demo."),
-            Ipv4Addr::new(198, 51, 100, 2),
-            n("hostmaster.gwa.demo."),
-            7,
-            60,
-            30,
+            ZoneSettings {
+                apex: n("gwa.demo."),
+                ns_name: n("ns.gwa.demo."),
+                ns_addr: Ipv4Addr::new(198, 51, 100, 2),
+                hostmaster: n("hostmaster.gwa.demo."),
+                serial: 7,
+                static_ttl: 60,
+                negative_ttl: 30,
+            },
             vec![
                 Host {
                     name: "hosta".into(),
@@ -236,10 +250,11 @@ pub(crate) mod tests {
                 service: None
             }
         );
-        let tcp22 = Some(ServiceKey {
+        let ssh = ServiceKey {
             proto: L4Proto::Tcp,
             port: 22,
-        });
+        };
+        let tcp22 = Some(ssh);
         assert_eq!(
             l("tcp22.hosta.gwa.demo."),
             Lookup::Host {
@@ -273,7 +288,7 @@ pub(crate) mod tests {
             l("_ssh._tcp.hosta.gwa.demo."),
             Lookup::Srv {
                 host: 0,
-                service: tcp22.expect("set above"),
+                service: ssh,
                 label: "ssh".into()
             }
         );

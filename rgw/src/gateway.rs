@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rgw_dns::{Allocation, Allocator, DeniedPolicy, DenyReason, Host, ServiceKey, ZoneData};
+use rgw_dns::{
+    Allocation, Allocator, DeniedPolicy, DenyReason, Host, ServiceKey, ZoneData, ZoneSettings,
+};
 use tracing::{info, warn};
 
 use crate::config::{Config, ExhaustedPolicy};
@@ -248,13 +250,15 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
         })
         .collect();
     ZoneData::new(
-        name(&cfg.zone.name),
-        name(&cfg.zone.ns_name),
-        cfg.wan.service_address,
-        name(&cfg.zone.hostmaster),
-        cfg.zone.serial,
-        cfg.zone.static_ttl,
-        cfg.zone.negative_ttl,
+        ZoneSettings {
+            apex: name(&cfg.zone.name),
+            ns_name: name(&cfg.zone.ns_name),
+            ns_addr: cfg.wan.service_address,
+            hostmaster: name(&cfg.zone.hostmaster),
+            serial: cfg.zone.serial,
+            static_ttl: cfg.zone.static_ttl,
+            negative_ttl: cfg.zone.negative_ttl,
+        },
         hosts,
     )
 }

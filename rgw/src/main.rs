@@ -93,35 +93,37 @@ fn status(socket: Option<PathBuf>, config: PathBuf, json: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
+    // Plain text: strings without their JSON quotes.
+    let t = |x: &serde_json::Value| {
+        x.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| x.to_string())
+    };
     let p = &v["pool"];
     println!(
         "zone {}  table {}  gate via {}",
-        v["zone"], v["table"], v["queue_backend"]
+        t(&v["zone"]),
+        t(&v["table"]),
+        t(&v["queue_backend"])
     );
     println!(
         "pool: {} addresses, {} free, {} exclusive, {} shared, {} pending",
         p["size"], p["free"], p["exclusive"], p["shared"], p["pending"]
     );
-    if let Some(list) = v["pending"].as_array() {
-        for r in list {
-            println!(
-                "  pending {} {} {} ({:.2}s left)",
-                r["host"],
-                r["address"],
-                r["service"],
-                r["expires_in_s"].as_f64().unwrap_or(0.0)
-            );
-        }
+    for r in v["pending"].as_array().into_iter().flatten() {
+        println!(
+            "  pending {:<10} {:<16} {:<8} {:.2}s left",
+            t(&r["host"]),
+            t(&r["address"]),
+            t(&r["service"]),
+            r["expires_in_s"].as_f64().unwrap_or(0.0)
+        );
     }
-    if let Some(c) = v["counters"].as_object() {
-        for (k, n) in c {
-            println!("  {k:<24} {n}");
-        }
+    for (k, n) in v["counters"].as_object().into_iter().flatten() {
+        println!("  {k:<24} {n}");
     }
-    if let Some(c) = v["kernel_drops"].as_object() {
-        for (k, n) in c {
-            println!("  kernel {k:<17} {n}");
-        }
+    for (k, n) in v["kernel_drops"].as_object().into_iter().flatten() {
+        println!("  kernel {k:<17} {n}");
     }
     Ok(())
 }
