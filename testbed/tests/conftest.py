@@ -411,7 +411,7 @@ def pytest_runtest_makereport(item, call):
 def topo():
     """The running testbed (see Topology)."""
     if os.geteuid() != 0:
-        pytest.skip("the netns testbed needs root")
+        pytest.fail("the netns testbed needs root: run the suite as root", pytrace=False)
 
     attach = os.environ.get("RGW_TESTBED_STATE")
     if attach:
