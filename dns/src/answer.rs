@@ -76,6 +76,8 @@ pub enum Outcome {
     Refused,
     FormErr,
     NotImp,
+    /// EDNS version we do not speak (RFC 6891 §6.1.3).
+    BadVers,
     /// A denied reservation answered with SERVFAIL/REFUSED by policy.
     Denied(DenyReason),
 }
@@ -141,6 +143,16 @@ impl Responder {
                 Sections::default(),
             );
         }
+        if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // Decided before any lookup: a BADVERS reply must not cost a reservation.
+            return self.finish(
+                &req,
+                transport,
+                ResponseCode::BADVERS,
+                Outcome::BadVers,
+                Sections::default(),
+            );
+        }
         if req.queries.len() != 1 {
             return self.finish(
                 &req,
@@ -190,6 +202,7 @@ impl Responder {
         let static_ttl = self.zone.static_ttl;
         let outcome = match lookup {
             Lookup::OutOfZone => unreachable_out_of_zone(),
+            Lookup::EmptyNonTerminal => Outcome::Static,
             Lookup::NxDomain => {
                 s.authority.push(self.soa_record(self.zone.negative_ttl));
                 return self.finish(
@@ -400,13 +413,6 @@ impl Responder {
             let mut edns = Edns::new();
             edns.set_max_payload(EDNS_PAYLOAD);
             edns.set_version(0);
-            if req_edns.version() > 0 {
-                // RFC 6891 §6.1.3: unknown EDNS version → BADVERS, no answer data.
-                resp.metadata.response_code = ResponseCode::BADVERS;
-                resp.answers.clear();
-                resp.authorities.clear();
-                resp.additionals.clear();
-            }
             resp.edns = Some(edns);
             limit = usize::from(req_edns.max_payload().clamp(512, EDNS_PAYLOAD));
         }
@@ -636,6 +642,18 @@ mod tests {
     fn negative_answers_carry_soa() {
         let r = responder();
         let mut a = alloc(5);
+        let (m, o) = ask(
+            &r,
+            "_tcp.hosta.gwa.demo.",
+            RecordType::A,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!(
+            (m.metadata.response_code, o),
+            (ResponseCode::NoError, Outcome::NoData),
+            "empty non-terminal"
+        );
         let (m, o) = ask(&r, "nosuch.gwa.demo.", RecordType::A, View::Public, &mut a);
         assert_eq!(
             (m.metadata.response_code, o),
@@ -723,6 +741,19 @@ mod tests {
         let resp = Message::from_vec(&bytes).expect("parses");
         // BADVERS and BADSIG share code 16 (RFC 6891 / RFC 8945); compare the number.
         assert_eq!(u16::from(resp.metadata.response_code), 16);
+        // BADVERS is decided before any allocation.
+        let mut q = Message::from_vec(&query("hosta.gwa.demo.", RecordType::A)).expect("parses");
+        let mut e1 = Edns::new();
+        e1.set_version(1);
+        q.edns = Some(e1);
+        let mut none = alloc(3);
+        let _ = r.handle(
+            &q.to_vec().expect("enc"),
+            View::Public,
+            Transport::Udp,
+            &mut none,
+        );
+        assert!(none.asked.is_empty(), "BADVERS must not allocate");
     }
 
     #[test]

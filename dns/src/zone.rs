@@ -55,6 +55,9 @@ pub enum Lookup {
         service: ServiceKey,
         label: String,
     },
+    /// A name with no records that has names below it (`_tcp.hosta` when
+    /// `_ssh._tcp.hosta` exists): NODATA, not NXDOMAIN (RFC 8020).
+    EmptyNonTerminal,
     /// Inside the zone, but no such name.
     NxDomain,
 }
@@ -123,6 +126,9 @@ impl ZoneData {
         if rel == self.ns_rel {
             return Lookup::NameServer;
         }
+        if rel.len() < self.ns_rel.len() && self.ns_rel.ends_with(&rel) {
+            return Lookup::EmptyNonTerminal;
+        }
         // Labels are leftmost first: [service?, host] or [_svc, _proto, host].
         let host_label = &rel[rel.len() - 1];
         let Some(&host) = self.by_name.get(host_label.as_str()) else {
@@ -133,6 +139,18 @@ impl ZoneData {
                 host,
                 service: None,
             },
+            2 if parse_srv_proto_label(&rel[0]).is_some() => {
+                let proto = parse_srv_proto_label(&rel[0]);
+                if self.hosts[host]
+                    .services
+                    .values()
+                    .any(|k| Some(k.proto) == proto)
+                {
+                    Lookup::EmptyNonTerminal
+                } else {
+                    Lookup::NxDomain
+                }
+            }
             2 => {
                 let label = &rel[0];
                 let service = parse_port_label(label)
@@ -296,6 +314,17 @@ pub(crate) mod tests {
             l("_ssh._udp.hosta.gwa.demo."),
             Lookup::NxDomain,
             "wrong transport"
+        );
+        assert_eq!(l("_tcp.hosta.gwa.demo."), Lookup::EmptyNonTerminal);
+        assert_eq!(
+            l("_udp.hosta.gwa.demo."),
+            Lookup::EmptyNonTerminal,
+            "sip is udp/5060"
+        );
+        assert_eq!(
+            l("_udp.hostb.gwa.demo."),
+            Lookup::NxDomain,
+            "hostb has no services"
         );
         assert_eq!(l("tcp0.hosta.gwa.demo."), Lookup::NxDomain);
         assert_eq!(l("x.tcp22.hosta.gwa.demo."), Lookup::NxDomain);

@@ -29,8 +29,7 @@ pub enum ConfigError {
 }
 
 /// What to do with a query whose reservation cannot be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExhaustedPolicy {
     /// Send nothing: the resolver retries a moment later (the seed's behaviour).
     Drop,
@@ -41,8 +40,7 @@ pub enum ExhaustedPolicy {
 }
 
 /// How first packets reach the daemon's claim gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueBackend {
     /// Probe the kernel: nft `queue` if it works, else the xt NFQUEUE target.
     Auto,
@@ -109,7 +107,7 @@ struct RawPool {
     #[serde(default = "default_tmax", with = "humantime_serde")]
     tmax: Duration,
     #[serde(default = "default_exhausted")]
-    on_exhausted: ExhaustedPolicy,
+    on_exhausted: String,
     #[serde(default = "default_max_pending")]
     default_max_pending: u32,
 }
@@ -122,7 +120,9 @@ struct RawDataplane {
     #[serde(default)]
     queue_num: u16,
     #[serde(default = "default_backend")]
-    queue_backend: QueueBackend,
+    queue_backend: String,
+    #[serde(default)]
+    keep_on_exit: bool,
 }
 
 impl Default for RawDataplane {
@@ -131,6 +131,7 @@ impl Default for RawDataplane {
             table: default_table(),
             queue_num: 0,
             queue_backend: default_backend(),
+            keep_on_exit: false,
         }
     }
 }
@@ -163,8 +164,8 @@ fn default_dns_port() -> u16 {
 fn default_tmax() -> Duration {
     Duration::from_secs(2)
 }
-fn default_exhausted() -> ExhaustedPolicy {
-    ExhaustedPolicy::Drop
+fn default_exhausted() -> String {
+    "drop".into()
 }
 fn default_max_pending() -> u32 {
     3
@@ -172,8 +173,8 @@ fn default_max_pending() -> u32 {
 fn default_table() -> String {
     "rgw".to_string()
 }
-fn default_backend() -> QueueBackend {
-    QueueBackend::Auto
+fn default_backend() -> String {
+    "auto".into()
 }
 
 // ---- validated ------------------------------------------------------------------
@@ -231,6 +232,9 @@ pub struct DataplaneConfig {
     pub table: String,
     pub queue_num: u16,
     pub queue_backend: QueueBackend,
+    /// Leave the ruleset in place on a clean exit (for restarts and upgrades:
+    /// SNAT and filtering stay, the next start reconciles).
+    pub keep_on_exit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +261,7 @@ impl Config {
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load {
                 file: path.to_path_buf(),
-                message: e.to_string(),
+                message: fix_key_path(&e.to_string()),
             })?;
         validate(path, raw)
     }
@@ -442,7 +446,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
     }
-    if raw.pool.tmax.is_zero() || raw.pool.tmax > Duration::from_secs(3600) {
+    if raw.pool.tmax < Duration::from_millis(1) || raw.pool.tmax > Duration::from_secs(3600) {
         return Err(invalid(
             file,
             "pool.tmax",
@@ -464,6 +468,50 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "dataplane.table",
             "a table name of letters, digits and _",
             &raw.dataplane.table,
+        ));
+    }
+
+    let on_exhausted = match raw.pool.on_exhausted.as_str() {
+        "drop" => ExhaustedPolicy::Drop,
+        "servfail" => ExhaustedPolicy::Servfail,
+        "refused" => ExhaustedPolicy::Refused,
+        other => {
+            return Err(invalid(
+                file,
+                "pool.on_exhausted",
+                "one of \"drop\", \"servfail\", \"refused\"",
+                other,
+            ))
+        }
+    };
+    let queue_backend = match raw.dataplane.queue_backend.as_str() {
+        "auto" => QueueBackend::Auto,
+        "nft" => QueueBackend::Nft,
+        "xt" => QueueBackend::Xt,
+        other => {
+            return Err(invalid(
+                file,
+                "dataplane.queue_backend",
+                "one of \"auto\", \"nft\", \"xt\"",
+                other,
+            ))
+        }
+    };
+    if let Some(a) = addresses.iter().find(|a| network.contains(*a)) {
+        return Err(invalid(
+            file,
+            "pool.addresses",
+            &format!("public addresses outside lan.network {network}"),
+            a,
+        ));
+    }
+    // The claim mark carries the host index in 16 bits (dataplane/ruleset.rs).
+    if raw.hosts.len() > 0xfffe {
+        return Err(invalid(
+            file,
+            "hosts",
+            "at most 65534 hosts",
+            raw.hosts.len(),
         ));
     }
 
@@ -499,6 +547,23 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 file,
                 &format!("hosts[{i}].ipv4"),
                 &format!("an address inside lan.network {network}"),
+                h.ipv4,
+            ));
+        }
+        if h.ipv4 == raw.lan.address || h.ipv4 == network.network() || h.ipv4 == network.broadcast()
+        {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].ipv4"),
+                "a host address (not lan.address, nor the network or broadcast address)",
+                h.ipv4,
+            ));
+        }
+        if let Some(o) = hosts.iter().find(|o| o.ipv4 == h.ipv4) {
+            return Err(invalid(
+                file,
+                &format!("hosts[{i}].ipv4"),
+                &format!("an address not used by host {}", o.name),
                 h.ipv4,
             ));
         }
@@ -557,12 +622,13 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         pool: PoolConfig {
             addresses,
             tmax: raw.pool.tmax,
-            on_exhausted: raw.pool.on_exhausted,
+            on_exhausted,
         },
         dataplane: DataplaneConfig {
             table: raw.dataplane.table.clone(),
             queue_num: raw.dataplane.queue_num,
-            queue_backend: raw.dataplane.queue_backend,
+            queue_backend,
+            keep_on_exit: raw.dataplane.keep_on_exit,
         },
         control_socket: raw
             .control
@@ -570,6 +636,20 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| PathBuf::from(format!("/run/rgw/{}.sock", raw.dataplane.table))),
         hosts,
     })
+}
+
+/// The `config` crate prints nested keys as `hosts[0]max_pending`; restore the dot.
+fn fix_key_path(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len() + 4);
+    let mut prev = ' ';
+    for c in msg.chars() {
+        if prev == ']' && (c.is_ascii_alphabetic() || c == '_') {
+            out.push('.');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// The first label of the NS name when it sits directly under the apex (`ns`), else "".
@@ -719,6 +799,37 @@ services = { ssh = "tcp/22" }
         assert!(e.contains("service_address"), "{e}");
         let e = err_of("this is not toml [");
         assert!(e.contains("rgw.toml"), "{e}");
+    }
+
+    #[test]
+    fn enums_and_addresses_validated() {
+        let e = err_of(&GOOD.replace("[pool]", "[pool]\non_exhausted = \"ignore\""));
+        assert!(
+            e.contains("pool.on_exhausted") && e.contains("\"servfail\""),
+            "{e}"
+        );
+        let e = err_of(&format!("{GOOD}\n[dataplane]\nqueue_backend = \"ebpf\"\n"));
+        assert!(
+            e.contains("dataplane.queue_backend") && e.contains("\"xt\""),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("\"198.51.100.24/30\"", "\"192.168.0.200\""));
+        assert!(
+            e.contains("pool.addresses") && e.contains("outside lan.network"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("\"192.168.0.101\"", "\"192.168.0.1\""));
+        assert!(
+            e.contains("hosts[0].ipv4") && e.contains("not lan.address"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("[pool]", "[pool]\ntmax = \"500us\""));
+        assert!(e.contains("pool.tmax"), "{e}");
+        let text = format!("{GOOD}\n[[hosts]]\nname = \"hostb\"\nipv4 = \"192.168.0.101\"\n");
+        let e = err_of(&text);
+        assert!(e.contains("hosts[1].ipv4") && e.contains("hosta"), "{e}");
+        let e = err_of(&GOOD.replace("services = { ssh = \"tcp/22\" }", "max_pending = \"x\""));
+        assert!(e.contains("hosts[0].max_pending"), "{e}");
     }
 
     #[test]

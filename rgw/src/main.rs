@@ -128,6 +128,32 @@ fn status(socket: Option<PathBuf>, config: PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Holds an exclusive lock next to the control socket for the daemon's life, so
+/// two daemons never share (and delete) one socket path, even from different
+/// network namespaces.
+fn lock_instance(socket: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let path = socket.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "{} is locked: another rgw uses control socket {}",
+            path.display(),
+            socket.display()
+        );
+    }
+    Ok(file)
+}
+
 fn run(path: PathBuf, log: String) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RGW_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log))
@@ -143,6 +169,9 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     let cfg = Config::load(&path)?;
     info!(config = %path.display(), zone = %cfg.zone.name, pool = cfg.pool.addresses.len(), tmax = ?cfg.pool.tmax, "starting");
 
+    let _instance = lock_instance(&cfg.control_socket)?;
+    // Bound before the ruleset is touched: a second daemon stops here.
+    let queue = gate::open(cfg.dataplane.queue_num)?;
     let via = dataplane::choose_queue(&cfg)?;
     dataplane::install(&cfg, via)?;
     let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
@@ -154,7 +183,7 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     std::thread::Builder::new()
         .name("gate".into())
         .spawn(move || {
-            if let Err(e) = gate::run(gate_gw, queue_num) {
+            if let Err(e) = gate::run(gate_gw, queue, queue_num) {
                 // Without the gate no reservation can be claimed: better to stop loudly.
                 error!(error = %e, "first-packet gate stopped");
                 std::process::exit(2);
@@ -208,8 +237,14 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             },
         }
     });
-    // Clean shutdown removes our table; established flows keep their conntrack NAT.
-    let removed = dataplane::remove(&cfg);
+    // Clean shutdown removes our table unless told to keep it; established
+    // flows keep their conntrack NAT either way.
+    let removed = if cfg.dataplane.keep_on_exit {
+        info!(table = %cfg.dataplane.table, "keeping the nftables ruleset (dataplane.keep_on_exit)");
+        Ok(())
+    } else {
+        dataplane::remove(&cfg)
+    };
     let _ = std::fs::remove_file(&cfg.control_socket);
     outcome.and(removed)
 }

@@ -27,6 +27,7 @@ counters!(
     dns_refused,
     dns_formerr,
     dns_notimp,
+    dns_badvers,
     dns_denied_answered,
     dns_dropped_malformed,
     dns_dropped_not_query,
@@ -59,6 +60,7 @@ impl Metrics {
             Outcome::Refused => &self.dns_refused,
             Outcome::FormErr => &self.dns_formerr,
             Outcome::NotImp => &self.dns_notimp,
+            Outcome::BadVers => &self.dns_badvers,
             Outcome::Denied(_) => &self.dns_denied_answered,
         });
     }

@@ -417,3 +417,21 @@ def test_bad_configuration_is_named(topo, tmp_path, mutation, key):
         assert cp.returncode != 0
         assert str(path) in cp.stderr and key in cp.stderr, cp.stderr
         assert "panicked" not in cp.stderr
+
+
+def test_second_instance_refuses_and_leaves_the_first_intact(topo, fresh):
+    wait_expired(fresh)
+    addr = resolve(topo, "hosta.gwa.demo", via_resolver=False)
+    # Same control socket: the instance lock refuses it.
+    cp = topo.run("gw", [str(rgw_binary()), "run", "--config", str(fresh.config_path)], timeout=20, check=False)
+    assert cp.returncode != 0 and "another rgw" in cp.stderr, cp.stderr
+    # Another socket, same namespace: the NFQUEUE bind refuses it before nftables is touched.
+    other = fresh.state / "second.toml"
+    other.write_text(fresh.config_path.read_text().replace("rgw.sock", "second.sock"))
+    cp = topo.run("gw", [str(rgw_binary()), "run", "--config", str(other)], timeout=20, check=False)
+    assert cp.returncode != 0 and "another rgw" in cp.stderr, cp.stderr
+    assert "nftables ruleset installed" not in cp.stderr
+    # The first daemon's pending reservation survived both attempts.
+    got = topo.tcp_exchange("cli", addr, 8, timeout=3)
+    assert got is not None and got.split()[0] == b"hosta", got
+    assert fresh.alive()

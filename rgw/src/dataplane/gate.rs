@@ -65,12 +65,14 @@ impl FirstPacket {
     }
 }
 
-/// Runs the gate on `queue_num` in the calling thread until the socket fails.
-pub fn run(gw: Arc<Gateway>, queue_num: u16) -> Result<()> {
+/// Opens and binds the queue. Binding is exclusive per network namespace
+/// (EBUSY for a second binder), so doing it before touching nftables keeps a
+/// second `rgw` from flushing the running daemon's reservations.
+pub fn open(queue_num: u16) -> Result<nfq::Queue> {
     let mut queue = nfq::Queue::open().context("opening the NFQUEUE netlink socket")?;
-    queue
-        .bind(queue_num)
-        .with_context(|| format!("binding NFQUEUE {queue_num} (is another rgw running?)"))?;
+    queue.bind(queue_num).with_context(|| {
+        format!("binding NFQUEUE {queue_num}: is another rgw running in this network namespace?")
+    })?;
     // Headers are all we read: IPv4 (≤ 60 bytes) + 4 bytes of ports.
     queue
         .set_copy_range(queue_num, 128)
@@ -79,6 +81,11 @@ pub fn run(gw: Arc<Gateway>, queue_num: u16) -> Result<()> {
         .set_queue_max_len(queue_num, 4096)
         .context("NFQUEUE length")?;
     queue.set_recv_enobufs(false).context("NFQUEUE enobufs")?;
+    Ok(queue)
+}
+
+/// Runs the gate on a bound queue in the calling thread until the socket fails.
+pub fn run(gw: Arc<Gateway>, mut queue: nfq::Queue, queue_num: u16) -> Result<()> {
     info!(queue = queue_num, "first-packet gate listening");
     loop {
         let mut msg = match queue.recv() {
