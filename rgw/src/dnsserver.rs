@@ -10,17 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rgw_dns::{Action, Responder, Transport, View};
+use rgw_dns::{Action, Outcome, Responder, Transport, View};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::gateway::{Gateway, GatewayAllocator};
+use crate::gateway::{DataplaneDown, Gateway};
 use crate::metrics::inc;
 
 /// Idle time after which a DNS-over-TCP connection is closed (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Queries a WAN worker answers together (one lock, one netlink batch).
+const BATCH: usize = 32;
 /// How long a forwarded query waits for the upstream resolver.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -66,12 +68,34 @@ impl DnsServer {
         }
     }
 
+    /// Answers one query; an answer whose reservation could not be installed
+    /// is replaced by the denial policy's answer.
     fn decide(&self, packet: &[u8], view: View, transport: Transport) -> Action {
-        let action =
-            self.responder
-                .handle(packet, view, transport, &mut GatewayAllocator(&self.gw));
+        let (action, installed) = self
+            .gw
+            .with_allocator(|a| self.responder.handle(packet, view, transport, a));
+        let action = self.unless_uninstalled(action, installed, packet, view, transport);
         self.count(view, &action);
         action
+    }
+
+    fn unless_uninstalled(
+        &self,
+        action: Action,
+        installed: bool,
+        packet: &[u8],
+        view: View,
+        transport: Transport,
+    ) -> Action {
+        match action {
+            Action::Reply {
+                outcome: Outcome::Allocated,
+                ..
+            } if !installed => self
+                .responder
+                .handle(packet, view, transport, &mut DataplaneDown),
+            other => other,
+        }
     }
 
     /// Starts the WAN UDP workers (blocking threads). Returns once all are bound.
@@ -88,22 +112,59 @@ impl DnsServer {
         Ok(())
     }
 
+    /// Receives up to [`BATCH`] queries that are already waiting, answers them
+    /// with one pool lock and one netlink batch for all their reservations,
+    /// then sends the answers. With one query in flight this is one query.
     fn wan_udp_loop(&self, sock: UdpSocket) {
-        let mut buf = [0u8; 4096];
+        if let Err(e) = sock.set_nonblocking(true) {
+            warn!(error = %e, "DNS worker: cannot make the socket non-blocking");
+            return;
+        }
+        let mut bufs = vec![[0u8; 4096]; BATCH];
+        let mut meta: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
         loop {
-            let (n, peer) = match sock.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "DNS UDP receive failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
+            meta.clear();
+            while meta.len() < BATCH {
+                match sock.recv_from(&mut bufs[meta.len()]) {
+                    Ok(got) => meta.push(got),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if !meta.is_empty() {
+                            break;
+                        }
+                        wait_readable(&sock);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        warn!(error = %e, "DNS UDP receive failed");
+                        if !meta.is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
-            };
-            if let Action::Reply { bytes, .. } =
-                self.decide(&buf[..n], View::Public, Transport::Udp)
-            {
-                if let Err(e) = sock.send_to(&bytes, peer) {
-                    debug!(%peer, error = %e, "DNS UDP send failed");
+            }
+            let (actions, installed) = self.gw.with_allocator(|a| {
+                meta.iter()
+                    .zip(&bufs)
+                    .map(|(&(n, _), buf)| {
+                        self.responder
+                            .handle(&buf[..n], View::Public, Transport::Udp, a)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for ((action, &(n, peer)), buf) in actions.into_iter().zip(&meta).zip(&bufs) {
+                let action = self.unless_uninstalled(
+                    action,
+                    installed,
+                    &buf[..n],
+                    View::Public,
+                    Transport::Udp,
+                );
+                self.count(View::Public, &action);
+                if let Action::Reply { bytes, .. } = action {
+                    if let Err(e) = sock.send_to(&bytes, peer) {
+                        debug!(%peer, error = %e, "DNS UDP send failed");
+                    }
                 }
             }
         }
@@ -208,6 +269,18 @@ impl DnsServer {
             stream.write_all(&reply).await?;
         }
     }
+}
+
+/// Blocks until the socket has a datagram (or an error) to read.
+fn wait_readable(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
 }
 
 async fn forward_udp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>> {

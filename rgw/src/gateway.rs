@@ -25,7 +25,9 @@ use crate::pool::{CircularPool, Reservation, ReserveError, ReserveRequest};
 /// Writes reservations into the kernel. A trait so the core can be tested
 /// without netlink; the daemon uses [`SetWriter`].
 pub trait ReservationSink: Send {
-    fn install(&mut self, r: &Reservation) -> Result<(), NlError>;
+    /// Installs reservations made together; all of them or (on error) the
+    /// caller treats none as installed.
+    fn install(&mut self, rs: &[Reservation]) -> Result<(), NlError>;
     fn remove(&mut self, r: &Reservation) -> Result<(), NlError>;
 }
 
@@ -57,10 +59,30 @@ fn set_and_key(r: &Reservation) -> (&'static str, Vec<u8>) {
 }
 
 impl ReservationSink for KernelSets {
-    fn install(&mut self, r: &Reservation) -> Result<(), NlError> {
-        let (set, key) = set_and_key(r);
-        self.writer
-            .add(&self.table, set, &key, Some(self.tmax), false)
+    fn install(&mut self, rs: &[Reservation]) -> Result<(), NlError> {
+        if let [r] = rs {
+            let (set, key) = set_and_key(r);
+            return self
+                .writer
+                .add(&self.table, set, &key, Some(self.tmax), false);
+        }
+        // One netlink batch per set (at most two round trips for any batch size).
+        // If the second is refused the first set's elements stay until Tmax:
+        // harmless, a packet to them finds no reservation and is dropped.
+        for set in [SET_RESV_ADDR, SET_RESV_SVC] {
+            let keys: Vec<Vec<u8>> = rs
+                .iter()
+                .map(set_and_key)
+                .filter(|(s, _)| *s == set)
+                .map(|(_, k)| k)
+                .collect();
+            if !keys.is_empty() {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                self.writer
+                    .add_many(&self.table, set, &refs, Some(self.tmax))?;
+            }
+        }
+        Ok(())
     }
 
     fn remove(&mut self, r: &Reservation) -> Result<(), NlError> {
@@ -125,42 +147,45 @@ impl Gateway {
             .unwrap_or("?")
     }
 
-    /// Reserves and installs; the answer may only go out once the kernel has it.
-    pub fn allocate(&self, host: usize, service: Option<ServiceKey>, now: Instant) -> Allocation {
-        let Some(h) = self.cfg.hosts.get(host) else {
-            return Allocation::Denied(DenyReason::Exhausted);
+    /// Runs `answer` with an allocator whose reservations are installed in the
+    /// kernel together, in one netlink batch, before this returns: answers
+    /// computed inside may only be sent afterwards. Returns `answer`'s result
+    /// and whether the install succeeded; on failure every reservation made
+    /// inside is cancelled and the caller must not send the answers that
+    /// carried one (see [`GatewayAllocator`] and the DNS shell).
+    pub fn with_allocator<R>(
+        &self,
+        answer: impl FnOnce(&mut GatewayAllocator<'_>) -> R,
+    ) -> (R, bool) {
+        let mut alloc = GatewayAllocator {
+            gw: self,
+            core: None,
+            made: Vec::new(),
+            now: Instant::now(),
         };
-        let mut core = self.core();
-        let req = ReserveRequest {
-            host,
-            service,
-            host_limit: h.max_pending,
+        let out = answer(&mut alloc);
+        let GatewayAllocator { core, made, .. } = alloc;
+        let Some(mut core) = core.filter(|_| !made.is_empty()) else {
+            return (out, true);
         };
-        let r = match core.pool.reserve(req, now) {
-            Ok(r) => r,
-            Err(e) => {
-                let reason = match e {
-                    ReserveError::Exhausted => DenyReason::Exhausted,
-                    ReserveError::HostLimit => DenyReason::HostLimit,
-                };
-                drop(core);
-                self.metrics.count_denied(reason);
-                info!(host = %h.name, service = %svc_str(service), reason = ?reason, "reservation denied");
-                return Allocation::Denied(reason);
+        if let Err(e) = core.sink.install(&made) {
+            for r in &made {
+                core.pool.cancel(r.id);
             }
-        };
-        if let Err(e) = core.sink.install(&r) {
-            core.pool.cancel(r.id);
             drop(core);
             inc(&self.metrics.dataplane_errors);
-            self.metrics.count_denied(DenyReason::Dataplane);
-            warn!(host = %h.name, r = %r.addr, service = %svc_str(service), error = %e, "reservation not installed");
-            return Allocation::Denied(DenyReason::Dataplane);
+            for r in &made {
+                self.metrics.count_denied(DenyReason::Dataplane);
+                warn!(host = %self.host_name(r.host), r = %r.addr, service = %svc_str(r.service), error = %e, "reservation not installed");
+            }
+            return (out, false);
         }
         drop(core);
-        inc(&self.metrics.reservations);
-        info!(id = r.id, host = %h.name, r = %r.addr, service = %svc_str(service), "reserved");
-        Allocation::Granted(r.addr)
+        for r in &made {
+            inc(&self.metrics.reservations);
+            info!(id = r.id, host = %self.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "reserved");
+        }
+        (out, true)
     }
 
     /// Decides a queued first packet: the mark to set, or None to drop it.
@@ -226,12 +251,54 @@ impl Gateway {
     }
 }
 
-/// The allocator the DNS responder uses on the public view.
-pub struct GatewayAllocator<'a>(pub &'a Gateway);
+/// The allocator the DNS responder uses on the public view: reserves in the
+/// pool under the core lock; [`Gateway::with_allocator`] installs what it made.
+pub struct GatewayAllocator<'a> {
+    gw: &'a Gateway,
+    /// Taken at the first allocation only: static answers never wait for the pool.
+    core: Option<MutexGuard<'a, Core>>,
+    made: Vec<Reservation>,
+    now: Instant,
+}
 
 impl Allocator for GatewayAllocator<'_> {
     fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation {
-        self.0.allocate(host, service, Instant::now())
+        let Some(h) = self.gw.cfg.hosts.get(host) else {
+            return Allocation::Denied(DenyReason::Exhausted);
+        };
+        let req = ReserveRequest {
+            host,
+            service,
+            host_limit: h.max_pending,
+        };
+        let gw = self.gw;
+        let core = self.core.get_or_insert_with(|| gw.core());
+        match core.pool.reserve(req, self.now) {
+            Ok(r) => {
+                let addr = r.addr;
+                self.made.push(r);
+                Allocation::Granted(addr)
+            }
+            Err(e) => {
+                let reason = match e {
+                    ReserveError::Exhausted => DenyReason::Exhausted,
+                    ReserveError::HostLimit => DenyReason::HostLimit,
+                };
+                self.gw.metrics.count_denied(reason);
+                info!(host = %h.name, service = %svc_str(service), reason = ?reason, "reservation denied");
+                Allocation::Denied(reason)
+            }
+        }
+    }
+}
+
+/// Denies every reservation: used to re-answer queries whose reservation
+/// could not be installed.
+pub struct DataplaneDown;
+
+impl Allocator for DataplaneDown {
+    fn allocate(&mut self, _host: usize, _service: Option<ServiceKey>) -> Allocation {
+        Allocation::Denied(DenyReason::Dataplane)
     }
 }
 
@@ -261,4 +328,155 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
         },
         hosts,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Records install calls; fails them when asked.
+    struct Recorder {
+        calls: Arc<AtomicUsize>,
+        installed: Arc<AtomicUsize>,
+        removed: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl ReservationSink for Recorder {
+        fn install(&mut self, rs: &[Reservation]) -> Result<(), NlError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                return Err(NlError::Io(std::io::Error::from_raw_os_error(
+                    libc::ENOBUFS,
+                )));
+            }
+            self.installed.fetch_add(rs.len(), Ordering::SeqCst);
+            Ok(())
+        }
+        fn remove(&mut self, _r: &Reservation) -> Result<(), NlError> {
+            self.removed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn config() -> Config {
+        let dir = std::env::temp_dir().join(format!(
+            "rgw-gw-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let path = dir.join("rgw.toml");
+        let text = r#"
+[zone]
+name = "gwa.demo."
+[wan]
+interface = "wan0"
+service_address = "198.51.100.2"
+[lan]
+interface = "lan0"
+address = "192.168.0.1"
+network = "192.168.0.0/24"
+upstream_resolver = "203.0.113.54"
+[pool]
+addresses = ["198.51.100.17-198.51.100.19"]
+[[hosts]]
+name = "hosta"
+ipv4 = "192.168.0.101"
+max_pending = 0
+"#;
+        std::fs::write(&path, text).expect("temp file is writable");
+        Config::load(&path).expect("test config is valid")
+    }
+
+    fn gateway(
+        fail: bool,
+    ) -> (
+        Arc<Gateway>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    ) {
+        let (calls, installed, removed) = (Arc::default(), Arc::default(), Arc::default());
+        let sink = Recorder {
+            calls: Arc::clone(&calls),
+            installed: Arc::clone(&installed),
+            removed: Arc::clone(&removed),
+            fail,
+        };
+        (
+            Gateway::new(config(), Box::new(sink)),
+            calls,
+            installed,
+            removed,
+        )
+    }
+
+    #[test]
+    fn a_batch_is_installed_in_one_call() {
+        let (gw, calls, installed, _) = gateway(false);
+        let (grants, ok) = gw.with_allocator(|a| vec![a.allocate(0, None), a.allocate(0, None)]);
+        assert!(ok);
+        assert!(grants.iter().all(|g| matches!(g, Allocation::Granted(_))));
+        assert_eq!(
+            (
+                calls.load(Ordering::SeqCst),
+                installed.load(Ordering::SeqCst)
+            ),
+            (1, 2)
+        );
+        assert_eq!(gw.pool_stats().pending, 2);
+        assert_eq!(gw.metrics.reservations.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn no_allocation_no_install() {
+        let (gw, calls, _, _) = gateway(false);
+        let ((), ok) = gw.with_allocator(|_| ());
+        assert!(ok);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_refused_install_cancels_every_reservation_of_the_batch() {
+        let (gw, calls, _, _) = gateway(true);
+        let (_, ok) = gw.with_allocator(|a| (a.allocate(0, None), a.allocate(0, None)));
+        assert!(!ok);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            gw.pool_stats().pending,
+            0,
+            "cancelled reservations free their addresses"
+        );
+        assert_eq!(gw.metrics.denied_dataplane.load(Ordering::Relaxed), 2);
+        assert_eq!(gw.metrics.reservations.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn claim_removes_the_kernel_element_and_is_single_use() {
+        let (gw, _, _, removed) = gateway(false);
+        let (grant, _) = gw.with_allocator(|a| a.allocate(0, None));
+        let Allocation::Granted(r) = grant else {
+            panic!("pool of 3 has room")
+        };
+        let pkt = FirstPacket {
+            src: Ipv4Addr::new(203, 0, 113, 10),
+            dst: r,
+            proto: 6,
+            sport: Some(40000),
+            dport: Some(22),
+        };
+        assert_eq!(gw.claim(&pkt, Instant::now()), Some(claim_mark(0)));
+        assert_eq!(removed.load(Ordering::SeqCst), 1);
+        let other = FirstPacket {
+            src: Ipv4Addr::new(203, 0, 113, 11),
+            ..pkt
+        };
+        assert_eq!(
+            gw.claim(&other, Instant::now()),
+            None,
+            "a reservation admits one flow"
+        );
+    }
 }
