@@ -1,9 +1,11 @@
-//! Application layer gateways for the Realm Gateway.
+//! Application layer gateways for the Realm Gateway (FTP, SIP, RTSP).
 //!
-//! The engine is sans-IO: packets and time in, verdicts and pinholes out.
-//! The FTP/SIP/RTSP rewriters and the TCP SEQ/ACK offset tracker land here
-//! (see issue "ALG engine"); the gateway's data plane already keeps the ALG
-//! ports out of the plain NAT path so they can be queued to it later.
+//! Not built yet: the engine will be sans-IO (packets and time in, verdicts
+//! and pinholes out), with its own TCP SEQ/ACK offset tracking, because this
+//! kernel neither passes conntrack data through NFQUEUE nor fixes sequence
+//! numbers after a userspace rewrite (DESIGN.md §3). Until then the gateway
+//! forwards these protocols like any other flow, without rewriting.
 
-/// Well-known control ports whose flows carry addresses in their payload.
+/// Well-known control ports whose flows carry addresses in their payload:
+/// (IP protocol number, port).
 pub const ALG_PORTS: &[(u8, u16)] = &[(6, 21), (17, 5060), (6, 5060), (6, 554)];
