@@ -55,6 +55,9 @@ pub async fn serve(path: &Path, gw: Arc<Gateway>, via: QueueVia) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding control socket {}", path.display()))?;
+    // Owner and group only: status reveals which hosts are being reached.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .with_context(|| format!("restricting control socket {}", path.display()))?;
     info!(socket = %path.display(), "control socket ready");
     loop {
         let (stream, _) = listener.accept().await?;
