@@ -249,7 +249,32 @@ start_host_servers() {
         # TCP 22 / 80: banner "<name>-22" / "<name>-80", then close
         start_bg "$state" "$ns" "$name-tcp22" socat TCP-LISTEN:22,fork,reuseaddr "SYSTEM:echo $name-22"
         start_bg "$state" "$ns" "$name-tcp80" socat TCP-LISTEN:80,fork,reuseaddr "SYSTEM:echo $name-80"
+        start_sshd "$state" "$ns" "$name"
     fi
+}
+
+# A real OpenSSH server on port 2222 of a private host, with per-run keys in
+# the state dir: the client key in $state/ssh/client_key may log in as root.
+start_sshd() {
+    local state=$1 ns=$2 name=$3 dir=$1/ssh
+    mkdir -p "$dir" /run/sshd
+    [ -f "$dir/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C rgw-testbed -f "$dir/client_key"
+    cp "$dir/client_key.pub" "$dir/authorized_keys"
+    [ -f "$dir/${name}_host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$dir/${name}_host_key"
+    cat >"$dir/sshd_$name.conf" <<EOF
+Port 2222
+ListenAddress 0.0.0.0
+HostKey $dir/${name}_host_key
+PidFile $dir/sshd_$name.pid
+AuthorizedKeysFile $dir/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+EOF
+    start_bg "$state" "$ns" "$name-sshd" /usr/sbin/sshd -D -e -f "$dir/sshd_$name.conf"
 }
 
 resolv_conf() {

@@ -93,6 +93,18 @@ def test_sfqdn_tcp22_and_named_service_reach_the_right_host(topo, fresh):
     assert "ssh.hosta.gwa.demo." in out and " 22 " in out.replace("\t", " "), out
 
 
+def test_real_ssh_login_through_a_service_fqdn(topo, fresh):
+    """OpenSSH client → sshd.hosta (tcp/2222) → OpenSSH server on hosta."""
+    addr = resolve(topo, "sshd.hosta.gwa.demo")
+    key = os.path.join(topo.state_dir, "ssh", "client_key")
+    cp = topo.run("cli", ["ssh", "-p", "2222", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{addr}",
+                          "echo $SSH_CONNECTION"], timeout=20)
+    client_ip, _cport, server_ip, server_port = cp.stdout.split()
+    # sshd ran on hosta (192.168.0.101) and saw the public client itself.
+    assert (client_ip, server_ip, server_port) == (topo.CLI_IP, "192.168.0.101", "2222"), cp.stdout
+
+
 def test_sfqdn_reservations_share_one_address(topo, fresh):
     wait_expired(fresh)
     names = ["tcp22.hosta.gwa.demo", "tcp80.hostb.gwa.demo", "udp8.hosta.gwa.demo", "tcp7.hostb.gwa.demo"]
@@ -290,8 +302,46 @@ def test_outbound_nat_http_ping_traceroute(topo, fresh):
     tr = topo.run("ha", ["traceroute", "-n", "-w", "1", "-q", "1", "-m", "5", topo.WEB_IP], timeout=30).stdout
     hops = [l.split()[1] for l in tr.splitlines()[1:] if len(l.split()) > 1]
     assert hops[:3] == [topo.GW_LAN_IP, topo.RTR_WAN_IP, topo.WEB_IP], tr
-    # Unsolicited inbound to the service address is not forwarded to the LAN.
-    assert topo.tcp_exchange("cli", GW, 8, timeout=1.5) is None
+
+
+MAPPING_HOLDER = r'''
+import socket, sys, time, json
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40000))
+s.sendto(b"who\n", (sys.argv[1], 8))          # opens the NAT mapping towards web:8
+s.settimeout(3)
+data, peer = s.recvfrom(200)
+print(json.dumps({"reply": data.decode().strip(), "from": list(peer)}), flush=True)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:                        # then report anything else that arrives
+    s.settimeout(max(0.01, end - time.time()))
+    try:
+        data, peer = s.recvfrom(200)
+        print(json.dumps({"unsolicited": data.decode(errors="replace"), "from": list(peer)}), flush=True)
+    except socket.timeout:
+        pass
+'''
+
+
+def test_outbound_mapping_filters_by_address_and_port(topo, fresh):
+    """RFC 4787 §5 address- and port-dependent filtering: only the exact
+    remote (address, port) a private host sent to may answer through its mapping."""
+    holder = topo.popen("ha", ["/usr/bin/python3", "-c", MAPPING_HOLDER, topo.WEB_IP, "4"])
+    deadline = time.time() + 5
+    while '"reply"' not in topo.read_log(holder) and time.time() < deadline:
+        time.sleep(0.05)
+    first = json.loads(topo.read_log(holder).splitlines()[0])
+    who, seen_ip, mapped_port = first["reply"].split()
+    assert (who, seen_ip) == ("web", GW), first   # the server saw the SNAT address
+    send = "import socket,sys; socket.socket(2,2).sendto(b'intruder', (sys.argv[1], int(sys.argv[2])))"
+    # Another address, and the same server from another port: both must be filtered.
+    topo.run("cli", ["/usr/bin/python3", "-c", send, GW, mapped_port])
+    topo.run("web", ["/usr/bin/python3", "-c", send, GW, mapped_port])
+    holder.wait(10)
+    unsolicited = [l for l in topo.read_log(holder).splitlines() if "unsolicited" in l]
+    # (They are addressed to the gateway itself; without a matching conntrack
+    # mapping they never get un-NATed towards the LAN.)
+    assert unsolicited == [], unsolicited
 
 
 # ------------------------------------------------------------------ restart and expiry without the daemon
