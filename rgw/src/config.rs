@@ -526,7 +526,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 &h.name,
             ));
         }
-        if name == ns_label(&ns_name, &zone_name) {
+        if ns_labels(&ns_name, &zone_name).contains(&name.as_str()) {
             return Err(invalid(
                 file,
                 &format!("hosts[{i}].name"),
@@ -652,12 +652,14 @@ fn fix_key_path(msg: &str) -> String {
     out
 }
 
-/// The first label of the NS name when it sits directly under the apex (`ns`), else "".
-fn ns_label<'a>(ns_name: &'a str, zone: &str) -> &'a str {
+/// The labels of the NS name below the apex (`["ns"]`, or `["ns", "hosta"]`
+/// for `ns.hosta.<zone>`): a host may not share one, or the NS name (or a
+/// name above it) would hide the host.
+fn ns_labels<'a>(ns_name: &'a str, zone: &str) -> Vec<&'a str> {
     ns_name
         .strip_suffix(&format!(".{zone}"))
-        .filter(|l| !l.contains('.'))
-        .unwrap_or("")
+        .map(|rel| rel.split('.').collect())
+        .unwrap_or_default()
 }
 
 fn parse_socket_addr(s: &str) -> Option<SocketAddr> {
@@ -830,6 +832,18 @@ services = { ssh = "tcp/22" }
         assert!(e.contains("hosts[1].ipv4") && e.contains("hosta"), "{e}");
         let e = err_of(&GOOD.replace("services = { ssh = \"tcp/22\" }", "max_pending = \"x\""));
         assert!(e.contains("hosts[0].max_pending"), "{e}");
+    }
+
+    #[test]
+    fn host_hidden_by_ns_name_rejected() {
+        let e = err_of(&GOOD.replace(
+            "name = \"gwa.demo\"",
+            "name = \"gwa.demo\"\nns_name = \"ns.hosta.gwa.demo.\"",
+        ));
+        assert!(
+            e.contains("hosts[0].name") && e.contains("name server"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -128,30 +128,39 @@ fn status(socket: Option<PathBuf>, config: PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Holds an exclusive lock next to the control socket for the daemon's life, so
-/// two daemons never share (and delete) one socket path, even from different
-/// network namespaces.
-fn lock_instance(socket: &std::path::Path) -> Result<std::fs::File> {
+/// Holds an exclusive lock file for the daemon's life: one for the control
+/// socket (the filesystem is shared across network namespaces, so two daemons
+/// must not share, and delete, one socket path) and one per (network
+/// namespace, table) (two daemons may use the same table name in different
+/// namespaces, never in the same one).
+fn lock_instance(path: &std::path::Path, what: &str) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    if let Some(dir) = socket.parent() {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let path = socket.with_extension("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        anyhow::bail!(
-            "{} is locked: another rgw uses control socket {}",
-            path.display(),
-            socket.display()
-        );
+        anyhow::bail!("{} is locked: another rgw uses {what}", path.display());
     }
     Ok(file)
+}
+
+fn table_lock_path(table: &str) -> Result<PathBuf> {
+    let ns = std::fs::read_link("/proc/self/ns/net").context("reading /proc/self/ns/net")?;
+    let ns: String = ns
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    Ok(PathBuf::from(format!(
+        "/run/rgw/netns-{ns}-table-{table}.lock"
+    )))
 }
 
 fn run(path: PathBuf, log: String) -> Result<()> {
@@ -169,7 +178,14 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     let cfg = Config::load(&path)?;
     info!(config = %path.display(), zone = %cfg.zone.name, pool = cfg.pool.addresses.len(), tmax = ?cfg.pool.tmax, "starting");
 
-    let _instance = lock_instance(&cfg.control_socket)?;
+    let _socket_lock = lock_instance(
+        &cfg.control_socket.with_extension("lock"),
+        &format!("control socket {}", cfg.control_socket.display()),
+    )?;
+    let _table_lock = lock_instance(
+        &table_lock_path(&cfg.dataplane.table)?,
+        &format!("table ip {} in this network namespace", cfg.dataplane.table),
+    )?;
     // Bound before the ruleset is touched: a second daemon stops here.
     let queue = gate::open(cfg.dataplane.queue_num)?;
     let via = dataplane::choose_queue(&cfg)?;

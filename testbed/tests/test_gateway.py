@@ -213,7 +213,8 @@ def test_pool_exhaustion_drops_excess_and_recovers(topo, rgw):
     """A pool of 3, six concurrent queries: three answers, three silent drops,
     each answered address reaches the host it was asked for."""
     rgw.stop()
-    text = config_text(rgw.state, pool=["198.51.100.17-198.51.100.19"])
+    # Tmax 10 s: the reservations must outlive the wait for the unanswered queries.
+    text = config_text(rgw.state, pool=["198.51.100.17-198.51.100.19"], tmax="10s")
     text = text.replace("max_pending = 3", "max_pending = 0")
     rgw.start(text)
     try:
@@ -229,7 +230,7 @@ for i, n in enumerate(names):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 53)); socks.append((s, n, i))
 for s, n, i in socks: s.send(q(n, 1000 + i))
 res = {}
-deadline = time.monotonic() + 1.5
+deadline = time.monotonic() + 3.0   # unanswered queries stay unanswered: waiting longer hides nothing
 while time.monotonic() < deadline and len(res) < len(socks):
     r, _, _ = select.select([s for s, _, _ in socks], [], [], 0.1)
     for s in r:
@@ -481,6 +482,10 @@ def test_second_instance_refuses_and_leaves_the_first_intact(topo, fresh):
     cp = topo.run("gw", [str(rgw_binary()), "run", "--config", str(other)], timeout=20, check=False)
     assert cp.returncode != 0 and "another rgw" in cp.stderr, cp.stderr
     assert "nftables ruleset installed" not in cp.stderr
+    # Another socket and another queue number: the (namespace, table) lock refuses it.
+    other.write_text(other.read_text().replace("[control]", "[dataplane]\nqueue_num = 7\n\n[control]"))
+    cp = topo.run("gw", [str(rgw_binary()), "run", "--config", str(other)], timeout=20, check=False)
+    assert cp.returncode != 0 and "another rgw uses table ip rgw" in cp.stderr, cp.stderr
     # The first daemon's pending reservation survived both attempts.
     got = topo.tcp_exchange("cli", addr, 8, timeout=3)
     assert got is not None and got.split()[0] == b"hosta", got
