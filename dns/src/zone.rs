@@ -87,9 +87,11 @@ impl ZoneData {
         } = settings;
         let apex = apex.to_lowercase();
         let ns_name = ns_name.to_lowercase();
+        // An empty name is a vacant slot (a host removed by a reload): never answered.
         let by_name = hosts
             .iter()
             .enumerate()
+            .filter(|(_, h)| !h.name.is_empty())
             .map(|(i, h)| (h.name.to_ascii_lowercase(), i))
             .collect();
         let ns_rel = relative_labels(&apex, &ns_name).unwrap_or_default();

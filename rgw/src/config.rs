@@ -211,7 +211,7 @@ pub struct WanConfig {
     pub dns_port: u16,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanConfig {
     pub interface: String,
     pub address: Ipv4Addr,
@@ -237,7 +237,7 @@ pub struct DataplaneConfig {
     pub keep_on_exit: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
     /// Lower-case single label, e.g. `hosta`.
     pub name: String,
@@ -246,6 +246,19 @@ pub struct HostConfig {
     pub max_pending: u32,
     /// Explicit service names (`ssh` → tcp/22), lower-case labels.
     pub services: BTreeMap<String, Service>,
+}
+
+impl HostConfig {
+    /// The slot a removed host leaves after a reload (empty name: the zone
+    /// never answers it, the host map skips it).
+    pub fn vacant() -> HostConfig {
+        HostConfig {
+            name: String::new(),
+            ipv4: Ipv4Addr::UNSPECIFIED,
+            max_pending: 0,
+            services: BTreeMap::new(),
+        }
+    }
 }
 
 /// Largest pool we accept: one nftables interval set and a pool index of this size

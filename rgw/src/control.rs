@@ -1,7 +1,7 @@
 //! The local control socket: `rgw status` asks the running daemon.
 //!
-//! Protocol: the client writes one line (`status`), the daemon answers one
-//! JSON document and closes.
+//! Protocol: the client writes one line (`status`, `bindings`, `reload`,
+//! `log <filter>`), the daemon answers one JSON document and closes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +12,67 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tracing::{debug, info};
 
+use crate::bindings;
+use crate::config::Config;
 use crate::dataplane::{self, ruleset, QueueVia};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, ReloadReport};
+
+/// Changes the log filter at run time.
+pub type LogSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the control socket needs from the daemon.
+#[derive(Clone)]
+pub struct Control {
+    pub gw: Arc<Gateway>,
+    pub via: QueueVia,
+    pub config_path: std::path::PathBuf,
+    pub set_log: LogSetter,
+}
+
+/// Re-reads the configuration file and applies it (also on SIGHUP).
+pub fn reload(gw: &Gateway, path: &Path) -> Result<ReloadReport> {
+    let new = Config::load(path)?;
+    let prepared = gw.prepare_reload(new).map_err(anyhow::Error::msg)?;
+    // The host map first: a claim for a new host must find its mark.
+    dataplane::update_host_map(&prepared.cfg)?;
+    Ok(gw.commit_reload(prepared))
+}
+
+/// Pending reservations and the claimed flows conntrack carries.
+pub fn bindings_json(gw: &Gateway) -> Value {
+    let snap = gw.snapshot();
+    let pending: Vec<Value> = gw
+        .pending()
+        .into_iter()
+        .map(|(host, addr, svc, left)| json!({"host": host, "address": addr.to_string(), "service": svc, "expires_in_s": left}))
+        .collect();
+    let (claimed, error) = match dataplane::conntrack_dump() {
+        Ok(dump) => {
+            let pool = &snap.cfg.pool.addresses;
+            let list: Vec<Value> = bindings::claimed(&dump, |a| pool.binary_search(&a).is_ok())
+                .into_iter()
+                .map(|b| {
+                    let host = snap
+                        .cfg
+                        .hosts
+                        .iter()
+                        .find(|h| h.ipv4 == b.private && !h.name.is_empty())
+                        .map(|h| h.name.clone());
+                    json!({
+                        "proto": b.proto, "state": b.state, "timeout_s": b.timeout,
+                        "remote": b.remote.to_string(), "remote_port": b.remote_port,
+                        "public": b.public.to_string(), "public_port": b.public_port,
+                        "private": b.private.to_string(), "private_port": b.private_port,
+                        "host": host,
+                    })
+                })
+                .collect();
+            (list, Value::Null)
+        }
+        Err(e) => (Vec::new(), json!(e.to_string())),
+    };
+    json!({"pending": pending, "claimed": claimed, "conntrack_error": error})
+}
 
 pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
     let counters: serde_json::Map<String, Value> = gw
@@ -22,7 +81,8 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         .into_iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    let table = &gw.cfg.dataplane.table;
+    let snap = gw.snapshot();
+    let table = &snap.cfg.dataplane.table;
     let kernel: serde_json::Map<String, Value> = [
         ruleset::COUNTER_UNRESERVED,
         ruleset::COUNTER_NO_DAEMON,
@@ -38,7 +98,7 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         .map(|(host, addr, svc, left)| json!({"host": host, "address": addr.to_string(), "service": svc, "expires_in_s": left}))
         .collect();
     json!({
-        "zone": gw.cfg.zone.name,
+        "zone": snap.cfg.zone.name,
         "table": table,
         "queue_backend": match via { QueueVia::Nft => "nft", QueueVia::Xt => "xt" },
         "pool": {"size": s.size, "free": s.free, "exclusive": s.exclusive, "shared": s.shared, "pending": s.pending},
@@ -48,7 +108,7 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
     })
 }
 
-pub async fn serve(path: &Path, gw: Arc<Gateway>, via: QueueVia) -> Result<()> {
+pub async fn serve(path: &Path, ctl: Control) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -61,24 +121,18 @@ pub async fn serve(path: &Path, gw: Arc<Gateway>, via: QueueVia) -> Result<()> {
     info!(socket = %path.display(), "control socket ready");
     loop {
         let (stream, _) = listener.accept().await?;
-        let gw = Arc::clone(&gw);
+        let ctl = ctl.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             if BufReader::new(r).read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply = match line.trim() {
-                "status" => {
-                    let gw2 = Arc::clone(&gw);
-                    // Reading kernel counters spawns nft: keep it off the async threads.
-                    match tokio::task::spawn_blocking(move || status_json(&gw2, via)).await {
-                        Ok(v) => v,
-                        Err(e) => json!({"error": e.to_string()}),
-                    }
-                }
-                other => json!({"error": format!("unknown command {other:?}; try \"status\"")}),
-            };
+            let command = line.trim().to_string();
+            // Every command may spawn nft/conntrack or read files: off the async threads.
+            let reply = tokio::task::spawn_blocking(move || execute(&ctl, &command))
+                .await
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
             if let Err(e) = w.write_all(format!("{reply}\n").as_bytes()).await {
                 debug!(error = %e, "control reply failed");
             }
@@ -86,7 +140,31 @@ pub async fn serve(path: &Path, gw: Arc<Gateway>, via: QueueVia) -> Result<()> {
     }
 }
 
-/// Client side of `rgw status`.
+fn execute(ctl: &Control, command: &str) -> Value {
+    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
+    match verb {
+        "status" => status_json(&ctl.gw, ctl.via),
+        "bindings" => bindings_json(&ctl.gw),
+        "reload" => match reload(&ctl.gw, &ctl.config_path) {
+            Ok(r) => {
+                json!({"ok": true, "added": r.added, "removed": r.removed, "changed": r.changed, "cancelled_reservations": r.cancelled})
+            }
+            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+        },
+        "log" => match (ctl.set_log)(arg.trim()) {
+            Ok(()) => {
+                info!(filter = arg.trim(), "log filter changed");
+                json!({"ok": true, "filter": arg.trim()})
+            }
+            Err(e) => json!({"ok": false, "error": e}),
+        },
+        other => {
+            json!({"error": format!("unknown command {other:?}; try status, bindings, reload, log <filter>")})
+        }
+    }
+}
+
+/// Client side of the control socket.
 pub fn request(path: &Path, command: &str) -> Result<Value> {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path)

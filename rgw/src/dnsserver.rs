@@ -28,7 +28,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub struct DnsServer {
     pub gw: Arc<Gateway>,
-    pub responder: Arc<Responder>,
 }
 
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<Socket> {
@@ -71,31 +70,14 @@ impl DnsServer {
     /// Answers one query; an answer whose reservation could not be installed
     /// is replaced by the denial policy's answer.
     fn decide(&self, packet: &[u8], view: View, transport: Transport) -> Action {
+        let snap = self.gw.snapshot();
         let (action, installed) = self
             .gw
-            .with_allocator(|a| self.responder.handle(packet, view, transport, a));
-        let action = self.unless_uninstalled(action, installed, packet, view, transport);
+            .with_allocator(|a| snap.responder.handle(packet, view, transport, a));
+        let action =
+            unless_uninstalled(&snap.responder, action, installed, packet, view, transport);
         self.count(view, &action);
         action
-    }
-
-    fn unless_uninstalled(
-        &self,
-        action: Action,
-        installed: bool,
-        packet: &[u8],
-        view: View,
-        transport: Transport,
-    ) -> Action {
-        match action {
-            Action::Reply {
-                outcome: Outcome::Allocated,
-                ..
-            } if !installed => self
-                .responder
-                .handle(packet, view, transport, &mut DataplaneDown),
-            other => other,
-        }
     }
 
     /// Starts the WAN UDP workers (blocking threads). Returns once all are bound.
@@ -143,17 +125,19 @@ impl DnsServer {
                     }
                 }
             }
+            let snap = self.gw.snapshot();
             let (actions, installed) = self.gw.with_allocator(|a| {
                 meta.iter()
                     .zip(&bufs)
                     .map(|(&(n, _), buf)| {
-                        self.responder
+                        snap.responder
                             .handle(&buf[..n], View::Public, Transport::Udp, a)
                     })
                     .collect::<Vec<_>>()
             });
             for ((action, &(n, peer)), buf) in actions.into_iter().zip(&meta).zip(&bufs) {
-                let action = self.unless_uninstalled(
+                let action = unless_uninstalled(
+                    &snap.responder,
                     action,
                     installed,
                     &buf[..n],
@@ -268,6 +252,25 @@ impl DnsServer {
             stream.write_u16(len).await?;
             stream.write_all(&reply).await?;
         }
+    }
+}
+
+/// An answer whose reservation could not be installed is replaced by the
+/// denial policy's answer.
+fn unless_uninstalled(
+    responder: &Responder,
+    action: Action,
+    installed: bool,
+    packet: &[u8],
+    view: View,
+    transport: Transport,
+) -> Action {
+    match action {
+        Action::Reply {
+            outcome: Outcome::Allocated,
+            ..
+        } if !installed => responder.handle(packet, view, transport, &mut DataplaneDown),
+        other => other,
     }
 }
 

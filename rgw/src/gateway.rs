@@ -7,15 +7,16 @@
 //! same (R, proto, port) slot made in between.
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use rgw_dns::{
-    Allocation, Allocator, DeniedPolicy, DenyReason, Host, ServiceKey, ZoneData, ZoneSettings,
+    Allocation, Allocator, DeniedPolicy, DenyReason, Host, Responder, ServiceKey, ZoneData,
+    ZoneSettings,
 };
 use tracing::{info, warn};
 
-use crate::config::{Config, ExhaustedPolicy};
+use crate::config::{Config, ExhaustedPolicy, HostConfig};
 use crate::dataplane::gate::FirstPacket;
 use crate::dataplane::nlset::{key_addr, key_addr_proto_port, NlError, SetWriter};
 use crate::dataplane::ruleset::{claim_mark, SET_RESV_ADDR, SET_RESV_SVC};
@@ -100,9 +101,37 @@ struct Core {
     sink: Box<dyn ReservationSink>,
 }
 
-pub struct Gateway {
+/// What a reload replaces at once: the configuration and the DNS answers
+/// built from it. Readers take an `Arc` and keep a consistent view.
+pub struct Snapshot {
     pub cfg: Config,
-    pub zone: ZoneData,
+    pub responder: Responder,
+}
+
+impl Snapshot {
+    fn new(cfg: Config) -> Snapshot {
+        let policy = match cfg.pool.on_exhausted {
+            ExhaustedPolicy::Drop => DeniedPolicy::Drop,
+            ExhaustedPolicy::Servfail => DeniedPolicy::Servfail,
+            ExhaustedPolicy::Refused => DeniedPolicy::Refused,
+        };
+        Snapshot {
+            responder: Responder::new(zone_from_config(&cfg), policy),
+            cfg,
+        }
+    }
+
+    fn host_name(&self, idx: usize) -> &str {
+        match self.cfg.hosts.get(idx) {
+            Some(h) if !h.name.is_empty() => &h.name,
+            Some(_) => "(removed)",
+            None => "?",
+        }
+    }
+}
+
+pub struct Gateway {
+    state: RwLock<Arc<Snapshot>>,
     pub metrics: Metrics,
     core: Mutex<Core>,
 }
@@ -113,16 +142,118 @@ fn svc_str(s: Option<ServiceKey>) -> String {
         .unwrap_or_else(|| "any".into())
 }
 
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Pending reservations of removed hosts, cancelled.
+    pub cancelled: usize,
+}
+
+/// A reload checked against the running configuration, ready to commit.
+pub struct PreparedReload {
+    pub cfg: Config,
+    report: ReloadReport,
+    removed_ids: Vec<usize>,
+}
+
 impl Gateway {
     pub fn new(cfg: Config, sink: Box<dyn ReservationSink>) -> Arc<Self> {
         let pool = CircularPool::new(cfg.pool.addresses.iter().copied(), cfg.pool.tmax);
-        let zone = zone_from_config(&cfg);
         Arc::new(Gateway {
-            cfg,
-            zone,
+            state: RwLock::new(Arc::new(Snapshot::new(cfg))),
             metrics: Metrics::default(),
             core: Mutex::new(Core { pool, sink }),
         })
+    }
+
+    /// The current configuration and responder.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Checks `new` against the running configuration: only what can change
+    /// without a restart may differ. Hosts keep their index (it is in pending
+    /// reservations and in claim marks): a removed host leaves an empty slot,
+    /// a new host is appended.
+    pub fn prepare_reload(&self, new: Config) -> Result<PreparedReload, String> {
+        let cur = self.snapshot();
+        if let Some(key) = restart_only_change(&cur.cfg, &new) {
+            return Err(format!("key `{key}` changed: restart rgw to apply it (reload changes hosts, zone TTLs and names, on_exhausted)"));
+        }
+        let mut report = ReloadReport::default();
+        let mut removed_ids = Vec::new();
+        let mut incoming: Vec<Option<HostConfig>> = new.hosts.iter().cloned().map(Some).collect();
+        let mut hosts = Vec::with_capacity(cur.cfg.hosts.len().max(incoming.len()));
+        for (idx, old) in cur.cfg.hosts.iter().enumerate() {
+            let found = incoming.iter_mut().find(|h| {
+                h.as_ref()
+                    .is_some_and(|h| !old.name.is_empty() && h.name == old.name)
+            });
+            match found.and_then(Option::take) {
+                Some(h) => {
+                    if h != *old {
+                        report.changed.push(h.name.clone());
+                    }
+                    hosts.push(h);
+                }
+                None => {
+                    if !old.name.is_empty() {
+                        report.removed.push(old.name.clone());
+                        removed_ids.push(idx);
+                    }
+                    hosts.push(HostConfig::vacant());
+                }
+            }
+        }
+        for h in incoming.into_iter().flatten() {
+            report.added.push(h.name.clone());
+            hosts.push(h);
+        }
+        if hosts.len() > 0xfffe {
+            return Err(
+                "more than 65534 host slots since start: restart rgw to compact them".into(),
+            );
+        }
+        let cfg = Config { hosts, ..new };
+        Ok(PreparedReload {
+            cfg,
+            report,
+            removed_ids,
+        })
+    }
+
+    /// Makes a prepared reload current: cancels the removed hosts' pending
+    /// reservations (pool and kernel) and swaps the snapshot. Established
+    /// flows are conntrack's and are not touched.
+    pub fn commit_reload(&self, prepared: PreparedReload) -> ReloadReport {
+        let PreparedReload {
+            cfg,
+            mut report,
+            removed_ids,
+        } = prepared;
+        {
+            let mut core = self.core();
+            let doomed: Vec<Reservation> = core
+                .pool
+                .pending()
+                .filter(|r| removed_ids.contains(&r.host))
+                .cloned()
+                .collect();
+            for r in &doomed {
+                core.pool.cancel(r.id);
+                if let Err(e) = core.sink.remove(r) {
+                    warn!(r = %r.addr, error = %e, "cancelled reservation's kernel element not removed (it expires by itself)");
+                }
+            }
+            report.cancelled = doomed.len();
+            // Swapped under the core lock: no allocation sees the old hosts after this.
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot::new(cfg));
+        }
+        info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, cancelled = report.cancelled, "configuration reloaded");
+        report
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -131,20 +262,8 @@ impl Gateway {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn denied_policy(&self) -> DeniedPolicy {
-        match self.cfg.pool.on_exhausted {
-            ExhaustedPolicy::Drop => DeniedPolicy::Drop,
-            ExhaustedPolicy::Servfail => DeniedPolicy::Servfail,
-            ExhaustedPolicy::Refused => DeniedPolicy::Refused,
-        }
-    }
-
-    fn host_name(&self, idx: usize) -> &str {
-        self.cfg
-            .hosts
-            .get(idx)
-            .map(|h| h.name.as_str())
-            .unwrap_or("?")
+    fn host_name(&self, idx: usize) -> String {
+        self.snapshot().host_name(idx).to_string()
     }
 
     /// Runs `answer` with an allocator whose reservations are installed in the
@@ -234,6 +353,7 @@ impl Gateway {
     /// Pending reservations, for `rgw status`.
     pub fn pending(&self) -> Vec<(String, Ipv4Addr, String, f64)> {
         let now = Instant::now();
+        let snap = self.snapshot();
         let core = self.core();
         core.pool
             .pending()
@@ -241,7 +361,7 @@ impl Gateway {
             .map(|r| {
                 let left = r.expires.saturating_duration_since(now).as_secs_f64();
                 (
-                    self.host_name(r.host).to_string(),
+                    snap.host_name(r.host).to_string(),
                     r.addr,
                     svc_str(r.service),
                     left,
@@ -263,7 +383,12 @@ pub struct GatewayAllocator<'a> {
 
 impl Allocator for GatewayAllocator<'_> {
     fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation {
-        let Some(h) = self.gw.cfg.hosts.get(host) else {
+        let gw = self.gw;
+        let core = self.core.get_or_insert_with(|| gw.core());
+        // Read under the core lock: a reload swaps the snapshot under it, so a
+        // host removed by a reload never gets a new reservation.
+        let snap = gw.snapshot();
+        let Some(h) = snap.cfg.hosts.get(host).filter(|h| !h.name.is_empty()) else {
             return Allocation::Denied(DenyReason::Exhausted);
         };
         let req = ReserveRequest {
@@ -271,8 +396,6 @@ impl Allocator for GatewayAllocator<'_> {
             service,
             host_limit: h.max_pending,
         };
-        let gw = self.gw;
-        let core = self.core.get_or_insert_with(|| gw.core());
         match core.pool.reserve(req, self.now) {
             Ok(r) => {
                 let addr = r.addr;
@@ -300,6 +423,39 @@ impl Allocator for DataplaneDown {
     fn allocate(&mut self, _host: usize, _service: Option<ServiceKey>) -> Allocation {
         Allocation::Denied(DenyReason::Dataplane)
     }
+}
+
+/// The first key whose change needs a restart, if any.
+fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
+    let checks: [(&'static str, bool); 11] = [
+        ("zone.name", cur.zone.name != new.zone.name),
+        ("wan.interface", cur.wan.interface != new.wan.interface),
+        (
+            "wan.service_address",
+            cur.wan.service_address != new.wan.service_address,
+        ),
+        ("wan.dns_port", cur.wan.dns_port != new.wan.dns_port),
+        ("lan", cur.lan != new.lan),
+        ("pool.addresses", cur.pool.addresses != new.pool.addresses),
+        ("pool.tmax", cur.pool.tmax != new.pool.tmax),
+        (
+            "dataplane.table",
+            cur.dataplane.table != new.dataplane.table,
+        ),
+        (
+            "dataplane.queue_num",
+            cur.dataplane.queue_num != new.dataplane.queue_num,
+        ),
+        (
+            "dataplane.queue_backend",
+            cur.dataplane.queue_backend != new.dataplane.queue_backend,
+        ),
+        ("control.socket", cur.control_socket != new.control_socket),
+    ];
+    checks
+        .into_iter()
+        .find(|(_, changed)| *changed)
+        .map(|(k, _)| k)
 }
 
 fn zone_from_config(cfg: &Config) -> ZoneData {
@@ -361,6 +517,11 @@ mod tests {
     }
 
     fn config() -> Config {
+        config_with("")
+    }
+
+    /// The test configuration plus extra TOML appended (more hosts).
+    fn config_with(extra: &str) -> Config {
         let dir = std::env::temp_dir().join(format!(
             "rgw-gw-test-{}-{:?}",
             std::process::id(),
@@ -386,7 +547,7 @@ name = "hosta"
 ipv4 = "192.168.0.101"
 max_pending = 0
 "#;
-        std::fs::write(&path, text).expect("temp file is writable");
+        std::fs::write(&path, format!("{text}{extra}")).expect("temp file is writable");
         Config::load(&path).expect("test config is valid")
     }
 
@@ -411,6 +572,83 @@ max_pending = 0
             installed,
             removed,
         )
+    }
+
+    const HOSTB: &str =
+        "\n[[hosts]]\nname = \"hostb\"\nipv4 = \"192.168.0.102\"\nmax_pending = 0\n";
+    const HOSTC: &str =
+        "\n[[hosts]]\nname = \"hostc\"\nipv4 = \"192.168.0.103\"\nmax_pending = 0\n";
+
+    #[test]
+    fn reload_keeps_host_slots_and_cancels_removed_hosts() {
+        let (calls, installed, removed) = (Arc::default(), Arc::default(), Arc::default());
+        let sink = Recorder {
+            calls,
+            installed,
+            removed: Arc::clone(&removed),
+            fail: false,
+        };
+        let gw = Gateway::new(config_with(HOSTB), Box::new(sink));
+        // hostb (slot 1) holds a pending reservation.
+        let (grant, _) = gw.with_allocator(|a| a.allocate(1, None));
+        assert!(matches!(grant, Allocation::Granted(_)));
+        // New file: hosta stays, hostb goes, hostc arrives.
+        let prepared = gw
+            .prepare_reload(config_with(HOSTC))
+            .expect("hosts may change");
+        let names: Vec<&str> = prepared.cfg.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["hosta", "", "hostc"],
+            "hosta keeps slot 0, hostb's slot 1 stays vacant"
+        );
+        let report = gw.commit_reload(prepared);
+        assert_eq!(
+            (report.added, report.removed, report.cancelled),
+            (vec!["hostc".to_string()], vec!["hostb".to_string()], 1)
+        );
+        assert_eq!(
+            removed.load(Ordering::SeqCst),
+            1,
+            "the cancelled reservation's kernel element is removed"
+        );
+        assert_eq!(gw.pool_stats().pending, 0);
+        // The vacant slot never allocates again; the new host does.
+        let (grants, _) = gw.with_allocator(|a| (a.allocate(1, None), a.allocate(2, None)));
+        assert_eq!(grants.0, Allocation::Denied(DenyReason::Exhausted));
+        assert!(matches!(grants.1, Allocation::Granted(_)));
+        let zone = &gw.snapshot().responder;
+        let lookup = |n: &str| {
+            zone.zone()
+                .lookup(&hickory_proto::rr::Name::from_ascii(n).expect("valid name"))
+        };
+        assert_eq!(lookup("hostb.gwa.demo."), rgw_dns::Lookup::NxDomain);
+        assert_eq!(
+            lookup("hostc.gwa.demo."),
+            rgw_dns::Lookup::Host {
+                host: 2,
+                service: None
+            }
+        );
+    }
+
+    #[test]
+    fn reload_refuses_keys_that_need_a_restart() {
+        let (gw, ..) = gateway(false);
+        let mut other = config();
+        other.pool.addresses.pop();
+        let e = gw
+            .prepare_reload(other)
+            .err()
+            .expect("pool changes need a restart");
+        assert!(e.contains("pool.addresses"), "{e}");
+        let mut other = config();
+        other.lan.upstream_resolver = "203.0.113.99:53".parse().expect("valid address");
+        assert!(gw
+            .prepare_reload(other)
+            .err()
+            .expect("lan changes need a restart")
+            .contains("lan"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `rgw`: run the Realm Gateway, check a configuration, ask a running daemon.
+//! `rgw`: run the Realm Gateway, check a configuration, talk to a running daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use rgw::config::Config;
+use rgw::control::Control;
 use rgw::dataplane::{self, gate};
 use rgw::dnsserver::DnsServer;
 use rgw::gateway::{Gateway, KernelSets};
-use rgw_dns::{Responder, View};
-use tracing::{error, info};
+use rgw_dns::View;
+use serde_json::Value;
+use tracing::{error, info, warn};
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +26,29 @@ use tracing::{error, info};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Which daemon to talk to, and how to print its answer.
+#[derive(Args)]
+struct Target {
+    /// Control socket (default: the one the configuration names).
+    #[arg(short, long)]
+    socket: Option<PathBuf>,
+    #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
+    config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Target {
+    fn ask(&self, command: &str) -> Result<Value> {
+        let socket = match &self.socket {
+            Some(s) => s.clone(),
+            None => Config::load(&self.config)?.control_socket,
+        };
+        rgw::control::request(&socket, command)
+    }
 }
 
 #[derive(Subcommand)]
@@ -40,16 +66,17 @@ enum Cmd {
         #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
         config: PathBuf,
     },
-    /// Show the running daemon's pool, pending reservations and counters.
-    Status {
-        /// Control socket (default: the one the configuration names).
-        #[arg(short, long)]
-        socket: Option<PathBuf>,
-        #[arg(short, long, default_value = "/etc/rgw/rgw.toml")]
-        config: PathBuf,
-        /// Print JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
+    /// Pool use, pending reservations and counters of the running daemon.
+    Status(Target),
+    /// Live bindings: pending reservations and the claimed flows in conntrack.
+    Bindings(Target),
+    /// Re-read the configuration file (hosts, zone TTLs, on_exhausted); same as SIGHUP.
+    Reload(Target),
+    /// Change the running daemon's log filter, e.g. `debug` or `info,rgw=debug`.
+    LogLevel {
+        filter: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -58,16 +85,83 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Run { config, log } => run(config, log),
         Cmd::Check { config } => check(config),
-        Cmd::Status {
-            socket,
-            config,
-            json,
-        } => status(socket, config, json),
+        Cmd::Status(t) => status(&t),
+        Cmd::Bindings(t) => bindings(&t),
+        Cmd::Reload(t) => simple(&t, "reload"),
+        Cmd::LogLevel { filter, target } => simple(&target, &format!("log {filter}")),
     };
     if let Err(e) = result {
         eprintln!("rgw: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A JSON string without its quotes, anything else as JSON.
+fn text(x: &Value) -> String {
+    x.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| x.to_string())
+}
+
+/// Commands answered with `{"ok": …}`: print the answer, fail when not ok.
+fn simple(t: &Target, command: &str) -> Result<()> {
+    let v = t.ask(command)?;
+    if t.json {
+        println!("{v}");
+    } else if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            println!("{k}: {}", text(val));
+        }
+    }
+    if v["ok"] != Value::Bool(true) {
+        anyhow::bail!("{}", text(&v["error"]));
+    }
+    Ok(())
+}
+
+fn bindings(t: &Target) -> Result<()> {
+    let v = t.ask("bindings")?;
+    if t.json {
+        println!("{v}");
+        return Ok(());
+    }
+    let port = |p: &Value| {
+        if p.is_null() {
+            "*".to_string()
+        } else {
+            text(p)
+        }
+    };
+    println!("claimed flows (conntrack):");
+    for b in v["claimed"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<5} {}:{} <- {}:{}  => {} {}:{}  {} ({}s)",
+            text(&b["proto"]),
+            text(&b["public"]),
+            port(&b["public_port"]),
+            text(&b["remote"]),
+            port(&b["remote_port"]),
+            text(&b["host"]),
+            text(&b["private"]),
+            port(&b["private_port"]),
+            b["state"].as_str().unwrap_or("-"),
+            b["timeout_s"]
+        );
+    }
+    println!("pending reservations:");
+    for r in v["pending"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<10} {:<16} {:<8} {:.2}s left",
+            text(&r["host"]),
+            text(&r["address"]),
+            text(&r["service"]),
+            r["expires_in_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if !v["conntrack_error"].is_null() {
+        anyhow::bail!("conntrack: {}", text(&v["conntrack_error"]));
+    }
+    Ok(())
 }
 
 fn check(path: PathBuf) -> Result<()> {
@@ -83,22 +177,13 @@ fn check(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn status(socket: Option<PathBuf>, config: PathBuf, json: bool) -> Result<()> {
-    let socket = match socket {
-        Some(s) => s,
-        None => Config::load(&config)?.control_socket,
-    };
-    let v = rgw::control::request(&socket, "status")?;
-    if json {
+fn status(target: &Target) -> Result<()> {
+    let v = target.ask("status")?;
+    if target.json {
         println!("{v}");
         return Ok(());
     }
-    // Plain text: strings without their JSON quotes.
-    let t = |x: &serde_json::Value| {
-        x.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| x.to_string())
-    };
+    let t = text;
     let p = &v["pool"];
     println!(
         "zone {}  table {}  gate via {}",
@@ -169,11 +254,20 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         .context("invalid --log filter")?;
     // Colour only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
+    let (filter, log_handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(ansi),
+        )
         .init();
+    let set_log: rgw::control::LogSetter = Arc::new(move |spec: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(spec)
+            .map_err(|e| format!("invalid filter {spec:?}: {e}"))?;
+        log_handle.reload(f).map_err(|e| e.to_string())
+    });
 
     let cfg = Config::load(&path)?;
     info!(config = %path.display(), zone = %cfg.zone.name, pool = cfg.pool.addresses.len(), tmax = ?cfg.pool.tmax, "starting");
@@ -207,10 +301,8 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         })
         .context("spawning the gate thread")?;
 
-    let responder = Arc::new(Responder::new(gw.zone.clone(), gw.denied_policy()));
     let server = Arc::new(DnsServer {
         gw: Arc::clone(&gw),
-        responder,
     });
     let wan = SocketAddr::from((cfg.wan.service_address, cfg.wan.dns_port));
     let lan = SocketAddr::from((cfg.lan.address, cfg.lan.dns_port));
@@ -230,9 +322,9 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         tasks.spawn(Arc::clone(&server).tcp(wan, View::Public, None));
         tasks.spawn(Arc::clone(&server).lan_udp(lan, upstream));
         tasks.spawn(Arc::clone(&server).tcp(lan, View::Private, Some(upstream)));
-        let ctl_gw = Arc::clone(&gw);
+        let ctl = Control { gw: Arc::clone(&gw), via, config_path: path.clone(), set_log };
         let ctl_path = cfg.control_socket.clone();
-        tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl_gw, via).await });
+        tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl).await });
         let exp_gw = Arc::clone(&gw);
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -242,15 +334,28 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             }
         });
         info!("rgw ready");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
-            _ = term.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
-            Some(r) = tasks.join_next() => match r {
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(())) => Err(anyhow::anyhow!("a server task ended")),
-                Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
-            },
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break Ok(()) }
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break Ok(()) }
+                _ = hup.recv() => {
+                    let (gw, path) = (Arc::clone(&gw), path.clone());
+                    // A bad file is reported and the running configuration stays.
+                    match tokio::task::spawn_blocking(move || rgw::control::reload(&gw, &path)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!(error = %format!("{e:#}"), "SIGHUP: reload refused"),
+                        Err(e) => warn!(error = %e, "SIGHUP: reload failed"),
+                    }
+                }
+                Some(r) = tasks.join_next() => break match r {
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("a server task ended")),
+                    Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
+                },
+            }
         }
     });
     // Clean shutdown removes our table unless told to keep it; established

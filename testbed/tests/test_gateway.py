@@ -490,3 +490,79 @@ def test_second_instance_refuses_and_leaves_the_first_intact(topo, fresh):
     got = topo.tcp_exchange("cli", addr, 8, timeout=3)
     assert got is not None and got.split()[0] == b"hosta", got
     assert fresh.alive()
+
+
+# ------------------------------------------------------------------ operations: bindings, reload, log level
+
+
+def rgw_cli(topo, rgw, *args, check=True):
+    return topo.run("gw", [str(rgw_binary()), *args, "--socket", str(rgw.socket)], timeout=20, check=check)
+
+
+def test_bindings_list_the_claimed_flow(topo, fresh):
+    addr = resolve(topo, "tcp7.hosta.gwa.demo")
+    client = topo.popen("cli", ["/usr/bin/python3", "-c", KEEPALIVE_CLIENT, addr, os.path.join(topo.state_dir, "go-bindings")])
+    deadline = time.time() + 10
+    while "phase1" not in topo.read_log(client) and time.time() < deadline:
+        time.sleep(0.05)
+    pending_addr = resolve(topo, "hostb.gwa.demo")
+    v = json.loads(rgw_cli(topo, fresh, "bindings", "--json").stdout)
+    mine = [b for b in v["claimed"] if b["public"] == addr and b["public_port"] == 7]
+    assert len(mine) == 1, v
+    b = mine[0]
+    assert (b["host"], b["private"], b["remote"], b["proto"]) == ("hosta", "192.168.0.101", topo.CLI_IP, "tcp"), b
+    assert any(p["host"] == "hostb" and p["address"] == pending_addr for p in v["pending"]), v
+    text = rgw_cli(topo, fresh, "bindings").stdout
+    assert f"{addr}:7 <- {topo.CLI_IP}" in text and "hosta 192.168.0.101:7" in text, text
+    open(os.path.join(topo.state_dir, "go-bindings"), "w").close()
+    client.wait(15)
+
+
+def test_log_level_changes_at_run_time(topo, fresh):
+    out = rgw_cli(topo, fresh, "log-level", "debug").stdout
+    assert "ok: true" in out, out
+    cp = rgw_cli(topo, fresh, "log-level", "no=such=filter[", check=False)
+    assert cp.returncode != 0 and "invalid filter" in cp.stderr + cp.stdout, (cp.stdout, cp.stderr)
+    rgw_cli(topo, fresh, "log-level", "info")
+
+
+def test_reload_changes_hosts_without_touching_flows(topo, fresh):
+    """hostb is removed, hostc (at hostb's address) added: hostc answers, hostb
+    is gone, an established flow to hosta continues, a bad change is refused."""
+    addr = resolve(topo, "tcp7.hosta.gwa.demo")
+    go = os.path.join(topo.state_dir, "go-reload")
+    client = topo.popen("cli", ["/usr/bin/python3", "-c", KEEPALIVE_CLIENT, addr, go])
+    deadline = time.time() + 10
+    while "phase1" not in topo.read_log(client) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "phase1 hosta before" in topo.read_log(client)
+    original = fresh.config_path.read_text()
+    try:
+        changed = original.replace('name = "hostb"', 'name = "hostc"')
+        assert changed != original
+        fresh.config_path.write_text(changed)
+        os.kill(fresh.proc.pid, signal.SIGHUP)          # SIGHUP reloads like `rgw reload`
+        deadline = time.time() + 5
+        while "configuration reloaded" not in fresh.log() and time.time() < deadline:
+            time.sleep(0.05)
+        assert "configuration reloaded" in fresh.log(), fresh.log()
+        assert topo.dig("cli", "hostb.gwa.demo", server=GW) == []
+        assert "NXDOMAIN" in topo.dig("cli", "hostb.gwa.demo", server=GW, short=False)
+        c = resolve(topo, "hostc.gwa.demo", via_resolver=False)
+        got = topo.tcp_exchange("cli", c, 8, timeout=3)
+        assert got is not None and got.split()[0] == b"hostb", got   # hostb's machine now answers as hostc
+        # A change that needs a restart is refused and the running configuration stays.
+        fresh.config_path.write_text(changed.replace("198.51.100.17-198.51.100.22", "198.51.100.17-198.51.100.21"))
+        cp = rgw_cli(topo, fresh, "reload", check=False)
+        assert cp.returncode != 0 and "pool.addresses" in cp.stderr + cp.stdout, (cp.stdout, cp.stderr)
+        assert resolve(topo, "hostc.gwa.demo", via_resolver=False)
+        # Back to the original file through the CLI.
+        fresh.config_path.write_text(original)
+        out = rgw_cli(topo, fresh, "reload").stdout
+        assert 'added: ["hostb"]' in out and 'removed: ["hostc"]' in out, out
+        assert resolve(topo, "hostb.gwa.demo", via_resolver=False)
+    finally:
+        fresh.config_path.write_text(original)
+        open(go, "w").close()
+        client.wait(15)
+    assert "phase2 after" in topo.read_log(client), topo.read_log(client)

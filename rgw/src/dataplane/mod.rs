@@ -119,6 +119,21 @@ pub fn install(cfg: &Config, via: QueueVia) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the mark → host map after a reload (one transaction).
+pub fn update_host_map(cfg: &Config) -> Result<()> {
+    nft_script(&ruleset::render_host_map(cfg), false)
+}
+
+/// Lists conntrack entries (for `rgw bindings`); rare, so the tool is spawned.
+pub fn conntrack_dump() -> Result<String> {
+    let out = Command::new("conntrack")
+        .args(["-L"])
+        .stderr(Stdio::null())
+        .output()
+        .context("cannot run `conntrack` (install the conntrack package)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Removes everything `install` created (clean shutdown).
 pub fn remove(cfg: &Config) -> Result<()> {
     let t = &cfg.dataplane.table;

@@ -117,20 +117,7 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
     }
     let _ = writeln!(out, "flush set ip {t} {SET_RESV_ADDR}");
     let _ = writeln!(out, "flush set ip {t} {SET_RESV_SVC}");
-    let _ = writeln!(out, "flush map ip {t} {MAP_HOST_BY_MARK}");
-    if !cfg.hosts.is_empty() {
-        let elems: Vec<String> = cfg
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| format!("{:#010x} : {}", claim_mark(i), h.ipv4))
-            .collect();
-        let _ = writeln!(
-            out,
-            "add element ip {t} {MAP_HOST_BY_MARK} {{ {} }}",
-            elems.join(", ")
-        );
-    }
+    out.push_str(&render_host_map(cfg));
 
     let queue = match via {
         QueueVia::Nft => format!("queue num {} bypass", cfg.dataplane.queue_num),
@@ -193,6 +180,28 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
         for r in rules {
             let _ = writeln!(out, "add rule ip {t} {name} {r}");
         }
+    }
+    out
+}
+
+/// The mark → host address map, rewritten in one transaction (also on reload).
+/// Vacant slots (hosts removed by a reload) get no entry.
+pub fn render_host_map(cfg: &Config) -> String {
+    let t = &cfg.dataplane.table;
+    let mut out = format!("flush map ip {t} {MAP_HOST_BY_MARK}\n");
+    let elems: Vec<String> = cfg
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.name.is_empty())
+        .map(|(i, h)| format!("{:#010x} : {}", claim_mark(i), h.ipv4))
+        .collect();
+    if !elems.is_empty() {
+        let _ = writeln!(
+            out,
+            "add element ip {t} {MAP_HOST_BY_MARK} {{ {} }}",
+            elems.join(", ")
+        );
     }
     out
 }
