@@ -154,6 +154,10 @@ struct Slot {
 
 /// The Circular Pool. See the module documentation for the rules and the
 /// data structures.
+/// Shared slots an SFQDN search may skip before it takes a free slot instead
+/// (see `find_shared`).
+pub const SHARE_SEARCH_LIMIT: usize = 64;
+
 pub struct CircularPool {
     tmax: Duration,
     slots: Vec<Slot>,
@@ -411,14 +415,34 @@ impl CircularPool {
 
     /// The first shared slot in pool order that does not hold `service`
     /// (rules 2 and 3).
+    ///
+    /// Each slot skipped holds `service`, so a popular service (tcp22 on many
+    /// hosts) makes the walk long: measured ~10 µs with 2,500 holders. The
+    /// walk is therefore bounded: when every shared slot holds the service the
+    /// answer is known at once, and while a free slot exists the search gives
+    /// up after [`SHARE_SEARCH_LIMIT`] holders and the caller takes the free
+    /// slot instead (a bounded departure from "prefer sharing", rule 3). Only
+    /// when no free slot is left is the whole walk done, because then a gap is
+    /// the only way to answer.
     fn find_shared(&self, service: Service) -> Option<usize> {
         let Some(holding) = self.by_service.get(&service) else {
             return self.shared.first().copied();
         };
+        if holding.len() >= self.shared.len() {
+            return None;
+        }
+        let limit = if self.free.is_empty() {
+            usize::MAX
+        } else {
+            SHARE_SEARCH_LIMIT
+        };
         // `holding` is a subset of `shared` and both are sorted. Walk them
         // together. Each slot skipped is one in `holding`.
         let mut holding = holding.iter().copied().peekable();
-        for idx in self.shared.iter().copied() {
+        for (skipped, idx) in self.shared.iter().copied().enumerate() {
+            if skipped >= limit {
+                return None;
+            }
             while holding.next_if(|&h| h < idx).is_some() {}
             if holding.next_if_eq(&idx).is_none() {
                 return Some(idx);
@@ -1329,5 +1353,66 @@ mod tests {
             "{ok} {exhausted} {limited_out}"
         );
         assert!(claimed > 500 && expired > 100, "{claimed} {expired}");
+    }
+
+    #[test]
+    fn sharing_search_is_bounded_while_free_addresses_exist() {
+        let t0 = Instant::now();
+        let addrs = (0..400u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i));
+        let mut pool = CircularPool::new(addrs, Duration::from_secs(2));
+        let req = |host, port| ReserveRequest {
+            host,
+            service: Some(Service {
+                proto: Proto::Tcp,
+                port,
+            }),
+            host_limit: 0,
+        };
+        // 70 shared addresses, each holding tcp/22.
+        let holders: Vec<Ipv4Addr> = (0..70)
+            .map(|h| pool.reserve(req(h, 22), t0).expect("room").addr)
+            .collect();
+        assert_eq!(pool.stats().shared, 70);
+        // tcp/443 shares them in pool order while the search stays within the limit...
+        for (k, h) in (100..100 + SHARE_SEARCH_LIMIT).enumerate() {
+            assert_eq!(
+                pool.reserve(req(h, 443), t0).expect("room").addr,
+                holders[k]
+            );
+        }
+        // ...and past it takes a free address although 6 shared ones still lack tcp/443.
+        let r = pool.reserve(req(999, 443), t0).expect("room");
+        assert!(
+            !holders.contains(&r.addr),
+            "bounded search took a free address"
+        );
+        assert_eq!(pool.stats().shared, 71);
+    }
+
+    #[test]
+    fn without_free_addresses_the_whole_walk_finds_the_gap() {
+        let t0 = Instant::now();
+        let addrs = (0..100u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i));
+        let mut pool = CircularPool::new(addrs, Duration::from_secs(2));
+        let req = |host, port| ReserveRequest {
+            host,
+            service: Some(Service {
+                proto: Proto::Tcp,
+                port,
+            }),
+            host_limit: 0,
+        };
+        // Fill every address with tcp/22, then free tcp/22 on the last one only.
+        let mut last = None;
+        for h in 0..100 {
+            last = Some(pool.reserve(req(h, 22), t0).expect("room"));
+            pool.reserve(req(h, 80), t0).expect("room");
+        }
+        assert_eq!(pool.stats().free, 0);
+        let last = last.expect("100 reservations made");
+        pool.claim(last.addr, 6, Some(22), t0).expect("pending");
+        let again = pool.reserve(req(500, 22), t0).expect("the gap is found");
+        assert_eq!(again.addr, last.addr);
+        assert_eq!(pool.reserve(req(501, 22), t0), Err(ReserveError::Exhausted));
     }
 }
