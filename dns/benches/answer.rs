@@ -15,8 +15,8 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use rgw_dns::sfqdn::parse_port_label;
 use rgw_dns::{
-    Action, Allocation, Allocator, DeniedPolicy, Host, L4Proto, Outcome, Responder, ServiceKey,
-    Transport, View, ZoneData, ZoneSettings,
+    Action, AllocRequest, Allocation, Allocator, DeniedPolicy, Host, L4Proto, Outcome, Responder,
+    ServiceKey, Transport, View, ZoneData, ZoneSettings,
 };
 
 fn name(s: &str) -> Name {
@@ -70,7 +70,7 @@ fn demo_zone() -> ZoneData {
 struct FixedAlloc(Ipv4Addr);
 
 impl Allocator for FixedAlloc {
-    fn allocate(&mut self, _host: usize, _service: Option<ServiceKey>) -> Allocation {
+    fn allocate(&mut self, _req: AllocRequest) -> Allocation {
         Allocation::Granted(self.0)
     }
 }

@@ -8,9 +8,10 @@
 //! Responses follow RFC 1034/2308: NXDOMAIN and NODATA carry the SOA in the
 //! authority section; names outside the zone are REFUSED on the public view.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
@@ -50,9 +51,20 @@ pub enum Allocation {
     Denied(DenyReason),
 }
 
+/// One reservation asked for by a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocRequest {
+    /// Index of the host in the zone.
+    pub host: usize,
+    /// `None` for a host's FQDN (a whole address), `Some` for a service FQDN.
+    pub service: Option<ServiceKey>,
+    /// EDNS Client Subnet of the query (RFC 7871), when the resolver sent one.
+    pub client_subnet: Option<(IpAddr, u8)>,
+}
+
 /// Makes Circular Pool reservations (implemented by the daemon: pool + nftables).
 pub trait Allocator {
-    fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation;
+    fn allocate(&mut self, req: AllocRequest) -> Allocation;
 }
 
 /// What to send when a reservation is denied.
@@ -164,6 +176,7 @@ impl Responder {
         }
         let query = &req.queries[0];
         let (qname, qtype) = (query.name().clone(), query.query_type());
+        let client_subnet = client_subnet(&req);
 
         let lookup = self.zone.lookup(&qname);
         if lookup == Lookup::OutOfZone {
@@ -238,7 +251,15 @@ impl Responder {
                     }
                     Outcome::Static
                 } else {
-                    match self.address_for(view, host, service, alloc) {
+                    match self.address_for(
+                        view,
+                        AllocRequest {
+                            host,
+                            service,
+                            client_subnet,
+                        },
+                        alloc,
+                    ) {
                         Ok((addr, ttl, outcome)) => {
                             s.answer.push(Record::from_rdata(
                                 qname.clone(),
@@ -286,7 +307,15 @@ impl Responder {
                             )
                         }
                     };
-                    match self.address_for(view, host, Some(service), alloc) {
+                    match self.address_for(
+                        view,
+                        AllocRequest {
+                            host,
+                            service: Some(service),
+                            client_subnet,
+                        },
+                        alloc,
+                    ) {
                         Ok((addr, ttl, outcome)) => {
                             s.answer.push(Record::from_rdata(
                                 qname.clone(),
@@ -313,16 +342,15 @@ impl Responder {
     fn address_for(
         &self,
         view: View,
-        host: usize,
-        service: Option<ServiceKey>,
+        req: AllocRequest,
         alloc: &mut dyn Allocator,
     ) -> Result<(Ipv4Addr, u32, Outcome), DenyReason> {
         match view {
-            View::Private => match self.zone.host(host) {
+            View::Private => match self.zone.host(req.host) {
                 Some(h) => Ok((h.ipv4, self.zone.static_ttl, Outcome::Static)),
                 None => Err(DenyReason::Exhausted),
             },
-            View::Public => match alloc.allocate(host, service) {
+            View::Public => match alloc.allocate(req) {
                 Allocation::Granted(addr) => Ok((addr, 0, Outcome::Allocated)),
                 Allocation::Denied(reason) => Err(reason),
             },
@@ -448,6 +476,14 @@ fn unreachable_out_of_zone() -> Outcome {
     Outcome::Refused
 }
 
+/// The EDNS Client Subnet option of a query (RFC 7871 §6), if any.
+fn client_subnet(req: &Message) -> Option<(IpAddr, u8)> {
+    match req.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(cs) => Some((cs.addr(), cs.source_prefix())),
+        _ => None,
+    }
+}
+
 /// FORMERR for a message that did not parse, built from its raw header
 /// (RFC 1035 §4.1.1), or a drop when even the header is missing or the
 /// message claims to be a response.
@@ -483,11 +519,13 @@ mod tests {
     struct FakeAlloc {
         next: Vec<Ipv4Addr>,
         asked: Vec<(usize, Option<ServiceKey>)>,
+        subnets: Vec<Option<(IpAddr, u8)>>,
     }
 
     impl Allocator for FakeAlloc {
-        fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation {
-            self.asked.push((host, service));
+        fn allocate(&mut self, req: AllocRequest) -> Allocation {
+            self.asked.push((req.host, req.service));
+            self.subnets.push(req.client_subnet);
             match self.next.pop() {
                 Some(a) => Allocation::Granted(a),
                 None => Allocation::Denied(DenyReason::Exhausted),
@@ -501,6 +539,7 @@ mod tests {
                 .map(|i| Ipv4Addr::new(198, 51, 100, 17 + i))
                 .collect(),
             asked: vec![],
+            subnets: vec![],
         }
     }
 
@@ -554,6 +593,33 @@ mod tests {
         assert!(m.metadata.authoritative);
         assert_eq!(a_of(&m), vec![(Ipv4Addr::new(198, 51, 100, 17), 0)]);
         assert_eq!(a.asked, vec![(0, None)]);
+    }
+
+    #[test]
+    fn client_subnet_reaches_the_allocator() {
+        use hickory_proto::rr::rdata::opt::ClientSubnet;
+        let r = responder();
+        let mut a = alloc(1);
+        let mut m = Message::from_vec(&query("hosta.gwa.demo.", RecordType::A)).expect("parses");
+        let mut e = Edns::new();
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            "203.0.113.0".parse().expect("ip"),
+            24,
+            0,
+        )));
+        m.edns = Some(e);
+        let bytes = m.to_vec().expect("encodes");
+        assert!(matches!(
+            r.handle(&bytes, View::Public, Transport::Udp, &mut a),
+            Action::Reply {
+                outcome: Outcome::Allocated,
+                ..
+            }
+        ));
+        assert_eq!(
+            a.subnets,
+            vec![Some(("203.0.113.0".parse().expect("ip"), 24))]
+        );
     }
 
     #[test]

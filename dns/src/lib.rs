@@ -10,8 +10,8 @@ pub mod sfqdn;
 pub mod zone;
 
 pub use answer::{
-    Action, Allocation, Allocator, DeniedPolicy, DenyReason, DropReason, Outcome, Responder,
-    Transport, View,
+    Action, AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, DropReason, Outcome,
+    Responder, Transport, View,
 };
 pub use sfqdn::{L4Proto, ServiceKey};
 pub use zone::{Host, Lookup, ZoneData, ZoneSettings};

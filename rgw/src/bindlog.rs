@@ -150,7 +150,9 @@ fn parse_port(s: &str) -> Option<Option<u16>> {
     if s == "-" {
         return Some(None);
     }
-    parse_decimal(s).and_then(|n| u16::try_from(n).ok()).map(Some)
+    parse_decimal(s)
+        .and_then(|n| u16::try_from(n).ok())
+        .map(Some)
 }
 
 fn host_byte_is_plain(b: u8) -> bool {
@@ -444,13 +446,14 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + i64::try_from(h * 3600 + mi * 60 + sec).ok()?;
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::try_from(h * 3600 + mi * 60 + sec).ok()?;
     let nanos = u32::try_from(nanos).ok()?;
     if secs >= 0 {
         Some(UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos))
     } else {
-        let back = Duration::from_secs(secs.unsigned_abs()) - Duration::from_nanos(u64::from(nanos));
+        let back =
+            Duration::from_secs(secs.unsigned_abs()) - Duration::from_nanos(u64::from(nanos));
         UNIX_EPOCH.checked_sub(back)
     }
 }
@@ -498,6 +501,7 @@ const BUFFER_BYTES: usize = 64 * 1024;
 /// once a second while idle (the writer of [`spawn_writer`] does), and before
 /// exiting. Nothing is fsynced: a daemon crash loses nothing already
 /// flushed, a power loss may lose what the page cache held.
+#[derive(Debug)]
 pub struct BindingLog {
     path: PathBuf,
     rotation: Rotation,
@@ -745,6 +749,7 @@ pub struct WriterState {
     close: AtomicBool,
 }
 
+#[derive(Debug)]
 enum Msg {
     Record(BindingRecord),
     /// Look at the reopen and close flags now rather than at the next tick.
@@ -752,7 +757,7 @@ enum Msg {
 }
 
 /// The claim path's end of the binding log: never blocks.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BindingSender {
     tx: SyncSender<Msg>,
     state: Arc<WriterState>,
@@ -794,7 +799,9 @@ impl BindingSender {
     }
 
     /// Asks the writer to write what is queued, flush and exit; join its
-    /// handle afterwards. Later `try_send` calls return false.
+    /// handle afterwards. Later `try_send` calls return false. A record sent
+    /// by another thread at the very moment the writer exits can be lost
+    /// without being counted: stop the claim path first if that matters.
     pub fn close(&self) {
         self.state.close.store(true, Ordering::Relaxed);
         let _ = self.tx.try_send(Msg::Wake);
@@ -867,12 +874,11 @@ fn writer_loop(
         let disconnected = match rx.recv_timeout(wait) {
             Ok(Msg::Record(rec)) => {
                 match log.append(&rec) {
-                    Ok(()) => st.written.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errs.report(st, &e);
-                        0
+                    Ok(()) => {
+                        st.written.fetch_add(1, Ordering::Relaxed);
                     }
-                };
+                    Err(e) => errs.report(st, &e),
+                }
                 false
             }
             Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => false,
@@ -1164,14 +1170,20 @@ mod tests {
         let swap = |from: &str, to: &str| good.replacen(from, to, 1);
         assert_eq!(field_of(""), Err("time"));
         assert_eq!(field_of(&swap("2026-11-22", "2026-11-32")), Err("time"));
-        assert_eq!(field_of(&swap("198.51.100.17", "198.51.100.256")), Err("public"));
+        assert_eq!(
+            field_of(&swap("198.51.100.17", "198.51.100.256")),
+            Err("public")
+        );
         assert_eq!(field_of(&swap(" tcp ", " tcpx ")), Err("proto"));
         assert_eq!(field_of(&swap(" tcp ", " 256 ")), Err("proto"));
         assert_eq!(field_of(&swap(" 22 ", " 65536 ")), Err("port"));
         assert_eq!(field_of(&swap(" 22 ", " +22 ")), Err("port"));
         assert_eq!(field_of(&swap("hosta", "host%4")), Err("host"));
         assert_eq!(field_of(&swap("hosta", "host%FF")), Err("host"));
-        assert_eq!(field_of(&swap("192.168.0.101", "192.168.0")), Err("private"));
+        assert_eq!(
+            field_of(&swap("192.168.0.101", "192.168.0")),
+            Err("private")
+        );
         assert_eq!(field_of(&swap("from=", "form=")), Err("from"));
         assert_eq!(field_of(&swap(":59522", ":")), Err("from"));
         assert_eq!(field_of(&swap(":59522", ":x")), Err("from"));
@@ -1183,7 +1195,9 @@ mod tests {
         // Unknown fields are ignored; res and ecs may be missing; spacing is free.
         let r = BindingRecord::parse_line(&format!("{good} id=42 v=2")).expect("parses");
         assert_eq!(r, rec(t("2026-11-22T15:54:38.123Z"), 22));
-        let short = good.replace(" res=203.0.113.54 ecs=-", "").replace(' ', "  \t");
+        let short = good
+            .replace(" res=203.0.113.54 ecs=-", "")
+            .replace(' ', "  \t");
         let r = BindingRecord::parse_line(&short).expect("parses");
         assert_eq!((r.resolver, r.client_subnet), (None, None));
         let e = BindingRecord::parse_line("2026-11-22T15:54:38.123Z").expect_err("short");
@@ -1331,6 +1345,11 @@ mod tests {
         assert_eq!(lines(&path).len(), 1);
         // Same day: a restart appends to the file.
         drop(log);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(now))
+            .expect("set mtime");
         let mut log = BindingLog::open(&path, rot).expect("opens");
         log.append_at(&rec(now, 3), now).expect("appends");
         log.flush().expect("flushes");
@@ -1406,7 +1425,8 @@ mod tests {
         let now = t("2026-11-22T12:00:00Z");
         log.append_at(&rec(now, 1), now).expect("appends");
         assert!(log.take_error().is_none());
-        log.append_at(&rec(now, 2), now).expect("the record is kept");
+        log.append_at(&rec(now, 2), now)
+            .expect("the record is kept");
         let e = log.take_error().expect("rotation error kept");
         assert!(e.to_string().contains("bindings.log.1"), "{e}");
         // No retry within ROTATION_RETRY, then a retry (which fails again).
@@ -1425,8 +1445,7 @@ mod tests {
     fn write_errors_are_returned() {
         let dir = tmpdir("errors");
         let e = BindingLog::open(dir.join("missing/bindings.log"), Rotation::default())
-            .err()
-            .expect("no directory");
+            .expect_err("no directory");
         assert!(e.to_string().contains("missing/bindings.log"), "{e}");
         let _ = fs::remove_dir_all(dir);
         // /dev/full: not a regular file, so never rotated; every write fails.
@@ -1469,10 +1488,11 @@ mod tests {
         let (tx, handle) = spawn_writer(log, 1).expect("spawns");
         let now = SystemTime::now();
         let sent = (0..20_000).filter(|i| tx.try_send(rec(now, *i))).count() as u64;
-        drop(tx.clone());
         let st = tx.state();
         drop(tx);
-        handle.join().expect("writer exits when every sender is gone");
+        handle
+            .join()
+            .expect("writer exits when every sender is gone");
         let (written, dropped) = (
             st.written.load(Ordering::Relaxed),
             st.dropped.load(Ordering::Relaxed),
@@ -1529,7 +1549,9 @@ mod tests {
         }
         tx.close();
         handle.join().expect("exits");
-        assert!(tx.state().errors.load(Ordering::Relaxed) >= 3);
+        // The first append's flush and the final flush fail; the records
+        // in between were buffered (counted as written, never on disk).
+        assert!(tx.state().errors.load(Ordering::Relaxed) >= 2);
         assert_eq!(seen.load(Ordering::Relaxed), 1);
     }
 
@@ -1537,10 +1559,7 @@ mod tests {
 
     fn sample_records() -> Vec<(&'static str, BindingRecord)> {
         let now = t("2026-11-22T15:54:38.123Z");
-        let fqdn = BindingRecord {
-            port: Some(8),
-            ..rec(now, 8)
-        };
+        let fqdn = rec(now, 8);
         let sfqdn = rec(now, 22);
         let v4_ecs = Some(("198.51.100.0".parse().expect("ip"), 24));
         let v6_res: Option<IpAddr> = Some("2001:db8:4860::8888".parse().expect("ip"));
@@ -1641,6 +1660,20 @@ mod tests {
         tx.close();
         handle.join().expect("exits");
         let total = start.elapsed();
+
+        // Sustained: the sender retries when the queue is full, so this is the
+        // writer thread's own rate through the channel.
+        let log = BindingLog::open(&path, Rotation::default()).expect("opens");
+        let (tx2, handle) = spawn_writer(log, 4096).expect("spawns");
+        let start = Instant::now();
+        for r in &recs {
+            while !tx2.try_send(r.clone()) {
+                std::thread::yield_now();
+            }
+        }
+        tx2.close();
+        handle.join().expect("exits");
+        let sustained = f64::from(n) / start.elapsed().as_secs_f64();
         println!(
             "format only: {fmt_rate:.0} records/s ({} bytes avg)",
             bytes / recs.len()
@@ -1653,6 +1686,7 @@ mod tests {
             tx.dropped(),
             total.as_secs_f64()
         );
+        println!("writer thread, sustained through the channel: {sustained:.0} records/s");
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -64,7 +64,15 @@ struct RawConfig {
     #[serde(default)]
     control: RawControl,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +197,8 @@ pub struct Config {
     pub pool: PoolConfig,
     pub dataplane: DataplaneConfig,
     pub control_socket: PathBuf,
+    /// Prometheus endpoint (`[metrics] listen`); None = off.
+    pub metrics_listen: Option<SocketAddr>,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -528,6 +538,18 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let metrics_listen = match &raw.metrics.listen {
+        None => None,
+        Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                file,
+                "metrics.listen",
+                "an address and port such as \"127.0.0.1:9464\"",
+                l,
+            )
+        })?),
+    };
+
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -647,6 +669,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .control
             .socket
             .unwrap_or_else(|| PathBuf::from(format!("/run/rgw/{}.sock", raw.dataplane.table))),
+        metrics_listen,
         hosts,
     })
 }

@@ -69,11 +69,12 @@ impl DnsServer {
 
     /// Answers one query; an answer whose reservation could not be installed
     /// is replaced by the denial policy's answer.
-    fn decide(&self, packet: &[u8], view: View, transport: Transport) -> Action {
+    fn decide(&self, packet: &[u8], peer: SocketAddr, view: View, transport: Transport) -> Action {
         let snap = self.gw.snapshot();
-        let (action, installed) = self
-            .gw
-            .with_allocator(|a| snap.responder.handle(packet, view, transport, a));
+        let (action, installed) = self.gw.with_allocator(|a| {
+            a.set_resolver(peer.ip());
+            snap.responder.handle(packet, view, transport, a)
+        });
         let action =
             unless_uninstalled(&snap.responder, action, installed, packet, view, transport);
         self.count(view, &action);
@@ -129,7 +130,8 @@ impl DnsServer {
             let (actions, installed) = self.gw.with_allocator(|a| {
                 meta.iter()
                     .zip(&bufs)
-                    .map(|(&(n, _), buf)| {
+                    .map(|(&(n, peer), buf)| {
+                        a.set_resolver(peer.ip());
                         snap.responder
                             .handle(&buf[..n], View::Public, Transport::Udp, a)
                     })
@@ -170,7 +172,7 @@ impl DnsServer {
                 }
             };
             let packet = buf[..n].to_vec();
-            match self.decide(&packet, View::Private, Transport::Udp) {
+            match self.decide(&packet, peer, View::Private, Transport::Udp) {
                 Action::Reply { bytes, .. } => {
                     let _ = sock.send_to(&bytes, peer).await;
                 }
@@ -213,7 +215,7 @@ impl DnsServer {
             };
             let me = Arc::clone(&self);
             tokio::spawn(async move {
-                if let Err(e) = me.tcp_conn(stream, view, upstream).await {
+                if let Err(e) = me.tcp_conn(stream, peer, view, upstream).await {
                     debug!(%peer, error = %e, "DNS TCP connection ended");
                 }
             });
@@ -223,6 +225,7 @@ impl DnsServer {
     async fn tcp_conn(
         &self,
         mut stream: TcpStream,
+        peer: SocketAddr,
         view: View,
         upstream: Option<SocketAddr>,
     ) -> Result<()> {
@@ -233,7 +236,7 @@ impl DnsServer {
             };
             let mut msg = vec![0u8; len];
             tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg)).await??;
-            let reply = match self.decide(&msg, view, Transport::Tcp) {
+            let reply = match self.decide(&msg, peer, view, Transport::Tcp) {
                 Action::Reply { bytes, .. } => bytes,
                 // Denied by policy "drop" (or not a query): close without answering.
                 Action::Drop(_) => return Ok(()),

@@ -6,13 +6,14 @@
 //! element delete can never remove the element of a newer reservation of the
 //! same (R, proto, port) slot made in between.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use rgw_dns::{
-    Allocation, Allocator, DeniedPolicy, DenyReason, Host, Responder, ServiceKey, ZoneData,
-    ZoneSettings,
+    AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, Host, Responder, ServiceKey,
+    ZoneData, ZoneSettings,
 };
 use tracing::{info, warn};
 
@@ -99,6 +100,16 @@ impl ReservationSink for KernelSets {
 struct Core {
     pool: CircularPool,
     sink: Box<dyn ReservationSink>,
+    /// Who asked for each pending reservation (for the binding log).
+    origins: HashMap<u64, Origin>,
+}
+
+/// The query behind a reservation: the resolver that sent it and the EDNS
+/// Client Subnet it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub resolver: Option<IpAddr>,
+    pub client_subnet: Option<(IpAddr, u8)>,
 }
 
 /// What a reload replaces at once: the configuration and the DNS answers
@@ -165,7 +176,11 @@ impl Gateway {
         Arc::new(Gateway {
             state: RwLock::new(Arc::new(Snapshot::new(cfg))),
             metrics: Metrics::default(),
-            core: Mutex::new(Core { pool, sink }),
+            core: Mutex::new(Core {
+                pool,
+                sink,
+                origins: HashMap::new(),
+            }),
         })
     }
 
@@ -244,6 +259,7 @@ impl Gateway {
                 .collect();
             for r in &doomed {
                 core.pool.cancel(r.id);
+                core.origins.remove(&r.id);
                 if let Err(e) = core.sink.remove(r) {
                     warn!(r = %r.addr, error = %e, "cancelled reservation's kernel element not removed (it expires by itself)");
                 }
@@ -281,6 +297,7 @@ impl Gateway {
             core: None,
             made: Vec::new(),
             now: Instant::now(),
+            resolver: None,
         };
         let out = answer(&mut alloc);
         let GatewayAllocator { core, made, .. } = alloc;
@@ -290,6 +307,7 @@ impl Gateway {
         if let Err(e) = core.sink.install(&made) {
             for r in &made {
                 core.pool.cancel(r.id);
+                core.origins.remove(&r.id);
             }
             drop(core);
             inc(&self.metrics.dataplane_errors);
@@ -310,6 +328,7 @@ impl Gateway {
     /// Decides a queued first packet: the mark to set, or None to drop it.
     pub fn claim(&self, pkt: &FirstPacket, now: Instant) -> Option<u32> {
         let mut core = self.core();
+        self.sweep(&mut core, now);
         let Some(r) = core.pool.claim(pkt.dst, pkt.proto, pkt.dport, now) else {
             drop(core);
             inc(&self.metrics.claim_rejected);
@@ -317,6 +336,7 @@ impl Gateway {
             return None;
         };
         let removed = core.sink.remove(&r);
+        let _origin = core.origins.remove(&r.id).unwrap_or_default();
         drop(core);
         if let Err(e) = removed {
             inc(&self.metrics.dataplane_errors);
@@ -338,11 +358,28 @@ impl Gateway {
     }
 
     /// Releases reservations whose Tmax passed (their kernel elements expire by themselves).
+    /// Releases reservations whose Tmax passed (their kernel elements expire by themselves).
     pub fn expire(&self, now: Instant) {
-        let expired = self.core().pool.expire(now);
+        let mut core = self.core();
+        self.sweep(&mut core, now);
+    }
+
+    /// Expires due reservations before the pool is used, so every expiry is
+    /// counted and logged here (the pool would otherwise drop them silently
+    /// inside reserve/claim) and its origin is forgotten.
+    fn sweep(&self, core: &mut Core, now: Instant) {
+        if core.pool.next_expiry().is_none_or(|t| t > now) {
+            return;
+        }
+        let expired = core.pool.expire(now);
+        if expired.is_empty() {
+            return;
+        }
+        let snap = self.snapshot();
         for r in expired {
+            core.origins.remove(&r.id);
             inc(&self.metrics.expiries);
-            info!(id = r.id, host = %self.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "expired unclaimed");
+            info!(id = r.id, host = %snap.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "expired unclaimed");
         }
     }
 
@@ -379,12 +416,31 @@ pub struct GatewayAllocator<'a> {
     core: Option<MutexGuard<'a, Core>>,
     made: Vec<Reservation>,
     now: Instant,
+    /// The resolver whose query is being answered (set by the DNS shell).
+    resolver: Option<IpAddr>,
+}
+
+impl GatewayAllocator<'_> {
+    /// Names the resolver of the query answered next.
+    pub fn set_resolver(&mut self, resolver: IpAddr) {
+        self.resolver = Some(resolver);
+    }
 }
 
 impl Allocator for GatewayAllocator<'_> {
-    fn allocate(&mut self, host: usize, service: Option<ServiceKey>) -> Allocation {
+    fn allocate(&mut self, ask: AllocRequest) -> Allocation {
+        let AllocRequest {
+            host,
+            service,
+            client_subnet,
+        } = ask;
         let gw = self.gw;
-        let core = self.core.get_or_insert_with(|| gw.core());
+        let now = self.now;
+        let core = self.core.get_or_insert_with(|| {
+            let mut core = gw.core();
+            gw.sweep(&mut core, now);
+            core
+        });
         // Read under the core lock: a reload swaps the snapshot under it, so a
         // host removed by a reload never gets a new reservation.
         let snap = gw.snapshot();
@@ -399,6 +455,13 @@ impl Allocator for GatewayAllocator<'_> {
         match core.pool.reserve(req, self.now) {
             Ok(r) => {
                 let addr = r.addr;
+                core.origins.insert(
+                    r.id,
+                    Origin {
+                        resolver: self.resolver,
+                        client_subnet,
+                    },
+                );
                 self.made.push(r);
                 Allocation::Granted(addr)
             }
@@ -420,14 +483,15 @@ impl Allocator for GatewayAllocator<'_> {
 pub struct DataplaneDown;
 
 impl Allocator for DataplaneDown {
-    fn allocate(&mut self, _host: usize, _service: Option<ServiceKey>) -> Allocation {
+    fn allocate(&mut self, _req: AllocRequest) -> Allocation {
         Allocation::Denied(DenyReason::Dataplane)
     }
 }
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
+        ("metrics.listen", cur.metrics_listen != new.metrics_listen),
         ("zone.name", cur.zone.name != new.zone.name),
         ("wan.interface", cur.wan.interface != new.wan.interface),
         (
@@ -590,7 +654,13 @@ max_pending = 0
         };
         let gw = Gateway::new(config_with(HOSTB), Box::new(sink));
         // hostb (slot 1) holds a pending reservation.
-        let (grant, _) = gw.with_allocator(|a| a.allocate(1, None));
+        let (grant, _) = gw.with_allocator(|a| {
+            a.allocate(AllocRequest {
+                host: 1,
+                service: None,
+                client_subnet: None,
+            })
+        });
         assert!(matches!(grant, Allocation::Granted(_)));
         // New file: hosta stays, hostb goes, hostc arrives.
         let prepared = gw
@@ -614,7 +684,20 @@ max_pending = 0
         );
         assert_eq!(gw.pool_stats().pending, 0);
         // The vacant slot never allocates again; the new host does.
-        let (grants, _) = gw.with_allocator(|a| (a.allocate(1, None), a.allocate(2, None)));
+        let (grants, _) = gw.with_allocator(|a| {
+            (
+                a.allocate(AllocRequest {
+                    host: 1,
+                    service: None,
+                    client_subnet: None,
+                }),
+                a.allocate(AllocRequest {
+                    host: 2,
+                    service: None,
+                    client_subnet: None,
+                }),
+            )
+        });
         assert_eq!(grants.0, Allocation::Denied(DenyReason::Exhausted));
         assert!(matches!(grants.1, Allocation::Granted(_)));
         let zone = &gw.snapshot().responder;
@@ -654,7 +737,20 @@ max_pending = 0
     #[test]
     fn a_batch_is_installed_in_one_call() {
         let (gw, calls, installed, _) = gateway(false);
-        let (grants, ok) = gw.with_allocator(|a| vec![a.allocate(0, None), a.allocate(0, None)]);
+        let (grants, ok) = gw.with_allocator(|a| {
+            vec![
+                a.allocate(AllocRequest {
+                    host: 0,
+                    service: None,
+                    client_subnet: None,
+                }),
+                a.allocate(AllocRequest {
+                    host: 0,
+                    service: None,
+                    client_subnet: None,
+                }),
+            ]
+        });
         assert!(ok);
         assert!(grants.iter().all(|g| matches!(g, Allocation::Granted(_))));
         assert_eq!(
@@ -679,7 +775,20 @@ max_pending = 0
     #[test]
     fn a_refused_install_cancels_every_reservation_of_the_batch() {
         let (gw, calls, _, _) = gateway(true);
-        let (_, ok) = gw.with_allocator(|a| (a.allocate(0, None), a.allocate(0, None)));
+        let (_, ok) = gw.with_allocator(|a| {
+            (
+                a.allocate(AllocRequest {
+                    host: 0,
+                    service: None,
+                    client_subnet: None,
+                }),
+                a.allocate(AllocRequest {
+                    host: 0,
+                    service: None,
+                    client_subnet: None,
+                }),
+            )
+        });
         assert!(!ok);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(
@@ -694,7 +803,13 @@ max_pending = 0
     #[test]
     fn claim_removes_the_kernel_element_and_is_single_use() {
         let (gw, _, _, removed) = gateway(false);
-        let (grant, _) = gw.with_allocator(|a| a.allocate(0, None));
+        let (grant, _) = gw.with_allocator(|a| {
+            a.allocate(AllocRequest {
+                host: 0,
+                service: None,
+                client_subnet: None,
+            })
+        });
         let Allocation::Granted(r) = grant else {
             panic!("pool of 3 has room")
         };

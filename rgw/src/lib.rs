@@ -10,3 +10,4 @@ pub mod dnsserver;
 pub mod gateway;
 pub mod metrics;
 pub mod pool;
+pub mod prometheus;

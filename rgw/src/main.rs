@@ -213,6 +213,26 @@ fn status(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// The Prometheus exposition of the daemon's counters, pool and kernel drops.
+fn metrics_text(gw: &Gateway) -> String {
+    use rgw::dataplane::ruleset::{COUNTER_FORWARD_DROP, COUNTER_NO_DAEMON, COUNTER_UNRESERVED};
+    let table = gw.snapshot().cfg.dataplane.table.clone();
+    let kernel: Vec<(&'static str, Option<u64>)> =
+        [COUNTER_UNRESERVED, COUNTER_NO_DAEMON, COUNTER_FORWARD_DROP]
+            .into_iter()
+            .map(|c| (c, dataplane::counter_packets(&table, c)))
+            .collect();
+    let s = gw.pool_stats();
+    let pool = rgw::prometheus::PoolGauges {
+        size: s.size as u64,
+        free: s.free as u64,
+        exclusive: s.exclusive as u64,
+        shared: s.shared as u64,
+        pending: s.pending as u64,
+    };
+    rgw::prometheus::gateway_metrics(&gw.metrics.snapshot(), pool, &kernel)
+}
+
 /// Holds an exclusive lock file for the daemon's life: one for the control
 /// socket (the filesystem is shared across network namespaces, so two daemons
 /// must not share, and delete, one socket path) and one per (network
@@ -333,6 +353,15 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 exp_gw.expire(Instant::now());
             }
         });
+        if let Some(addr) = cfg.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            info!(%addr, "Prometheus metrics on /metrics");
+            let gw = Arc::clone(&gw);
+            let collect: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics_text(&gw));
+            tasks.spawn(rgw::prometheus::serve(listener, collect));
+        }
         info!("rgw ready");
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

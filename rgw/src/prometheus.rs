@@ -215,7 +215,13 @@ impl OwnedSample {
         labels: &[(&str, &str)],
         value: u64,
     ) -> Self {
-        Self::new(name.into(), help.into(), Kind::Counter, labels, value as f64)
+        Self::new(
+            name.into(),
+            help.into(),
+            Kind::Counter,
+            labels,
+            value as f64,
+        )
     }
 
     pub fn gauge(
@@ -332,7 +338,8 @@ const EXPIRIES: Family = Family {
 };
 const DATAPLANE_ERRORS: Family = Family {
     name: "rgw_dataplane_errors_total",
-    help: "Netlink operations on the reservation sets that failed (a refused install, or a claimed element not removed).",
+    help: "Netlink operations on the reservation sets that failed \
+           (a refused install, or a claimed element not removed).",
 };
 const KERNEL_DROPS: Family = Family {
     name: "rgw_kernel_dropped_packets_total",
@@ -342,12 +349,18 @@ const KERNEL_DROPS: Family = Family {
 const POOL_SIZE: &str = "rgw_pool_size";
 const POOL_SIZE_HELP: &str = "Addresses in the Circular Pool.";
 const POOL_ADDRESSES: &str = "rgw_pool_addresses";
-const POOL_ADDRESSES_HELP: &str = "Pool addresses by state: free (no reservation), exclusive (held by an FQDN reservation), shared (holding service reservations).";
+const POOL_ADDRESSES_HELP: &str = "Pool addresses by state: free (no reservation), \
+     exclusive (held by an FQDN reservation), shared (holding service reservations).";
 const PENDING: &str = "rgw_pending_reservations";
-const PENDING_HELP: &str = "Pending reservations (waiting for their first packet), FQDN and service ones.";
+const PENDING_HELP: &str =
+    "Pending reservations (waiting for their first packet), FQDN and service ones.";
 
 /// How one named counter is exported: source name, family, labels.
-type Row = (&'static str, &'static Family, &'static [(&'static str, &'static str)]);
+type Row = (
+    &'static str,
+    &'static Family,
+    &'static [(&'static str, &'static str)],
+);
 
 /// Counters of `Metrics::snapshot`. A counter missing here is exported as
 /// `rgw_<name>_total`; add a row (and a line in docs/metrics.md) to put it
@@ -355,7 +368,11 @@ type Row = (&'static str, &'static Family, &'static [(&'static str, &'static str
 const COUNTERS: &[Row] = &[
     ("dns_queries_public", &DNS_QUERIES, &[("view", "public")]),
     ("dns_queries_private", &DNS_QUERIES, &[("view", "private")]),
-    ("dns_answers_static", &DNS_RESPONSES, &[("outcome", "static")]),
+    (
+        "dns_answers_static",
+        &DNS_RESPONSES,
+        &[("outcome", "static")],
+    ),
     (
         "dns_answers_allocated",
         &DNS_RESPONSES,
@@ -367,7 +384,11 @@ const COUNTERS: &[Row] = &[
     ("dns_formerr", &DNS_RESPONSES, &[("outcome", "formerr")]),
     ("dns_notimp", &DNS_RESPONSES, &[("outcome", "notimp")]),
     ("dns_badvers", &DNS_RESPONSES, &[("outcome", "badvers")]),
-    ("dns_denied_answered", &DNS_RESPONSES, &[("outcome", "denied")]),
+    (
+        "dns_denied_answered",
+        &DNS_RESPONSES,
+        &[("outcome", "denied")],
+    ),
     (
         "dns_dropped_malformed",
         &DNS_DROPPED,
@@ -571,15 +592,14 @@ async fn connection(
     collect: Arc<dyn Fn() -> String + Send + Sync>,
     limits: Limits,
 ) -> io::Result<()> {
-    let head = match tokio::time::timeout(limits.head_timeout, read_head(&mut stream, MAX_HEAD))
-        .await
-    {
-        Ok(head) => head?,
-        Err(_) => {
-            let r = plain(408, "request head not received in time\n");
-            return send(&mut stream, &r, limits).await;
-        }
-    };
+    let head =
+        match tokio::time::timeout(limits.head_timeout, read_head(&mut stream, MAX_HEAD)).await {
+            Ok(head) => head?,
+            Err(_) => {
+                let r = plain(408, "request head not received in time\n");
+                return send(&mut stream, &r, limits).await;
+            }
+        };
     let reply = match head {
         Head::Closed => return Ok(()),
         Head::TooLarge => plain(431, "request head larger than 4096 bytes\n"),
@@ -786,7 +806,8 @@ fn plain(status: u16, body: &str) -> Vec<u8> {
 /// ending in CRLF.
 fn response(status: u16, content_type: &str, extra: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         reason(status),
         body.len()
     )
@@ -962,18 +983,18 @@ mod tests {
     #[test]
     fn checker_rejects_broken_text() {
         for bad in [
-            "a 1",                                // no final newline
-            "1a 1\n",                             // name
-            "a{1b=\"x\"} 1\n",                    // label name
-            "a{b=\"x\\t\"} 1\n",                  // escape
-            "a{b=\"x} 1\n",                       // unterminated
-            "a{b=\"x\",b=\"y\"} 1\n",             // repeated label
-            "a one\n",                            // value
-            "a 1\nb 1\na 2\n",                    // split family
-            "a 1\n# TYPE a counter\n",            // TYPE after samples
-            "# TYPE a gauge\n# TYPE a gauge\n",   // TYPE twice
-            "a{b=\"1\"} 1\na{b=\"1\"} 2\n",       // repeated series
-            "# HELP a x \\q\n",                   // HELP escape
+            "a 1",                              // no final newline
+            "1a 1\n",                           // name
+            "a{1b=\"x\"} 1\n",                  // label name
+            "a{b=\"x\\t\"} 1\n",                // escape
+            "a{b=\"x} 1\n",                     // unterminated
+            "a{b=\"x\",b=\"y\"} 1\n",           // repeated label
+            "a one\n",                          // value
+            "a 1\nb 1\na 2\n",                  // split family
+            "a 1\n# TYPE a counter\n",          // TYPE after samples
+            "# TYPE a gauge\n# TYPE a gauge\n", // TYPE twice
+            "a{b=\"1\"} 1\na{b=\"1\"} 2\n",     // repeated series
+            "# HELP a x \\q\n",                 // HELP escape
         ] {
             assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
         }
@@ -1064,7 +1085,12 @@ mod tests {
     #[test]
     fn sanitises_names_and_drops_repeats() {
         let text = render(&[
-            s("9bad-name", Kind::Gauge, &[("le-x", "1"), ("le-x", "2"), ("", "e")], 1.0),
+            s(
+                "9bad-name",
+                Kind::Gauge,
+                &[("le-x", "1"), ("le-x", "2"), ("", "e")],
+                1.0,
+            ),
             s("9bad-name", Kind::Gauge, &[("le-x", "1"), ("", "e")], 2.0),
             s("", Kind::Counter, &[], 5.0),
         ]);
@@ -1158,8 +1184,11 @@ mod tests {
     const KERNEL: [&str; 3] = ["unreserved", "no_daemon", "forward_drop"];
 
     fn all_current() -> String {
-        let counters: Vec<(&'static str, u64)> =
-            CURRENT.iter().enumerate().map(|(i, n)| (*n, i as u64)).collect();
+        let counters: Vec<(&'static str, u64)> = CURRENT
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, i as u64))
+            .collect();
         let kernel: Vec<(&'static str, Option<u64>)> =
             KERNEL.iter().map(|n| (*n, Some(9))).collect();
         let pool = PoolGauges {
@@ -1183,7 +1212,10 @@ mod tests {
     #[test]
     fn every_current_counter_maps_to_a_family() {
         let mapped: Vec<&str> = COUNTERS.iter().map(|r| r.0).collect();
-        assert_eq!(mapped, CURRENT, "COUNTERS rows and the current counter list differ");
+        assert_eq!(
+            mapped, CURRENT,
+            "COUNTERS rows and the current counter list differ"
+        );
         let kernel: Vec<&str> = KERNEL_COUNTERS.iter().map(|r| r.0).collect();
         assert_eq!(kernel, KERNEL);
         // No two rows give the same series.
@@ -1249,7 +1281,10 @@ mod tests {
         // docs/metrics.md documents every family.
         let doc = include_str!("../../docs/metrics.md");
         for f in families(&text) {
-            assert!(doc.contains(&format!("`{f}`")), "{f} missing in docs/metrics.md");
+            assert!(
+                doc.contains(&format!("`{f}`")),
+                "{f} missing in docs/metrics.md"
+            );
         }
     }
 
@@ -1258,7 +1293,11 @@ mod tests {
         let text = gateway_metrics(
             &[("alpha_beta", 5), ("claims", 2), ("gamma_total", 1)],
             PoolGauges::default(),
-            &[("unreserved", None), ("new_counter", Some(4)), ("forward_drop", Some(1))],
+            &[
+                ("unreserved", None),
+                ("new_counter", Some(4)),
+                ("forward_drop", Some(1)),
+            ],
         );
         assert!(text.contains("# TYPE rgw_alpha_beta_total counter\nrgw_alpha_beta_total 5\n"));
         assert!(text.contains("# HELP rgw_alpha_beta_total rgw counter alpha_beta "));
@@ -1280,7 +1319,10 @@ mod tests {
             (b"GET /metrics HTTP/1.0\r\n\r\n", Route::Metrics),
             (b"GET /metrics?name[]=x HTTP/1.1\r\n\r\n", Route::Metrics),
             (b"\r\nGET /metrics HTTP/1.1\n\n", Route::Metrics),
-            (b"GET http://gw:9464/metrics HTTP/1.1\r\n\r\n", Route::Metrics),
+            (
+                b"GET http://gw:9464/metrics HTTP/1.1\r\n\r\n",
+                Route::Metrics,
+            ),
             (b"GET HTTP://gw HTTP/1.1\r\n\r\n", Route::Index),
             (b"GET / HTTP/1.1\r\n\r\n", Route::Index),
             (b"GET /?x HTTP/1.1\r\n\r\n", Route::Index),
@@ -1330,10 +1372,19 @@ mod tests {
         assert_eq!(head, Head::Complete(exact.clone()));
         let mut over = vec![b'a'; MAX_HEAD - 3];
         over.extend_from_slice(b"\r\n\r\n");
-        assert_eq!(read_head(&mut &over[..], MAX_HEAD).await.unwrap(), Head::TooLarge);
+        assert_eq!(
+            read_head(&mut &over[..], MAX_HEAD).await.unwrap(),
+            Head::TooLarge
+        );
         let endless = vec![b'a'; 3 * MAX_HEAD];
-        assert_eq!(read_head(&mut &endless[..], MAX_HEAD).await.unwrap(), Head::TooLarge);
-        assert_eq!(read_head(&mut &b"GET / HT"[..], MAX_HEAD).await.unwrap(), Head::Closed);
+        assert_eq!(
+            read_head(&mut &endless[..], MAX_HEAD).await.unwrap(),
+            Head::TooLarge
+        );
+        assert_eq!(
+            read_head(&mut &b"GET / HT"[..], MAX_HEAD).await.unwrap(),
+            Head::Closed
+        );
     }
 
     // ---- HTTP: the server, over real sockets -----------------------------
@@ -1364,11 +1415,15 @@ mod tests {
             s.read_to_end(&mut buf).await.unwrap();
             String::from_utf8(buf).unwrap()
         };
-        tokio::time::timeout(Duration::from_secs(10), run).await.expect("server did not answer")
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("server did not answer")
     }
 
     fn split(reply: &str) -> (&str, &str) {
-        reply.split_once("\r\n\r\n").expect("no blank line after headers")
+        reply
+            .split_once("\r\n\r\n")
+            .expect("no blank line after headers")
     }
 
     fn status(reply: &str) -> u16 {
@@ -1386,7 +1441,10 @@ mod tests {
         let reply = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let (head, body) = split(&reply);
         assert_eq!(status(&reply), 200);
-        assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"),
+            "{head}"
+        );
         assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", BODY.len())));
         assert!(head.contains("\r\nConnection: close"));
         assert_eq!(body, BODY);
@@ -1398,7 +1456,10 @@ mod tests {
 
         for (req, want) in [
             (&b"GET /other HTTP/1.1\r\n\r\n"[..], 404),
-            (b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 405),
+            (
+                b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                405,
+            ),
             (b"DELETE / HTTP/1.1\r\n\r\n", 405),
             (b"garbage\r\n\r\n", 400),
             (b"\x00\xff\xfe\r\n\r\n", 400),
@@ -1419,7 +1480,12 @@ mod tests {
 
         // A head in pieces.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        for piece in [&b"GET /met"[..], b"rics HTTP/1.1\r\n", b"Host: x\r", b"\n\r\n"] {
+        for piece in [
+            &b"GET /met"[..],
+            b"rics HTTP/1.1\r\n",
+            b"Host: x\r",
+            b"\n\r\n",
+        ] {
             s.write_all(piece).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1429,7 +1495,10 @@ mod tests {
 
         // A client that goes away without a request changes nothing.
         drop(TcpStream::connect(addr).await.unwrap());
-        assert_eq!(status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await), 200);
+        assert_eq!(
+            status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await),
+            200
+        );
 
         assert!(!task.is_finished());
         task.abort();
@@ -1452,9 +1521,15 @@ mod tests {
     #[tokio::test]
     async fn collect_failures_become_5xx() {
         let (addr, task) = start(Arc::new(|| panic!("collect failed on purpose")), LIMITS).await;
-        assert_eq!(status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await), 500);
+        assert_eq!(
+            status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await),
+            500
+        );
         // The server is still there.
-        assert_eq!(status(&exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await), 200);
+        assert_eq!(
+            status(&exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await),
+            200
+        );
         task.abort();
 
         let limits = Limits {
@@ -1466,7 +1541,10 @@ mod tests {
             String::new()
         });
         let (addr, task) = start(slow, limits).await;
-        assert_eq!(status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await), 503);
+        assert_eq!(
+            status(&exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await),
+            503
+        );
         task.abort();
     }
 
@@ -1481,10 +1559,16 @@ mod tests {
         let idle1 = TcpStream::connect(addr).await.unwrap();
         let _idle2 = TcpStream::connect(addr).await.unwrap();
         let mut third = TcpStream::connect(addr).await.unwrap();
-        third.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        third
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = [0u8; 64];
         let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
-        assert!(early.is_err(), "a third connection was served while two were open");
+        assert!(
+            early.is_err(),
+            "a third connection was served while two were open"
+        );
         // One idle client leaves: its slot goes to the waiting one.
         drop(idle1);
         let mut reply = Vec::new();
@@ -1512,9 +1596,14 @@ mod tests {
                     .expect("running curl (is it installed?)")
             })
         };
-        let out = curl(vec!["-s".into(), "--noproxy".into(), "*".into(), url.clone()])
-            .await
-            .unwrap();
+        let out = curl(vec![
+            "-s".into(),
+            "--noproxy".into(),
+            "*".into(),
+            url.clone(),
+        ])
+        .await
+        .unwrap();
         assert!(out.status.success(), "curl failed: {out:?}");
         let got = String::from_utf8(out.stdout).unwrap();
         assert_eq!(got, text);
@@ -1530,10 +1619,17 @@ mod tests {
             a
         };
         let out = curl(meta(&[&url])).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 text/plain; version=0.0.4");
-        let out = curl(meta(&["-X", "POST", "-d", "x=1", &url])).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200 text/plain; version=0.0.4"
+        );
+        let out = curl(meta(&["-X", "POST", "-d", "x=1", &url]))
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("405 "));
-        let out = curl(meta(&[&format!("http://{addr}/nothing")])).await.unwrap();
+        let out = curl(meta(&[&format!("http://{addr}/nothing")]))
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("404 "));
         task.abort();
     }

@@ -566,3 +566,25 @@ def test_reload_changes_hosts_without_touching_flows(topo, fresh):
         open(go, "w").close()
         client.wait(15)
     assert "phase2 after" in topo.read_log(client), topo.read_log(client)
+
+
+def scrape(topo):
+    out = topo.run("gw", ["curl", "-s", "-m", "5", "http://127.0.0.1:9464/metrics"]).stdout
+    samples = {}
+    for line in out.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_prometheus_endpoint_counts_claims(topo, fresh):
+    before = scrape(topo)
+    assert before["rgw_pool_size"] == 6
+    assert 'rgw_kernel_dropped_packets_total{reason="unreserved"}' in before
+    addr = resolve(topo, "hosta.gwa.demo")
+    assert topo.tcp_exchange("cli", addr, 8, timeout=3) is not None
+    after = scrape(topo)
+    assert after["rgw_claims_total"] == before["rgw_claims_total"] + 1
+    assert after["rgw_reservations_total"] >= before["rgw_reservations_total"] + 1
+    assert after['rgw_dns_queries_total{view="public"}'] > before['rgw_dns_queries_total{view="public"}']
