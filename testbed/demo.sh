@@ -33,7 +33,9 @@ say "creating the testbed (prefix $RGW_PREFIX)"
 . "$state/env"
 
 config="$state/rgw.toml"
-sed "s|^socket = .*|socket = \"$state/rgw.sock\"|" "$repo/testbed/config/rgw.toml" > "$config"
+sed -e "s|^socket = .*|socket = \"$state/rgw.sock\"|" \
+    -e "s|^path = \".*bindings.log\"|path = \"$state/bindings.log\"|" \
+    "$repo/testbed/config/rgw.toml" > "$config"
 say "starting rgw in $NS_GW with the shipped configuration (log: $state/rgw.log)"
 "$rgw" check --config "$config"
 ip netns exec "$NS_GW" "$rgw" run --config "$config" > "$state/rgw.log" 2>&1 &

@@ -65,8 +65,47 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     metrics: RawMetrics,
+    binding_log: Option<RawBindingLog>,
     #[serde(default)]
     hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBindingLog {
+    path: PathBuf,
+    #[serde(default = "default_bindlog_max_bytes")]
+    max_bytes: u64,
+    #[serde(default = "default_bindlog_keep")]
+    keep: u32,
+    #[serde(default = "default_true")]
+    daily: bool,
+    #[serde(default = "default_bindlog_queue")]
+    queue: usize,
+}
+
+fn default_bindlog_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_bindlog_keep() -> u32 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_bindlog_queue() -> usize {
+    4096
+}
+
+/// The binding log (`[binding_log]`): one line per claim, for attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingLogConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub keep: u32,
+    pub daily: bool,
+    /// Records queued between the gate and the writer thread; beyond it they are counted as dropped.
+    pub queue: usize,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -199,6 +238,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Prometheus endpoint (`[metrics] listen`); None = off.
     pub metrics_listen: Option<SocketAddr>,
+    /// None = no binding log.
+    pub binding_log: Option<BindingLogConfig>,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -550,6 +591,35 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         })?),
     };
 
+    let binding_log = match raw.binding_log {
+        None => None,
+        Some(b) => {
+            if b.path.as_os_str().is_empty() || b.path.is_dir() {
+                return Err(invalid(
+                    file,
+                    "binding_log.path",
+                    "a file path such as \"/var/log/rgw/bindings.log\"",
+                    b.path.display(),
+                ));
+            }
+            if b.queue == 0 || b.queue > 1 << 20 {
+                return Err(invalid(
+                    file,
+                    "binding_log.queue",
+                    "a queue length between 1 and 1048576",
+                    b.queue,
+                ));
+            }
+            Some(BindingLogConfig {
+                path: b.path,
+                max_bytes: b.max_bytes,
+                keep: b.keep,
+                daily: b.daily,
+                queue: b.queue,
+            })
+        }
+    };
+
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -670,6 +740,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .socket
             .unwrap_or_else(|| PathBuf::from(format!("/run/rgw/{}.sock", raw.dataplane.table))),
         metrics_listen,
+        binding_log,
         hosts,
     })
 }

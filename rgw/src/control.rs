@@ -105,6 +105,14 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         "pending": pending,
         "counters": counters,
         "kernel_drops": kernel,
+        "binding_log": gw.binding_log().map(|tx| {
+            let st = tx.state();
+            json!({
+                "written": st.written.load(std::sync::atomic::Ordering::Relaxed),
+                "dropped": st.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "errors": st.errors.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        }),
     })
 }
 

@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
+use std::time::SystemTime;
 
 use rgw_dns::{
     AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, Host, Responder, ServiceKey,
@@ -17,6 +18,7 @@ use rgw_dns::{
 };
 use tracing::{info, warn};
 
+use crate::bindlog::{BindingRecord, BindingSender};
 use crate::config::{Config, ExhaustedPolicy, HostConfig};
 use crate::dataplane::gate::FirstPacket;
 use crate::dataplane::nlset::{key_addr, key_addr_proto_port, NlError, SetWriter};
@@ -145,6 +147,8 @@ pub struct Gateway {
     state: RwLock<Arc<Snapshot>>,
     pub metrics: Metrics,
     core: Mutex<Core>,
+    /// Where claims are recorded for attribution (set once at start).
+    bindings: OnceLock<BindingSender>,
 }
 
 /// Display helper for log lines: `tcp/22` or `any`.
@@ -181,7 +185,17 @@ impl Gateway {
                 sink,
                 origins: HashMap::new(),
             }),
+            bindings: OnceLock::new(),
         })
+    }
+
+    /// Records every claim from now on (see [`crate::bindlog`]).
+    pub fn attach_binding_log(&self, tx: BindingSender) {
+        let _ = self.bindings.set(tx);
+    }
+
+    pub fn binding_log(&self) -> Option<&BindingSender> {
+        self.bindings.get()
     }
 
     /// The current configuration and responder.
@@ -336,13 +350,33 @@ impl Gateway {
             return None;
         };
         let removed = core.sink.remove(&r);
-        let _origin = core.origins.remove(&r.id).unwrap_or_default();
+        let origin = core.origins.remove(&r.id).unwrap_or_default();
         drop(core);
         if let Err(e) = removed {
             inc(&self.metrics.dataplane_errors);
             warn!(r = %r.addr, error = %e, "claimed reservation's kernel element not removed (it expires by itself)");
         }
         inc(&self.metrics.claims);
+        if let Some(tx) = self.bindings.get() {
+            let snap = self.snapshot();
+            // Never blocks the gate: a full queue is counted as dropped by the writer state.
+            tx.try_send(BindingRecord {
+                time: SystemTime::now(),
+                public: r.addr,
+                proto: pkt.proto,
+                port: pkt.dport,
+                private: snap
+                    .cfg
+                    .hosts
+                    .get(r.host)
+                    .map_or(Ipv4Addr::UNSPECIFIED, |h| h.ipv4),
+                host: snap.host_name(r.host).to_string(),
+                remote: pkt.src,
+                remote_port: pkt.sport,
+                resolver: origin.resolver,
+                client_subnet: origin.client_subnet,
+            });
+        }
         info!(
             id = r.id,
             host = %self.host_name(r.host),
@@ -490,7 +524,8 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
+        ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
         ("zone.name", cur.zone.name != new.zone.name),
         ("wan.interface", cur.wan.interface != new.wan.interface),

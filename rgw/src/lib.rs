@@ -3,6 +3,7 @@
 //! sans-IO; the rest moves bytes and time in and out.
 
 pub mod bindings;
+pub mod bindlog;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -307,6 +307,27 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
         .context("opening the nftables netlink socket")?;
     let gw = Gateway::new(cfg.clone(), Box::new(sets));
+    let binding_writer = match &cfg.binding_log {
+        None => None,
+        Some(b) => {
+            let rotation = rgw::bindlog::Rotation {
+                max_bytes: b.max_bytes,
+                keep: b.keep,
+                daily: b.daily,
+            };
+            let log = rgw::bindlog::BindingLog::open(&b.path, rotation)
+                .with_context(|| format!("opening the binding log {}", b.path.display()))?;
+            let (tx, writer) = rgw::bindlog::spawn_writer_with(
+                log,
+                b.queue,
+                |e| warn!(error = %e, "binding log write failed"),
+            )
+            .context("starting the binding log writer")?;
+            info!(path = %b.path.display(), "binding log");
+            gw.attach_binding_log(tx);
+            Some(writer)
+        }
+    };
 
     let gate_gw = Arc::clone(&gw);
     let queue_num = cfg.dataplane.queue_num;
@@ -371,6 +392,10 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break Ok(()) }
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break Ok(()) }
                 _ = hup.recv() => {
+                    // SIGHUP also reopens the binding log (after an external logrotate).
+                    if let Some(tx) = gw.binding_log() {
+                        tx.reopen();
+                    }
                     let (gw, path) = (Arc::clone(&gw), path.clone());
                     // A bad file is reported and the running configuration stays.
                     match tokio::task::spawn_blocking(move || rgw::control::reload(&gw, &path)).await {
@@ -387,6 +412,11 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             }
         }
     });
+    if let (Some(tx), Some(writer)) = (gw.binding_log(), binding_writer) {
+        // Writes what is queued and flushes.
+        tx.close();
+        let _ = writer.join();
+    }
     // Clean shutdown removes our table unless told to keep it; established
     // flows keep their conntrack NAT either way.
     let removed = if cfg.dataplane.keep_on_exit {

@@ -25,6 +25,7 @@ def config_text(state_dir: pathlib.Path, pool=None, tmax=None, extra_host_lines=
     """The shipped demo configuration with a per-run control socket and optional overrides."""
     text = SHIPPED_CONFIG.read_text()
     text = re.sub(r'(?m)^socket = .*$', f'socket = "{state_dir}/rgw.sock"', text)
+    text = re.sub(r'(?m)^path = ".*bindings.log"', f'path = "{state_dir}/bindings.log"', text)
     if pool is not None:
         items = ", ".join(f'"{p}"' for p in pool)
         text = re.sub(r'(?m)^addresses = .*$', f"addresses = [{items}]", text)

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -588,3 +589,29 @@ def test_prometheus_endpoint_counts_claims(topo, fresh):
     assert after["rgw_claims_total"] == before["rgw_claims_total"] + 1
     assert after["rgw_reservations_total"] >= before["rgw_reservations_total"] + 1
     assert after['rgw_dns_queries_total{view="public"}'] > before['rgw_dns_queries_total{view="public"}']
+
+
+def test_binding_log_records_each_claim(topo, fresh):
+    log = fresh.state / "bindings.log"
+    addr = resolve(topo, "tcp8.hostb.gwa.demo")          # through the real resolver
+    got = topo.tcp_exchange("cli", addr, 8, src="203.0.113.107", timeout=3)
+    assert got is not None
+    _, _, peer_port = got.split()                         # hostb saw the client's source port
+    expected = f" {addr} tcp 8 hostb 192.168.0.102 from=203.0.113.107:{peer_port.decode()} res={topo.RES_IP} ecs=-"
+    deadline = time.time() + 5                            # the writer flushes every second
+    while time.time() < deadline and not (log.exists() and expected in log.read_text()):
+        time.sleep(0.1)
+    assert expected in log.read_text(), log.read_text()[-2000:]
+    line = [l for l in log.read_text().splitlines() if expected in l][-1]
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line), line
+    # logrotate-style: rename, SIGHUP, the next claim goes to a new file.
+    os.rename(log, fresh.state / "bindings.log.old")
+    os.kill(fresh.proc.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    addr = resolve(topo, "hosta.gwa.demo", via_resolver=False)
+    assert topo.tcp_exchange("cli", addr, 8, timeout=3) is not None
+    deadline = time.time() + 5
+    while time.time() < deadline and not (log.exists() and f" {addr} tcp 8 hosta " in log.read_text()):
+        time.sleep(0.1)
+    assert f" {addr} tcp 8 hosta 192.168.0.101 from={topo.CLI_IP}:" in log.read_text()
+    assert fresh.status()["binding_log"]["dropped"] == 0
