@@ -2,11 +2,16 @@
 # install-deps.sh - install (idempotently) everything the rgw testbed and the
 # end-to-end tests need. Skips apt entirely when all packages are present.
 #
-# - never lets nsd/unbound/ssh start as system services during installation
+# - never lets nsd/unbound/knot/ssh start as system services during installation
 #   (temporary /usr/sbin/policy-rc.d returning 101, unless one already exists)
-# - if an nsd/unbound daemon nevertheless appears in the root namespace during
+# - if an nsd/unbound/knotd daemon nevertheless appears in the root namespace during
 #   this run, it is stopped again (only daemons that were not running before)
 # - checks that cargo is available
+#
+# Usage: install-deps.sh          the testbed and the tests
+#        install-deps.sh bench    also the benchmark suite's peers and tools
+#                                 (knot, iperf3, python3-matplotlib, linux-perf,
+#                                 valgrind), see testbed/bench/bench.sh
 set -euo pipefail
 
 PKGS=(
@@ -18,6 +23,13 @@ PKGS=(
     libnftnl-dev libmnl-dev pkg-config build-essential
     procps psmisc
 )
+BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
+
+case "${1:-}" in
+    "") ;;
+    bench) PKGS+=("${BENCH_PKGS[@]}") ;;
+    *) printf 'usage: %s [bench]\n' "$0" >&2; exit 2 ;;
+esac
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -32,11 +44,11 @@ for p in "${PKGS[@]}"; do
     is_installed "$p" || missing+=("$p")
 done
 
-# PIDs of nsd/unbound daemons running in the root network namespace
+# PIDs of nsd/unbound/knotd daemons running in the root network namespace
 root_dns_daemons() {
     local pid root_ns
     root_ns=$(readlink /proc/1/ns/net)
-    for pid in $(pgrep -x nsd 2>/dev/null; pgrep -x unbound 2>/dev/null); do
+    for pid in $(pgrep -x nsd 2>/dev/null; pgrep -x unbound 2>/dev/null; pgrep -x knotd 2>/dev/null); do
         [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$root_ns" ] && echo "$pid"
     done
     return 0
@@ -79,7 +91,7 @@ else
     log "apt-get install ${missing[*]}"
     "${APT[@]}" install "${missing[@]}"
 
-    # stop system-wide nsd/unbound that this installation started
+    # stop system-wide nsd/unbound/knotd that this installation started
     for pid in $(root_dns_daemons); do
         case "$before" in *" $pid "*) continue ;; esac
         name=$(cat "/proc/$pid/comm" 2>/dev/null || echo '?')
