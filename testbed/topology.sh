@@ -250,7 +250,20 @@ start_host_servers() {
         start_bg "$state" "$ns" "$name-tcp22" socat TCP-LISTEN:22,fork,reuseaddr "SYSTEM:echo $name-22"
         start_bg "$state" "$ns" "$name-tcp80" socat TCP-LISTEN:80,fork,reuseaddr "SYSTEM:echo $name-80"
         start_sshd "$state" "$ns" "$name"
+        start_web "$state" "$ns" "$name"
     fi
+}
+
+# The host's web site (HTTP 8080, HTTPS 8443) for the gateway's www proxy,
+# with a certificate for www.<name>.gwa.demo made per run.
+start_web() {
+    local state=$1 ns=$2 name=$3 dir=$1/web
+    mkdir -p "$dir"
+    [ -f "$dir/$name.crt" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=www.$name.gwa.demo" -addext "subjectAltName=DNS:www.$name.gwa.demo" \
+        -keyout "$dir/$name.key" -out "$dir/$name.crt" -days 2 2>/dev/null
+    start_bg "$state" "$ns" "$name-web" /usr/bin/python3 -u "$TESTBED_DIR/web_server.py" \
+        "$name" 8080 8443 "$dir/$name.crt" "$dir/$name.key"
 }
 
 # A real OpenSSH server on port 2222 of a private host, with per-run keys in

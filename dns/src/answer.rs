@@ -272,6 +272,22 @@ impl Responder {
                     }
                 }
             }
+            Lookup::Www { host } => {
+                if matches!(qtype, RecordType::A | RecordType::ANY) {
+                    // Public view: the proxy at the service address; private
+                    // view: the host itself (no detour through the gateway).
+                    let addr = match view {
+                        View::Public => self.zone.ns_addr,
+                        View::Private => self.zone.host(host).map_or(self.zone.ns_addr, |h| h.ipv4),
+                    };
+                    s.answer.push(Record::from_rdata(
+                        qname.clone(),
+                        static_ttl,
+                        RData::A(A(addr)),
+                    ));
+                }
+                Outcome::Static
+            }
             Lookup::Srv {
                 host,
                 service,
@@ -620,6 +636,42 @@ mod tests {
             a.subnets,
             vec![Some(("203.0.113.0".parse().expect("ip"), 24))]
         );
+    }
+
+    #[test]
+    fn www_names_point_at_the_proxy_without_allocating() {
+        let mut zone = demo_zone();
+        zone.www = true;
+        let r = Responder::new(zone, DeniedPolicy::Drop);
+        let mut a = alloc(1);
+        let (m, o) = ask(
+            &r,
+            "www.hosta.gwa.demo.",
+            RecordType::A,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!(
+            (a_of(&m), o),
+            (vec![(Ipv4Addr::new(198, 51, 100, 2), 60)], Outcome::Static)
+        );
+        let (m, _) = ask(
+            &r,
+            "www.hosta.gwa.demo.",
+            RecordType::A,
+            View::Private,
+            &mut a,
+        );
+        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(192, 168, 0, 101), 60)]);
+        let (m, o) = ask(
+            &r,
+            "www.hosta.gwa.demo.",
+            RecordType::AAAA,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!((m.answers.len(), o), (0, Outcome::NoData));
+        assert!(a.asked.is_empty());
     }
 
     #[test]

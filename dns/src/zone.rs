@@ -33,6 +33,8 @@ pub struct ZoneData {
     by_name: HashMap<String, usize>,
     /// Labels of `ns_name` below the apex, lower-case (usually `["ns"]`).
     ns_rel: Vec<String>,
+    /// Whether `www.<host>` names exist (the web proxy is on).
+    pub www: bool,
 }
 
 /// What a query name is, relative to the zone.
@@ -47,6 +49,11 @@ pub enum Lookup {
     Host {
         host: usize,
         service: Option<ServiceKey>,
+    },
+    /// `www.hosta`: the host's web site, served through the gateway's proxy
+    /// at the service address (seed: "Web servers in private hosts").
+    Www {
+        host: usize,
     },
     /// `_ssh._tcp.hosta`: an SRV owner for an explicit service. `label` is the
     /// explicit service label, whose SFQDN is the SRV target.
@@ -106,6 +113,7 @@ impl ZoneData {
             hosts,
             by_name,
             ns_rel,
+            www: false,
         }
     }
 
@@ -153,6 +161,7 @@ impl ZoneData {
                     Lookup::NxDomain
                 }
             }
+            2 if self.www && rel[0] == "www" => Lookup::Www { host },
             2 => {
                 let label = &rel[0];
                 let service = parse_port_label(label)
@@ -329,6 +338,17 @@ pub(crate) mod tests {
             "hostb has no services"
         );
         assert_eq!(l("tcp0.hosta.gwa.demo."), Lookup::NxDomain);
+        assert_eq!(
+            l("www.hosta.gwa.demo."),
+            Lookup::NxDomain,
+            "no proxy, no www names"
+        );
+        let mut zw = z.clone();
+        zw.www = true;
+        assert_eq!(
+            zw.lookup(&Name::from_ascii("WWW.hostb.gwa.demo.").expect("name")),
+            Lookup::Www { host: 1 }
+        );
         assert_eq!(l("x.tcp22.hosta.gwa.demo."), Lookup::NxDomain);
         assert_eq!(l("hostc.gwa.demo."), Lookup::NxDomain);
         assert_eq!(l("gwa.demo.example."), Lookup::OutOfZone);

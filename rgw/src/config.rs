@@ -66,8 +66,41 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     binding_log: Option<RawBindingLog>,
+    proxy: Option<RawProxy>,
     #[serde(default)]
     hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    #[serde(default = "default_http_port")]
+    http_port: u16,
+    #[serde(default = "default_https_port")]
+    https_port: u16,
+    #[serde(default = "default_http_port")]
+    backend_http_port: u16,
+    #[serde(default = "default_https_port")]
+    backend_https_port: u16,
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+fn default_https_port() -> u16 {
+    443
+}
+
+/// The www proxy (`[proxy]`): `www.<host>` → the service address, where HTTP
+/// is routed by Host and TLS by SNI (not terminated) to the host's web server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Ports on the service address; 0 turns that listener off.
+    pub http_port: u16,
+    pub https_port: u16,
+    /// Ports of the private hosts' web servers.
+    pub backend_http_port: u16,
+    pub backend_https_port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +273,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// None = no binding log.
     pub binding_log: Option<BindingLogConfig>,
+    /// None = no www names and no proxy.
+    pub proxy: Option<ProxyConfig>,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -620,6 +655,42 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let proxy = match raw.proxy {
+        None => None,
+        Some(p) => {
+            for (key, port) in [
+                ("proxy.backend_http_port", p.backend_http_port),
+                ("proxy.backend_https_port", p.backend_https_port),
+            ] {
+                if port == 0 {
+                    return Err(invalid(file, key, "a port between 1 and 65535", port));
+                }
+            }
+            if p.http_port != 0 && p.http_port == p.https_port {
+                return Err(invalid(
+                    file,
+                    "proxy.https_port",
+                    "a port other than proxy.http_port",
+                    p.https_port,
+                ));
+            }
+            if [p.http_port, p.https_port].contains(&raw.wan.dns_port) {
+                return Err(invalid(
+                    file,
+                    "proxy",
+                    "ports other than wan.dns_port",
+                    raw.wan.dns_port,
+                ));
+            }
+            Some(ProxyConfig {
+                http_port: p.http_port,
+                https_port: p.https_port,
+                backend_http_port: p.backend_http_port,
+                backend_https_port: p.backend_https_port,
+            })
+        }
+    };
+
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -741,6 +812,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| PathBuf::from(format!("/run/rgw/{}.sock", raw.dataplane.table))),
         metrics_listen,
         binding_log,
+        proxy,
         hosts,
     })
 }

@@ -524,7 +524,8 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 13] = [
+    let checks: [(&'static str, bool); 14] = [
+        ("proxy", cur.proxy != new.proxy),
         ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
         ("zone.name", cur.zone.name != new.zone.name),
@@ -571,7 +572,7 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
             services: h.services.clone(),
         })
         .collect();
-    ZoneData::new(
+    let mut zone = ZoneData::new(
         ZoneSettings {
             apex: name(&cfg.zone.name),
             ns_name: name(&cfg.zone.ns_name),
@@ -582,7 +583,9 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
             negative_ttl: cfg.zone.negative_ttl,
         },
         hosts,
-    )
+    );
+    zone.www = cfg.proxy.is_some();
+    zone
 }
 
 #[cfg(test)]
