@@ -615,3 +615,16 @@ def test_binding_log_records_each_claim(topo, fresh):
         time.sleep(0.1)
     assert f" {addr} tcp 8 hosta 192.168.0.101 from={topo.CLI_IP}:" in log.read_text()
     assert fresh.status()["binding_log"]["dropped"] == 0
+
+
+def test_host_limit_drops_the_query_beyond_max_pending(topo, fresh):
+    """hosta allows 3 pending reservations (max_pending = 3): a 4th query is not answered."""
+    wait_expired(fresh)
+    before = fresh.counters()
+    answers = [topo.dig("cli", f"tcp{p}.hosta.gwa.demo", server=GW, timeout=1) for p in (1001, 1002, 1003, 1004)]
+    assert [bool(a) for a in answers] == [True, True, True, False], answers
+    after = fresh.counters()
+    assert after["denied_host_limit"] == before["denied_host_limit"] + 1
+    assert after["dns_dropped_denied"] == before["dns_dropped_denied"] + 1
+    # Another host is not affected.
+    assert resolve(topo, "hostb.gwa.demo", via_resolver=False)
