@@ -105,6 +105,9 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         "pending": pending,
         "counters": counters,
         "kernel_drops": kernel,
+        "proxy": gw.snapshot().cfg.proxy.as_ref().map(|_| {
+            gw.proxy_stats.snapshot().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()
+        }),
         "binding_log": gw.binding_log().map(|tx| {
             let st = tx.state();
             json!({

@@ -149,6 +149,8 @@ pub struct Gateway {
     core: Mutex<Core>,
     /// Where claims are recorded for attribution (set once at start).
     bindings: OnceLock<BindingSender>,
+    /// The www proxy's counters (zero when it is off).
+    pub proxy_stats: Arc<crate::proxy::ProxyStats>,
 }
 
 /// Display helper for log lines: `tcp/22` or `any`.
@@ -186,6 +188,7 @@ impl Gateway {
                 origins: HashMap::new(),
             }),
             bindings: OnceLock::new(),
+            proxy_stats: Arc::default(),
         })
     }
 

@@ -12,3 +12,4 @@ pub mod gateway;
 pub mod metrics;
 pub mod pool;
 pub mod prometheus;
+pub mod proxy;

@@ -213,6 +213,24 @@ fn status(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// Routes `www.<host>.<zone>` to the host's web server on `port`, using the
+/// current configuration (a reload changes routes at once).
+fn www_router(gw: Arc<Gateway>, port: u16) -> Arc<dyn rgw::proxy::Router> {
+    Arc::new(move |name: &str| -> Option<SocketAddr> {
+        let snap = gw.snapshot();
+        let zone = snap.cfg.zone.name.trim_end_matches('.');
+        let host = name
+            .strip_prefix("www.")?
+            .strip_suffix(zone)?
+            .strip_suffix('.')?;
+        snap.cfg
+            .hosts
+            .iter()
+            .find(|h| !h.name.is_empty() && h.name == host)
+            .map(|h| SocketAddr::from((h.ipv4, port)))
+    })
+}
+
 /// The Prometheus exposition of the daemon's counters, pool and kernel drops.
 fn metrics_text(gw: &Gateway) -> String {
     use rgw::dataplane::ruleset::{COUNTER_FORWARD_DROP, COUNTER_NO_DAEMON, COUNTER_UNRESERVED};
@@ -230,7 +248,28 @@ fn metrics_text(gw: &Gateway) -> String {
         shared: s.shared as u64,
         pending: s.pending as u64,
     };
-    rgw::prometheus::gateway_metrics(&gw.metrics.snapshot(), pool, &kernel)
+    let mut counters = gw.metrics.snapshot();
+    counters.extend(
+        gw.proxy_stats
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (proxy_counter_name(k), v)),
+    );
+    rgw::prometheus::gateway_metrics(&counters, pool, &kernel)
+}
+
+/// `rgw_proxy_<name>_total` in the exposition.
+fn proxy_counter_name(k: &str) -> &'static str {
+    match k {
+        "accepted" => "proxy_accepted",
+        "routed" => "proxy_routed",
+        "unknown_name" => "proxy_unknown_name",
+        "invalid" => "proxy_invalid",
+        "backend_failed" => "proxy_backend_failed",
+        "over_limit" => "proxy_over_limit",
+        "incomplete" => "proxy_incomplete",
+        _ => "proxy_other",
+    }
 }
 
 /// Holds an exclusive lock file for the daemon's life: one for the control
@@ -374,6 +413,20 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 exp_gw.expire(Instant::now());
             }
         });
+        if let Some(p) = &cfg.proxy {
+            use rgw::proxy::Mode;
+            for (port, backend, mode) in [(p.http_port, p.backend_http_port, Mode::Http), (p.https_port, p.backend_https_port, Mode::Tls)] {
+                if port == 0 {
+                    continue;
+                }
+                let addr = SocketAddr::from((cfg.wan.service_address, port));
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the www proxy {addr}"))?;
+                info!(%addr, mode = ?mode, backend_port = backend, "www proxy");
+                tasks.spawn(rgw::proxy::serve(listener, mode, www_router(Arc::clone(&gw), backend), Arc::clone(&gw.proxy_stats)));
+            }
+        }
         if let Some(addr) = cfg.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

@@ -628,3 +628,23 @@ def test_host_limit_drops_the_query_beyond_max_pending(topo, fresh):
     assert after["dns_dropped_denied"] == before["dns_dropped_denied"] + 1
     # Another host is not affected.
     assert resolve(topo, "hostb.gwa.demo", via_resolver=False)
+
+
+def test_www_proxy_routes_http_by_host_and_tls_by_sni(topo, fresh):
+    """curl → www.hosta.gwa.demo (resolver → gateway's service address) → the
+    built-in proxy → hosta's own web server; HTTPS is not terminated: curl
+    verifies hosta's own certificate through the gateway."""
+    assert topo.dig("cli", "www.hosta.gwa.demo", server=topo.RES_IP) == [GW]
+    before = fresh.counters()["reservations"]
+    page = topo.run("cli", ["curl", "-s", "-m", "5", "http://www.hosta.gwa.demo/"]).stdout
+    assert page.startswith("hosta-www over http host=www.hosta.gwa.demo"), page
+    cert = os.path.join(topo.state_dir, "web", "hostb.crt")
+    page = topo.run("cli", ["curl", "-s", "-m", "5", "--cacert", cert, "https://www.hostb.gwa.demo/"]).stdout
+    assert page.startswith("hostb-www over https host=www.hostb.gwa.demo"), page
+    # An unknown name gets 404 from the proxy itself, not a host's page.
+    cp = topo.run("cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+                          "-H", "Host: www.nosuch.gwa.demo", f"http://{GW}/"])
+    assert cp.stdout == "404", cp.stdout
+    assert fresh.counters()["reservations"] == before, "www names never allocate"
+    proxy = fresh.status()["proxy"]
+    assert proxy["routed"] >= 2 and proxy["unknown_name"] >= 1, proxy

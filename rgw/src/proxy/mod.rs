@@ -68,7 +68,10 @@ pub fn host_name(raw: &[u8]) -> Result<String, &'static str> {
         if label.len() > 63 {
             return Err("label longer than 63 characters in host name");
         }
-        if !label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err("host name is not letters, digits, hyphens and dots");
         }
         if label.first() == Some(&b'-') || label.last() == Some(&b'-') {
@@ -77,10 +80,13 @@ pub fn host_name(raw: &[u8]) -> Result<String, &'static str> {
         last_all_digits = label.iter().all(u8::is_ascii_digit);
     }
     if last_all_digits {
-        return Err("an IP address, not a host name");
+        return Err("an IP address, not a host name (last label all digits)");
     }
     // All bytes are ASCII here, so this is lossless.
-    Ok(name.iter().map(|&b| char::from(b.to_ascii_lowercase())).collect())
+    Ok(name
+        .iter()
+        .map(|&b| char::from(b.to_ascii_lowercase()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -89,10 +95,19 @@ mod tests {
 
     #[test]
     fn ldh_names() {
-        assert_eq!(host_name(b"www.hosta.gwa.demo").unwrap(), "www.hosta.gwa.demo");
-        assert_eq!(host_name(b"WWW.HostA.GWA.demo.").unwrap(), "www.hosta.gwa.demo");
+        assert_eq!(
+            host_name(b"www.hosta.gwa.demo").unwrap(),
+            "www.hosta.gwa.demo"
+        );
+        assert_eq!(
+            host_name(b"WWW.HostA.GWA.demo.").unwrap(),
+            "www.hosta.gwa.demo"
+        );
         assert_eq!(host_name(b"a-b.c1").unwrap(), "a-b.c1");
-        assert_eq!(host_name(b"xn--bcher-kva.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            host_name(b"xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(host_name(b"localhost").unwrap(), "localhost");
         assert_eq!(host_name(b"1.example").unwrap(), "1.example");
         let label63 = "a".repeat(63);
@@ -124,7 +139,11 @@ mod tests {
             b"a\0b",
             b"a%2eb",
         ] {
-            assert!(host_name(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                host_name(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let label64 = "a".repeat(64);
         assert!(host_name(format!("{label64}.x").as_bytes()).is_err());

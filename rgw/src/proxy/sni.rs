@@ -129,13 +129,15 @@ fn reassemble(buf: &[u8]) -> Step<'_> {
 fn check_record_header(rest: &[u8]) -> Result<(), &'static str> {
     if let Some(&t) = rest.first() {
         if t != CONTENT_HANDSHAKE {
-            return Err(if t & 0x80 != 0 && rest.get(2).is_none_or(|&m| m == CLIENT_HELLO) {
-                "SSL 2.0 ClientHello (not supported) or not TLS"
-            } else if t.is_ascii_alphabetic() {
-                "not TLS (looks like plain text, e.g. HTTP)"
-            } else {
-                "not a TLS handshake record"
-            });
+            return Err(
+                if t & 0x80 != 0 && rest.get(2).is_none_or(|&m| m == CLIENT_HELLO) {
+                    "SSL 2.0 ClientHello (not supported) or not TLS"
+                } else if t.is_ascii_alphabetic() {
+                    "not TLS (looks like plain text, e.g. HTTP)"
+                } else {
+                    "not a TLS handshake record"
+                },
+            );
         }
     }
     if let Some(&major) = rest.get(1) {
@@ -208,8 +210,12 @@ fn parse_client_hello(body: &[u8]) -> Result<Option<String>, &'static str> {
     }
     let mut name = None;
     while !exts.0.is_empty() {
-        let ext_type = exts.u16().ok_or("truncated extension header in ClientHello")?;
-        let data = exts.vec16().ok_or("extension longer than the extensions block")?;
+        let ext_type = exts
+            .u16()
+            .ok_or("truncated extension header in ClientHello")?;
+        let data = exts
+            .vec16()
+            .ok_or("extension longer than the extensions block")?;
         if ext_type == EXT_SERVER_NAME {
             if name.is_some() {
                 return Err("two server_name extensions in ClientHello");
@@ -296,7 +302,11 @@ mod tests {
     /// thing gives `want`, and so does the whole thing with more bytes after it.
     fn check_vector(bytes: &[u8], want: Parse<String>) {
         for n in 0..bytes.len() {
-            assert_eq!(server_name(&bytes[..n]), Parse::Incomplete, "prefix of {n} bytes");
+            assert_eq!(
+                server_name(&bytes[..n]),
+                Parse::Incomplete,
+                "prefix of {n} bytes"
+            );
         }
         assert_eq!(server_name(bytes), want);
         let mut more = bytes.to_vec();
@@ -407,7 +417,11 @@ mod tests {
         body.extend_from_slice(&[0, 0, 2, 0, 0x2f, 1, 0]);
         assert_eq!(server_name(&wrap(&body)), Parse::Absent);
         // server_name after other extensions, including an empty one.
-        let exts = [(10, vec![0, 2, 0, 29]), (23, vec![]), (0, sni_ext(&[(0, b"a.b")]))];
+        let exts = [
+            (10, vec![0, 2, 0, 29]),
+            (23, vec![]),
+            (0, sni_ext(&[(0, b"a.b")])),
+        ];
         assert_eq!(server_name(&hello(&exts)), found("a.b"));
     }
 
@@ -423,18 +437,27 @@ mod tests {
             (vec![0x16, 0x03, 0x01, 0x00, 0x00], "empty record"),
             (vec![0x16, 0x03, 0x01, 0x40, 0x01], "record of 2^14 + 1"),
             (vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x02], "ServerHello"),
-            (vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x40, 0x00], "16 KiB hello"),
+            (
+                vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x40, 0x00],
+                "16 KiB hello",
+            ),
             (hello(&[(0, sni_ext(&[(0, b"a_b.example")]))]), "underscore"),
             (hello(&[(0, sni_ext(&[(0, b"192.0.2.1")]))]), "IP literal"),
             (hello(&[(0, sni_ext(&[(0, b"")]))]), "empty name"),
             (hello(&[(0, sni_ext(&[]))]), "empty list"),
             (hello(&[(0, sni_ext(&[(1, b"a.b")]))]), "unknown name type"),
-            (hello(&[(0, sni_ext(&[(0, b"a.b"), (0, b"c.d")]))]), "two host_names"),
+            (
+                hello(&[(0, sni_ext(&[(0, b"a.b"), (0, b"c.d")]))]),
+                "two host_names",
+            ),
             (
                 hello(&[(0, sni_ext(&[(0, b"a.b")])), (0, sni_ext(&[(0, b"c.d")]))]),
                 "two server_name extensions",
             ),
-            (hello(&[(0, vec![0, 5, 0, 0, 1, b'a'])]), "list longer than extension"),
+            (
+                hello(&[(0, vec![0, 5, 0, 0, 1, b'a'])]),
+                "list longer than extension",
+            ),
             (hello(&[(0, vec![0])]), "truncated extension"),
         ];
         for (bytes, what) in cases {
@@ -516,7 +539,12 @@ mod tests {
     #[test]
     fn mutated_vectors_never_panic() {
         let mut rng = Rng(42);
-        for v in [OPENSSL_HELLO, CURL_HELLO, OPENSSL_NO_SNI, OPENSSL_FRAGMENTED] {
+        for v in [
+            OPENSSL_HELLO,
+            CURL_HELLO,
+            OPENSSL_NO_SNI,
+            OPENSSL_FRAGMENTED,
+        ] {
             let orig = hex(v);
             // Every single byte set to a few values, at every position.
             for i in 0..orig.len() {

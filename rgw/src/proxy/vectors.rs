@@ -109,16 +109,20 @@ pub const CURL_HEADERS: &[u8] = b"GET /some/path?q=1 HTTP/1.1\r\nHost: WWW.HostA
 pub const CURL_ABSOLUTE: &[u8] = b"GET http://www.hosta.gwa.demo/abs HTTP/1.1\r\nHost: www.hosta.gwa.demo\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n\r\n";
 
 /// `curl --http1.0 -H 'Host:' http://127.0.0.1:PORT/` (HTTP/1.0, Host removed)
-pub const CURL_HTTP10_NO_HOST: &[u8] = b"GET / HTTP/1.0\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+pub const CURL_HTTP10_NO_HOST: &[u8] =
+    b"GET / HTTP/1.0\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
 
 /// `curl -X POST -d 'a=1&b=2' --resolve www.hosta.gwa.demo:PORT:127.0.0.1 http://www.hosta.gwa.demo:PORT/form` (head and body in one read)
 pub const CURL_POST: &[u8] = b"POST /form HTTP/1.1\r\nHost: www.hosta.gwa.demo:40118\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nContent-Length: 7\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\na=1&b=2";
 
 /// Decodes a hex test vector (panics on bad hex: test code only).
 pub fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).expect("ASCII");
+            assert_eq!(pair.len(), 2, "odd hex length");
+            u8::from_str_radix(pair, 16).expect("hex digit")
+        })
         .collect()
 }
