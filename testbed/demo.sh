@@ -77,7 +77,8 @@ show "curl http://$WEB_IP/   (from hosta)"
 ip netns exec "$NS_HA" curl -s -m 3 "http://$WEB_IP/"
 
 say "rgw status"
-ip netns exec "$NS_GW" "$rgw" status --socket "$state/rgw.sock" | head -12
+ip netns exec "$NS_GW" "$rgw" status --socket "$state/rgw.sock" > "$state/status.txt"
+head -12 "$state/status.txt"
 
 if [ "$keep" = 1 ]; then
     say "left running: rgw pid $rgw_pid, state $state"

@@ -82,6 +82,12 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        // A client command writing into a closed pipe (`rgw status | head`)
+        // ends quietly like any Unix tool; the daemon keeps ignoring SIGPIPE.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.cmd {
         Cmd::Run { config, log } => run(config, log),
         Cmd::Check { config } => check(config),
