@@ -272,14 +272,11 @@ impl Responder {
                     }
                 }
             }
-            Lookup::Www { host } => {
+            Lookup::Www { .. } => {
                 if matches!(qtype, RecordType::A | RecordType::ANY) {
-                    // Public view: the proxy at the service address; private
-                    // view: the host itself (no detour through the gateway).
-                    let addr = match view {
-                        View::Public => self.zone.ns_addr,
-                        View::Private => self.zone.host(host).map_or(self.zone.ns_addr, |h| h.ipv4),
-                    };
+                    // Both views: the proxy at the service address, which maps
+                    // the name to the host's web server on its backend port.
+                    let addr = self.zone.ns_addr;
                     s.answer.push(Record::from_rdata(
                         qname.clone(),
                         static_ttl,
@@ -662,7 +659,11 @@ mod tests {
             View::Private,
             &mut a,
         );
-        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(192, 168, 0, 101), 60)]);
+        assert_eq!(
+            a_of(&m),
+            vec![(Ipv4Addr::new(198, 51, 100, 2), 60)],
+            "the LAN uses the proxy too"
+        );
         let (m, o) = ask(
             &r,
             "www.hosta.gwa.demo.",

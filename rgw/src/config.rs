@@ -666,6 +666,14 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     return Err(invalid(file, key, "a port between 1 and 65535", port));
                 }
             }
+            if p.http_port == 0 && p.https_port == 0 {
+                return Err(invalid(
+                    file,
+                    "proxy",
+                    "at least one of http_port, https_port not 0 (or no [proxy] section)",
+                    "both 0",
+                ));
+            }
             if p.http_port != 0 && p.http_port == p.https_port {
                 return Err(invalid(
                     file,
@@ -752,6 +760,14 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     file,
                     &key,
                     "a service label such as \"ssh\" (not of the built-in form tcp<port>/udp<port>)",
+                    &label,
+                ));
+            }
+            if label == "www" && proxy.is_some() {
+                return Err(invalid(
+                    file,
+                    &key,
+                    "a label other than \"www\" while [proxy] serves www.<host>",
                     &label,
                 ));
             }

@@ -31,6 +31,7 @@ pub struct Control {
 
 /// Re-reads the configuration file and applies it (also on SIGHUP).
 pub fn reload(gw: &Gateway, path: &Path) -> Result<ReloadReport> {
+    let _one_at_a_time = gw.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
     let new = Config::load(path)?;
     let prepared = gw.prepare_reload(new).map_err(anyhow::Error::msg)?;
     // The host map first: a claim for a new host must find its mark.

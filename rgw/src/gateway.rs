@@ -151,6 +151,8 @@ pub struct Gateway {
     bindings: OnceLock<BindingSender>,
     /// The www proxy's counters (zero when it is off).
     pub proxy_stats: Arc<crate::proxy::ProxyStats>,
+    /// One reload at a time (SIGHUP and `rgw reload` may race).
+    pub reload_lock: Mutex<()>,
 }
 
 /// Display helper for log lines: `tcp/22` or `any`.
@@ -189,6 +191,7 @@ impl Gateway {
             }),
             bindings: OnceLock::new(),
             proxy_stats: Arc::default(),
+            reload_lock: Mutex::new(()),
         })
     }
 
@@ -482,6 +485,8 @@ impl Allocator for GatewayAllocator<'_> {
         // host removed by a reload never gets a new reservation.
         let snap = gw.snapshot();
         let Some(h) = snap.cfg.hosts.get(host).filter(|h| !h.name.is_empty()) else {
+            // Removed by a reload after this query's answer was being built.
+            gw.metrics.count_denied(DenyReason::Exhausted);
             return Allocation::Denied(DenyReason::Exhausted);
         };
         let req = ReserveRequest {

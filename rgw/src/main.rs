@@ -216,6 +216,12 @@ fn status(target: &Target) -> Result<()> {
     for (k, n) in v["kernel_drops"].as_object().into_iter().flatten() {
         println!("  kernel {k:<17} {n}");
     }
+    for (k, n) in v["proxy"].as_object().into_iter().flatten() {
+        println!("  proxy {k:<18} {n}");
+    }
+    for (k, n) in v["binding_log"].as_object().into_iter().flatten() {
+        println!("  binding log {k:<12} {n}");
+    }
     Ok(())
 }
 
@@ -261,6 +267,13 @@ fn metrics_text(gw: &Gateway) -> String {
             .into_iter()
             .map(|(k, v)| (proxy_counter_name(k), v)),
     );
+    if let Some(tx) = gw.binding_log() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = tx.state();
+        counters.push(("binding_log_written", st.written.load(Relaxed)));
+        counters.push(("binding_log_dropped", st.dropped.load(Relaxed)));
+        counters.push(("binding_log_errors", st.errors.load(Relaxed)));
+    }
     rgw::prometheus::gateway_metrics(&counters, pool, &kernel)
 }
 
@@ -347,12 +360,8 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     )?;
     // Bound before the ruleset is touched: a second daemon stops here.
     let queue = gate::open(cfg.dataplane.queue_num)?;
-    let via = dataplane::choose_queue(&cfg)?;
-    dataplane::install(&cfg, via)?;
-    let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
-        .context("opening the nftables netlink socket")?;
-    let gw = Gateway::new(cfg.clone(), Box::new(sets));
-    let binding_writer = match &cfg.binding_log {
+    // Opened before the ruleset too: a bad path must not leave a table behind.
+    let binding_log = match &cfg.binding_log {
         None => None,
         Some(b) => {
             let rotation = rgw::bindlog::Rotation {
@@ -369,10 +378,18 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             )
             .context("starting the binding log writer")?;
             info!(path = %b.path.display(), "binding log");
-            gw.attach_binding_log(tx);
-            Some(writer)
+            Some((tx, writer))
         }
     };
+    let via = dataplane::choose_queue(&cfg)?;
+    dataplane::install(&cfg, via)?;
+    let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
+        .context("opening the nftables netlink socket")?;
+    let gw = Gateway::new(cfg.clone(), Box::new(sets));
+    let binding_writer = binding_log.map(|(tx, writer)| {
+        gw.attach_binding_log(tx);
+        writer
+    });
 
     let gate_gw = Arc::clone(&gw);
     let queue_num = cfg.dataplane.queue_num;
@@ -478,7 +495,7 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     }
     // Clean shutdown removes our table unless told to keep it; established
     // flows keep their conntrack NAT either way.
-    let removed = if cfg.dataplane.keep_on_exit {
+    let removed = if gw.snapshot().cfg.dataplane.keep_on_exit {
         info!(table = %cfg.dataplane.table, "keeping the nftables ruleset (dataplane.keep_on_exit)");
         Ok(())
     } else {

@@ -645,6 +645,9 @@ def test_www_proxy_routes_http_by_host_and_tls_by_sni(topo, fresh):
     cp = topo.run("cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
                           "-H", "Host: www.nosuch.gwa.demo", f"http://{GW}/"])
     assert cp.stdout == "404", cp.stdout
+    # From the LAN (private view, the LAN's DNS): the same proxy serves hostb's site to hosta.
+    page = topo.run("ha", ["curl", "-s", "-m", "5", "http://www.hostb.gwa.demo/"]).stdout
+    assert page.startswith("hostb-www over http host=www.hostb.gwa.demo"), page
     assert fresh.counters()["reservations"] == before, "www names never allocate"
     proxy = fresh.status()["proxy"]
     assert proxy["routed"] >= 2 and proxy["unknown_name"] >= 1, proxy

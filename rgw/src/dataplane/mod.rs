@@ -131,6 +131,9 @@ pub fn conntrack_dump() -> Result<String> {
         .stderr(Stdio::null())
         .output()
         .context("cannot run `conntrack` (install the conntrack package)")?;
+    if !out.status.success() {
+        bail!("`conntrack -L` failed with {}", out.status);
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -29,7 +29,7 @@ die() { echo "node.sh: $*" >&2; exit 1; }
 
 start() {
     name=$1; shift
-    mkdir -p "$LOG"
+    mkdir -p "$LOG" /var/log/rgw   # rgw's binding log directory
     setsid -f "$@" </dev/null >"$LOG/$name.log" 2>&1
 }
 
