@@ -19,7 +19,7 @@ PKGS=(
     dnsutils knot-dnsutils unbound nsd dnsperf
     socat ncat traceroute iputils-ping curl
     openssh-server openssh-client
-    python3 python3-pytest
+    python3 python3-pytest python3-yaml
     libnftnl-dev libmnl-dev pkg-config build-essential
     procps psmisc
 )

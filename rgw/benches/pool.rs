@@ -184,38 +184,36 @@ fn pool_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool");
 
     // (a) Steady state: an FQDN reservation and the flow that claims it.
+    // State lives outside the closure, which criterion calls once per
+    // sample: one pool serves the warm-up and every sample.
+    let mut pool = new_pool();
+    let mut clock = Clock::new();
     g.bench_function("reserve_fqdn_claim", |b| {
-        let mut pool = new_pool();
-        let mut clock = Clock::new();
         b.iter(|| {
             clock.advance(STEP);
             reserve_and_claim(&mut pool, fqdn(0), clock.now());
         });
-        assert_eq!(pool.stats().pending, 0);
     });
+    assert_eq!(pool.stats().pending, 0);
 
     // (b) An SFQDN reservation that lands on an already shared address:
     // 1,000 addresses are shared, the first 16 already hold tcp22, so the
     // reservation skips 16 of them (rule 3), then it is claimed.
+    let mut loaded = Loaded::new(shared_background);
     g.bench_function("reserve_sfqdn_shared_claim", |b| {
-        let mut loaded = Loaded::new(shared_background);
         b.iter_custom(|iters| {
             loaded.run(iters, |pool, now| {
                 reserve_and_claim(pool, sfqdn(0, Proto::Tcp, 22), now);
             })
         });
-        assert_eq!(
-            loaded.pool.stats().shared,
-            1_000,
-            "did not take a new address"
-        );
     });
+    assert_eq!(loaded.pool.stats().shared, 1_000, "took no new address");
 
     // (c) A reservation nobody claims: time passes Tmax and `expire`
-    // returns it.
+    // returns it. A fresh pool and clock.
+    pool = new_pool();
+    clock = Clock::new();
     g.bench_function("reserve_expire", |b| {
-        let mut pool = new_pool();
-        let mut clock = Clock::new();
         b.iter(|| {
             let r = pool
                 .reserve(black_box(fqdn(0)), clock.now())
@@ -225,8 +223,8 @@ fn pool_benches(c: &mut Criterion) {
             debug_assert_eq!(expired.len(), 1);
             black_box((r, expired))
         });
-        assert_eq!(pool.stats().pending, 0);
     });
+    assert_eq!(pool.stats().pending, 0);
 
     // (d) One reserve + claim while 10,000 reservations are pending.
     let cases = [
@@ -238,11 +236,11 @@ fn pool_benches(c: &mut Criterion) {
         ("under_load_10k_sfqdn_udp5060", sfqdn(0, Proto::Udp, 5060)),
     ];
     for (name, req) in cases {
+        let mut loaded = Loaded::new(load_background);
         g.bench_function(name, |b| {
-            let mut loaded = Loaded::new(load_background);
             b.iter_custom(|iters| loaded.run(iters, |pool, now| reserve_and_claim(pool, req, now)));
-            assert_eq!(loaded.pool.stats().pending, 10_000, "only the background");
         });
+        assert_eq!(loaded.pool.stats().pending, 10_000, "only the background");
     }
     g.finish();
 }

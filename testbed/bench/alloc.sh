@@ -9,15 +9,17 @@
 # static SOA answer on the same path.
 #
 #   seq     dns_latency.py from the client namespace, one query in flight:
-#           10k SFQDN queries and 10k static SOA queries -> median and p99
-#           round trip; alloc_cost = median(SFQDN) - median(SOA).
+#           10k SFQDN queries and 10k static SOA queries, interleaved ->
+#           median and p99 round trip of each; alloc_cost = the median over
+#           the pairs of (SFQDN round trip - SOA round trip just before it).
 #   dnsperf -c 4 -T 2 -q 500, 10 s: tcp1..tcp60000.hosta.gwa.demo A
 #           (allocations/s, average latency, lost) next to gwa.demo SOA;
 #           rgw's `reservations` counter must grow by exactly the number of
 #           answered allocating queries; alloc_over_static = the QPS ratio.
-# The order of the two query kinds alternates every round.
+# The order of the two dnsperf runs alternates every round.
 # Usage: alloc.sh [--rounds N] [--quick]
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 bench_args "$@"
 bench_open alloc
@@ -35,19 +37,25 @@ rgw_start
 printf 'gwa.demo SOA\n' >"$STATE/q-soa"
 seq 1 60000 | sed 's/^/tcp/; s/$/.hosta.gwa.demo A/' >"$STATE/q-alloc"
 
-declare -A SEQ_MEDIAN QPS    # per query kind (soa, alloc), of the current round
+declare -A QPS    # per query kind (soa, alloc), of the current round
 
+# seq_run ROUND: dns_latency.py pair mode - SOA and SFQDN queries interleaved,
+# one in flight, so both kinds see the same load on the shared CPUs
 seq_run() {
-    local kind=$1 round=$2 out mode answered median p99
-    mode=$([ "$kind" = alloc ] && echo sfqdn || echo soa)
-    out=$(nsx "$NS_CLI" timeout 300 "$PY" "$BENCH_DIR/dns_latency.py" "$GW_WAN_IP" "$mode" "$SEQ")
-    echo "$out" >"$STATE/seq-$kind-$round.json"
-    read -r answered median p99 < <("$PY" -c \
-        'import json,sys; j=json.loads(sys.argv[1]); print(j["answered"], j["median_us"], j["p99_us"])' "$out")
-    [ "$answered" = "$SEQ" ] || warn "seq $kind: only $answered of $SEQ queries answered: $out"
-    emit rgw "seq_$kind.median_rtt" µs "$round" "$median"
-    emit rgw "seq_$kind.p99_rtt" µs "$round" "$p99"
-    SEQ_MEDIAN[$kind]=$median
+    local round=$1 out kind
+    out=$(nsx "$NS_CLI" timeout 300 "$PY" "$BENCH_DIR/dns_latency.py" "$GW_WAN_IP" pair "$SEQ")
+    echo "$out" >"$STATE/seq-$round.json"
+    for kind in soa alloc; do
+        local answered median p99
+        read -r answered median p99 < <("$PY" -c \
+            'import json,sys; j=json.loads(sys.argv[1])[sys.argv[2]]; print(j["answered"], j["median_us"], j["p99_us"])' \
+            "$out" "$([ "$kind" = alloc ] && echo sfqdn || echo soa)")
+        [ "$answered" = "$SEQ" ] || warn "seq $kind: only $answered of $SEQ queries answered: $out"
+        emit rgw "seq_$kind.median_rtt" µs "$round" "$median"
+        emit rgw "seq_$kind.p99_rtt" µs "$round" "$p99"
+    done
+    emit rgw alloc_cost.median µs "$round" \
+        "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["paired_diff_median_us"])' "$out")"
     sleep "$TMAX_WAIT"
 }
 
@@ -96,10 +104,8 @@ dnsperf_kind() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    info "round $round/$ROUNDS: sequential round trips ($SEQ queries each)"
-    for kind in $(rotate "$round" soa alloc); do seq_run "$kind" "$round"; done
-    emit rgw alloc_cost.median µs "$round" \
-        "$(awk -v a="${SEQ_MEDIAN[alloc]}" -v s="${SEQ_MEDIAN[soa]}" 'BEGIN {printf "%.1f", a - s}')"
+    info "round $round/$ROUNDS: sequential round trips ($SEQ queries of each kind, interleaved)"
+    seq_run "$round"
     info "round $round/$ROUNDS: dnsperf ${SECS} s each"
     for kind in $(rotate "$round" soa alloc); do dnsperf_kind "$kind" "$round"; done
     emit rgw alloc_over_static ratio "$round" "$(ratio "${QPS[alloc]}" "${QPS[soa]}")"

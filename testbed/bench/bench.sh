@@ -5,7 +5,7 @@
 #
 #   --rounds N   rounds per scenario (default 3); peers and rgw run back to back
 #                in every round, in alternating order
-#   --quick      1 round with shorter runs (about 3 minutes without capacity/micro)
+#   --quick      1 round with shorter runs (about 2 minutes without capacity/micro)
 #   --only LIST  comma-separated subset of: alloc dns_peers datapath capacity micro
 #                (the other fragments in results/ are kept and reported too)
 #
@@ -19,15 +19,20 @@
 # removes it, also on failure or Ctrl-C. A failed scenario is reported and the
 # others still run; the exit status is then 1.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 ONLY=""
 args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --only) [ $# -ge 2 ] || bench_usage; ONLY=$2; shift 2 ;;
+        --only) [ $# -ge 2 ] || usage; ONLY=$2; shift 2 ;;
         --only=*) ONLY=${1#--only=}; shift ;;
-        *) args+=("$1"); shift ;;
+        -h|--help) usage ;;
+        --rounds) [ $# -ge 2 ] || usage; args+=("$1" "$2"); shift 2 ;;
+        --quick|--rounds=*) args+=("$1"); shift ;;
+        *) warn "unknown option '$1'"; usage ;;
     esac
 done
 bench_args ${args[@]+"${args[@]}"}

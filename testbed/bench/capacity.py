@@ -10,19 +10,24 @@ One connection = resolve the name through the resolver over UDP (one query,
 --dns-timeout, no retry: first-attempt success is what counts, as in the
 paper; the resolver's own retries towards rgw happen inside that second), then
 open the data flow to the answered address from one of the client's source
-addresses within --conn-timeout (TCP: connect and read the banner; UDP: one
-datagram, one reply). It succeeds only if the banner / reply names the host
+addresses within --conn-timeout, 0.95 s (TCP: connect and read the banner;
+UDP: one datagram, one reply). 0.95 rather than 1 s: Linux retransmits an
+unanswered SYN after 1 s, and such a late first packet claims whatever
+reservation holds that address and port by then, i.e. another client's, which
+then fails while this one reaches the wrong host. It succeeds only if the banner / reply names the host
 the name belongs to.
 
 Tests (traffic mixes):
-  1  100% FQDN                             hostX.gwa.demo, then TCP 80
+  1  100% FQDN                             hostX.gwa.demo, then TCP 7101
   2  50% FQDN + 50% SFQDN "5 geometric"    SFQDN service = one of 5 TCP ports
   3  50% FQDN + 50% SFQDN "2x5 geometric"  protocol TCP/UDP 50/50, then one of 5 ports
   4  100% SFQDN "2x5 geometric"
 "geometric": the ports are chosen with probabilities 1/2, 1/4, 1/8, 1/16,
 1/16 (a geometric distribution with p = 0.5, the tail folded into the last
-port). Hosts: hosta / hostb 50/50. Arrivals: Poisson at the offered rate,
-seeded, so a run repeats.
+port). Ports: TCP 7101..7105 (served by `--serve`, one non-forking process
+per host) and UDP 7101..7105 (testbed/udp_server.py), most popular first. Hosts: hosta / hostb 50/50, each name
+uniformly among the host's --names-per-host labels. Arrivals: Poisson at the
+offered rate, seeded, so a run repeats.
 
 Theoretical bounds (seed): eta = pool_size / T_service for FQDN,
 eta' = N_port x N_proto x N_ip / T_service for SFQDN. For the mixes the
@@ -35,8 +40,31 @@ sent) at the client: the resolver->gateway leg of the query and the
 client->gateway leg of the first packet both cross the same 25 ms delay, so
 they cancel (see capacity.sh).
 
-Outputs: a CSV fragment (scenario,system,metric,unit,round,value), a PNG, and a
-markdown summary on stdout. --plot-only CSV re-draws the PNG from a CSV.
+Outputs: a CSV fragment, a PNG, and a markdown summary on stdout.
+--plot-only CSV re-draws the PNG (and the summary) from a CSV.
+
+CSV (columns scenario,system,metric,unit,round,value; system is always "rgw";
+round = repetition of the whole sweep). Metrics are GROUP.MEASURE so that
+testbed/bench/report.py pivots them into one table per scenario (a row per
+group):
+  scenario capacity_test<N>, group "<rate>/s" (the nominal offered rate):
+    offered_per_s (conn/s, measured), attempts, success_pct,
+    fqdn_success_pct / sfqdn_success_pct (mixed tests only: Fig. 4),
+    failure breakdown (counts): fail_dns_timeout (no answer within 1 s),
+    fail_dns_servfail (the resolver gave up), fail_dns_shared (the resolver
+    gave the same answer to a concurrent identical question), fail_connect
+    (data flow not admitted, refused, or no banner), fail_wrong_host (must be
+    0), fail_other; tuple_rebinds (source ports the client skipped because
+    the 5-tuple had been used in the last 200 s: conntrack would have given
+    the new flow the old flow's binding, see bind_fresh); servfail_fast (the SERVFAILs that came within 10 ms, i.e.
+    without asking rgw: the resolver held the gateway as failed); dns_p50_ms, t_service_p50_ms (successful connections);
+    rgw counters grown during the point: rgw_queries (queries that reached
+    rgw, resolver retries included), rgw_reservations, rgw_denied (pool
+    exhausted: query dropped), rgw_claims, rgw_unclaimed (reservations -
+    claims: each held its address for Tmax).
+  scenario capacity, group "test<N>": t_service_ms, eta_per_s,
+    eta_top_service_per_s, max_rate_95pct_per_s (highest rate up to which
+    every point kept >= 95 %), success_at_60_pct (the paper's 60 conn/s).
 """
 from __future__ import annotations
 
@@ -55,7 +83,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GEOMETRIC5 = [0.5, 0.25, 0.125, 0.0625, 0.0625]
 
@@ -83,11 +111,10 @@ FAIL_COLUMNS = OrderedDict([
     # CSV measure -> reasons summed into it
     ("fail_dns_timeout", ["dns_timeout"]),
     ("fail_dns_servfail", ["dns_servfail"]),
-    ("fail_dns_other", ["dns_other"]),
     ("fail_dns_shared", ["dns_shared"]),
     ("fail_connect", ["connect_timeout", "connect_refused", "no_banner"]),
     ("fail_wrong_host", ["wrong_host"]),
-    ("fail_client", ["client_overload"]),
+    ("fail_other", ["dns_other", "client_overload"]),
 ])
 RGW_COUNTERS = OrderedDict([
     # CSV measure -> rgw counter (growth during the point)
@@ -213,6 +240,43 @@ class Result:
     name: str = ""
     addr: str = ""
     t_ans: float | None = None
+    banner: str = ""
+    proto: str = ""
+    port: int = 0
+    src: str = ""
+    tuple_reused: bool = False   # the 5-tuple of a recent flow (--allow-tuple-reuse)
+    tuple_rebinds: int = 0       # rebinds to avoid that
+
+
+# (proto, src, sport, dst, dport) -> last use (loop time). conntrack keeps a
+# flow's NAT binding after the client closed its socket (UDP: 120 s once
+# replied; TCP: 120 s in TIME_WAIT, 10 s in CLOSE). A new flow that happens to
+# reuse the same 5-tuple while that entry lives is the OLD flow for the
+# kernel: it never reaches rgw's first-packet gate and goes to the old host.
+# The client avoids such reuse (rebinds) unless --allow-tuple-reuse.
+RECENT_TUPLES: dict = {}
+TUPLE_MEMORY_S = 200.0
+
+
+def bind_fresh(proto: str, src: str, dst: str, dport: int, args, res) -> socket.socket:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    now = time.monotonic()
+    for _ in range(8):
+        sk = socket.socket(socket.AF_INET, kind)
+        sk.setblocking(False)
+        sk.bind((src, 0))
+        key = (proto, src, sk.getsockname()[1], dst, dport)
+        last = RECENT_TUPLES.get(key)
+        if last is None or now - last > TUPLE_MEMORY_S:
+            RECENT_TUPLES[key] = now
+            return sk
+        if args.allow_tuple_reuse:
+            res.tuple_reused = True
+            RECENT_TUPLES[key] = now
+            return sk
+        res.tuple_rebinds += 1
+        sk.close()
+    raise OSError("no fresh source port in 8 tries")
 
 
 def banner_names(data: bytes, host: str) -> bool:
@@ -259,14 +323,16 @@ async def connection(a: Arrival, args, res: Result) -> None:
         res.reason = "dns_other"
         return
     addr = addrs[0]
-    res.name, res.addr = a.name(args.zone), addr
+    res.name, res.addr, res.proto, res.port, res.src = a.name(args.zone), addr, a.proto, a.port, a.src
 
     # --- the data flow to the answered address
     if a.proto == "tcp":
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            c.setblocking(False)
-            c.bind((a.src, 0))
+            c = bind_fresh("tcp", a.src, addr, a.port, args, res)
+        except OSError:
+            res.reason = "dns_other"
+            return
+        try:
             t_first = loop.time()
             res.tsvc_ms = (t_first - t0) * 1000
             try:
@@ -297,10 +363,12 @@ async def connection(a: Arrival, args, res: Result) -> None:
         finally:
             c.close()
     else:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            u.setblocking(False)
-            u.bind((a.src, 0))
+            u = bind_fresh("udp", a.src, addr, a.port, args, res)
+        except OSError:
+            res.reason = "dns_other"
+            return
+        try:
             u.connect((addr, a.port))
             t_first = loop.time()
             res.tsvc_ms = (t_first - t0) * 1000
@@ -320,6 +388,7 @@ async def connection(a: Arrival, args, res: Result) -> None:
         res.reason = "no_banner"
     elif not banner_names(data, a.host):
         res.reason = "wrong_host"
+        res.banner = data.split(b"\n", 1)[0].decode(errors="replace")[:40]
     else:
         res.ok = True
 
@@ -359,12 +428,37 @@ async def run_point(arrivals: list[Arrival], args) -> tuple[list[Result], float]
     return results, elapsed
 
 
-def mark_shared_answers(results: list[Result], window_s: float = 0.005) -> None:
+def explain_wrong_hosts(results: list[Result], window_s: float = 0.05) -> list[str]:
+    """One line per connection that reached another host than its name's,
+    saying whether its DNS answer was also given to another client (then the
+    first of them claimed the reservation, and the later one's first packet
+    claimed the NEXT reservation of the same address and port, which belonged
+    to another name)."""
+    by_answer: dict = {}
+    for r in results:
+        if r.t_ans is not None and r.addr:
+            by_answer.setdefault((r.name, r.addr), []).append(r.t_ans)
+    out = []
+    for r in results:
+        if r.reason != "wrong_host":
+            continue
+        shared = sum(1 for t in by_answer[(r.name, r.addr)] if abs(t - r.t_ans) <= window_s) > 1
+        out.append(f"  wrong host: {r.name} -> {r.addr} {r.proto}/{r.port} from {r.src}: got {r.banner!r}; "
+                   f"answer shared with another client: {shared}; dns {r.dns_ms:.0f} ms"
+                   + ("; 5-tuple reused" if r.tuple_reused else ""))
+    return out
+
+
+def mark_shared_answers(results: list[Result], window_s: float = 0.05) -> None:
     """A recursive resolver answers identical questions that are in flight at
     the same time with ONE upstream query (unbound's mesh): both clients get
     the same pool address, only the first flow can claim it. Such answers
     arrive within the same few milliseconds; a failed connection whose answer
-    was shared like that is counted as `dns_shared`, not as a gateway failure."""
+    was shared like that is counted as `dns_shared`, not as a gateway failure.
+    The window is wide (50 ms) because under load the client's own event loop
+    stamps the arrivals late; two genuine reservations for the same name with
+    the same address that close together are rare (then a failure is counted
+    as shared although it was not)."""
     by_answer: dict = {}
     for r in results:
         if r.t_ans is not None and r.addr:
@@ -375,6 +469,30 @@ def mark_shared_answers(results: list[Result], window_s: float = 0.005) -> None:
         times = by_answer.get((r.name, r.addr), [])
         if sum(1 for t in times if abs(t - r.t_ans) <= window_s) > 1:
             r.reason = "dns_shared"
+
+
+# ---------------------------------------------------------------- banner server
+async def serve_banners(name: str, ports: list[int]) -> None:
+    """TCP banner servers for one host, in one process: "<name>-<port>\n",
+    then close. The testbed's socat listeners fork a shell per connection,
+    which at hundreds of connections per second costs more CPU than
+    everything else in the experiment; this does not fork."""
+    async def handler(reader, writer, port):
+        try:
+            writer.write(f"{name}-{port}\n".encode())
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    servers = []
+    for port in ports:
+        servers.append(await asyncio.start_server(
+            lambda r, w, p=port: handler(r, w, p), host="0.0.0.0", port=port,
+            reuse_address=True, backlog=1024))
+    print(f"{name}: tcp banner server on {','.join(map(str, ports))}", flush=True)
+    await asyncio.gather(*(srv.serve_forever() for srv in servers))
 
 
 # ---------------------------------------------------------------- rgw / unbound
@@ -423,8 +541,8 @@ def unbound_stats(args) -> dict:
 
 def settle(args) -> None:
     """Between points: let pending reservations expire (Tmax), then forget the
-    resolver's view of the gateway (RTT/timeout state) and its pending
-    retries, so every point starts from the same state."""
+    resolver's view of the gateway (RTT/timeout state), its pending retries
+    and the SERVFAILs it cached, so every point starts from the same state."""
     deadline = time.monotonic() + args.tmax + 2
     while time.monotonic() < deadline:
         st = rgw_status(args.rgw_socket)
@@ -433,6 +551,8 @@ def settle(args) -> None:
         time.sleep(0.2)
     unbound(args, "flush_requestlist")
     unbound(args, "flush_infra", "all")
+    # SERVFAILs it cached for names ("all servers failed") outlive the point
+    unbound(args, "flush_negative")
     time.sleep(0.2)
 
 
@@ -517,33 +637,38 @@ def measure(args) -> list[list]:
                 fq = [r for r in results if r.fqdn]
                 sf = [r for r in results if not r.fqdn]
                 g = group_of(rate)
-                emit(scen, f"{g}.offered", "conn/s", rnd, n / args.duration)
+                emit(scen, f"{g}.offered_per_s", "conn/s", rnd, n / args.duration)
                 emit(scen, f"{g}.attempts", "count", rnd, n)
-                emit(scen, f"{g}.success", "%", rnd, pct(ok, n))
+                emit(scen, f"{g}.success_pct", "%", rnd, pct(ok, n))
                 if fq and sf:
-                    emit(scen, f"{g}.success_fqdn", "%", rnd, pct(sum(r.ok for r in fq), len(fq)))
-                    emit(scen, f"{g}.success_sfqdn", "%", rnd, pct(sum(r.ok for r in sf), len(sf)))
+                    emit(scen, f"{g}.fqdn_success_pct", "%", rnd, pct(sum(r.ok for r in fq), len(fq)))
+                    emit(scen, f"{g}.sfqdn_success_pct", "%", rnd, pct(sum(r.ok for r in sf), len(sf)))
                 for col, rs in FAIL_COLUMNS.items():
                     emit(scen, f"{g}.{col}", "count", rnd, sum(reasons[x] for x in rs))
+                # SERVFAIL without asking rgw: the resolver holds the gateway (or
+                # the name) as failed (infra cache / cached SERVFAIL)
+                fast = sum(1 for r in results if r.reason == "dns_servfail" and (r.dns_ms or 0) < 10)
+                emit(scen, f"{g}.servfail_fast", "count", rnd, fast)
+                rebinds = sum(r.tuple_rebinds for r in results)
+                reused = [r for r in results if r.tuple_reused]
+                emit(scen, f"{g}.tuple_rebinds", "count", rnd, rebinds)
                 dns_ok = [r.dns_ms for r in results if r.dns_ms is not None and r.reason != "dns_servfail"]
-                emit(scen, f"{g}.dns_p50", "ms", rnd, median(dns_ok) if dns_ok else 0.0)
-                emit(scen, f"{g}.dns_p95", "ms", rnd, quantile(dns_ok, 0.95) if dns_ok else 0.0)
+                emit(scen, f"{g}.dns_p50_ms", "ms", rnd, median(dns_ok) if dns_ok else 0.0)
                 tsvc = [r.tsvc_ms for r in results if r.ok]
-                emit(scen, f"{g}.t_service_p50", "ms", rnd, median(tsvc) if tsvc else 0.0)
+                emit(scen, f"{g}.t_service_p50_ms", "ms", rnd, median(tsvc) if tsvc else 0.0)
                 if rate == args.rates[0]:
                     tsvc_samples = tsvc
                 diffs = {}
-                for col, key in RGW_COUNTERS.items():
-                    if before and after:
+                if before and after:
+                    for col, key in RGW_COUNTERS.items():
                         diffs[col] = after["counters"][key] - before["counters"][key]
-                        emit(scen, f"{g}.{col}", "count", rnd, diffs[col])
-                if diffs:
                     # reservations nobody claimed: each held an address for Tmax
                     # (rgw's own `expiries` misses those reclaimed lazily at the
                     # next allocation, so count them as the difference)
                     diffs["rgw_unclaimed"] = diffs["rgw_reservations"] - diffs["rgw_claims"]
-                    emit(scen, f"{g}.rgw_unclaimed", "count", rnd, diffs["rgw_unclaimed"])
-                emit(scen, f"{g}.resolver_queries", "count", rnd, ub.get("total.num.queries"))
+                    for col in list(RGW_COUNTERS) + ["rgw_unclaimed"]:
+                        if col != "rgw_expiries":
+                            emit(scen, f"{g}.{col}", "count", rnd, diffs[col])
                 ttls = Counter(r.ttl for r in results if r.ttl is not None)
                 point = dict(rate=rate, n=n, ok=ok, reasons=reasons, elapsed=elapsed,
                              fq=(sum(r.ok for r in fq), len(fq)), sf=(sum(r.ok for r in sf), len(sf)),
@@ -555,6 +680,13 @@ def measure(args) -> list[list]:
                         f" dns p50 {fmt_ms(point['dns_p50'])} tsvc p50 {fmt_ms(point['tsvc'])}")
                 if reasons:
                     line += " fail " + " ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
+                if fast:
+                    line += f" (servfail <10 ms: {fast})"
+                if rebinds:
+                    line += f" (5-tuple reuse avoided: {rebinds})"
+                if reused:
+                    wrong = sum(1 for r in reused if r.reason == "wrong_host")
+                    line += f" (5-tuple reused: {len(reused)}, of them wrong host: {wrong})"
                 if diffs:
                     line += " | rgw " + " ".join(f"{k[4:]}={v}" for k, v in diffs.items() if k != "rgw_expiries")
                 if ub:
@@ -564,15 +696,24 @@ def measure(args) -> list[list]:
                 if ttls and set(ttls) != {0}:
                     line += f" | answer TTLs {dict(ttls)}"
                 print(line, file=sys.stderr, flush=True)
+                for w in explain_wrong_hosts(results)[:10]:
+                    print(w, file=sys.stderr, flush=True)
                 settle(args)
             t_service = (median(tsvc_samples) or 50.0) / 1000
             eta, eta_top = eta_bounds(test, args.pool_size, t_service)
-            emit("capacity", f"test{test}.t_service", "ms", rnd, t_service * 1000)
-            emit("capacity", f"test{test}.eta", "conn/s", rnd, eta)
-            emit("capacity", f"test{test}.eta_top_service", "conn/s", rnd, eta_top)
-            pts = [p for p in summary[test] if True]
-            good = [p["rate"] for p in pts[-len(args.rates):] if pct(p["ok"], p["n"]) >= 95.0]
-            emit("capacity", f"test{test}.max_rate_95pct", "conn/s", rnd, max(good) if good else 0.0)
+            emit("capacity", f"test{test}.t_service_ms", "ms", rnd, t_service * 1000)
+            emit("capacity", f"test{test}.eta_per_s", "conn/s", rnd, eta)
+            emit("capacity", f"test{test}.eta_top_service_per_s", "conn/s", rnd, eta_top)
+            # the highest rate up to which every point kept >= 95 %
+            held = 0.0
+            for p in summary[test][-len(args.rates):]:
+                if pct(p["ok"], p["n"]) < 95.0:
+                    break
+                held = p["rate"]
+            emit("capacity", f"test{test}.max_rate_95pct_per_s", "conn/s", rnd, held)
+            at60 = [p for p in summary[test][-len(args.rates):] if p["rate"] == 60]
+            if at60:
+                emit("capacity", f"test{test}.success_at_60_pct", "%", rnd, pct(at60[0]["ok"], at60[0]["n"]))
     args._elapsed = time.monotonic() - t_begin
     args._load = (load0, loadavg())
     args._summary = summary
@@ -624,7 +765,7 @@ def table_from_rows(rows):
 def rates_in(vals, test):
     out = []
     for (scen, metric) in vals:
-        if scen == f"capacity_test{test}" and metric.endswith(".success"):
+        if scen == f"capacity_test{test}" and metric.endswith(".success_pct"):
             out.append(float(metric.split("/s.")[0]))
     return sorted(set(out))
 
@@ -639,7 +780,7 @@ def plot(rows, png: str, args) -> bool:
         return False
     vals = table_from_rows(rows)
     colors = {1: "#1f77b4", 2: "#ff7f0e", 3: "#2ca02c", 4: "#d62728"}
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [3, 2]})
     all_rates = []
     for test in TESTS:
         rates = rates_in(vals, test)
@@ -647,20 +788,27 @@ def plot(rows, png: str, args) -> bool:
             continue
         all_rates += rates
         scen = f"capacity_test{test}"
-        xs = [vals.get((scen, f"{group_of(r)}.offered"), r) for r in rates]
-        ys = [vals[(scen, f"{group_of(r)}.success")] for r in rates]
+        xs = [vals.get((scen, f"{group_of(r)}.offered_per_s"), r) for r in rates]
+        ys = [vals[(scen, f"{group_of(r)}.success_pct")] for r in rates]
         ax.plot(xs, ys, "o-", color=colors[test], label=f"test {test}: {TESTS[test][0]}")
-        eta = vals.get(("capacity", f"test{test}.eta"))
-        eta_top = vals.get(("capacity", f"test{test}.eta_top_service"))
-        if eta:
-            ax.axvline(eta, color=colors[test], ls="--", lw=1, alpha=0.8)
-        if eta_top and abs(eta_top - (eta or 0)) > 0.5:
-            ax.axvline(eta_top, color=colors[test], ls=":", lw=1.4, alpha=0.9)
     if not all_rates:
         return False
     lo, hi = min(all_rates) * 0.8, max(all_rates) * 1.25
-    etas = [vals.get(("capacity", f"test{t}.eta")) for t in TESTS]
-    off = [f"test {t}: {e:.0f}/s" for t, e in zip(TESTS, etas) if e and e > hi]
+    # the bounds: vertical lines, labelled at the bottom (only those on the axis)
+    for test in TESTS:
+        eta = vals.get(("capacity", f"test{test}.eta_per_s"))
+        eta_top = vals.get(("capacity", f"test{test}.eta_top_service_per_s"))
+        marks = [(eta, "--", 1.0, f"η{test}")]
+        if eta_top and abs(eta_top - (eta or 0)) > 0.5:
+            marks.append((eta_top, ":", 1.4, f"η{test}*"))
+        for x, ls, lw, text in marks:
+            if not x or not lo < x < hi:
+                continue
+            ax.axvline(x, color=colors[test], ls=ls, lw=lw, alpha=0.85)
+            ax.text(x * 0.985, 1, text, color=colors[test], fontsize=7.5, rotation=90,
+                    ha="right", va="bottom")
+    etas = [vals.get(("capacity", f"test{t}.eta_per_s")) for t in TESTS]
+    off = [f"η{t} = {e:.0f}/s" for t, e in zip(TESTS, etas) if e and e > hi]
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(-2, 102)
@@ -670,7 +818,8 @@ def plot(rows, png: str, args) -> bool:
     ax.minorticks_off()
     ax.set_xlabel("offered new connections per second (Poisson arrivals)")
     ax.set_ylabel("connections that succeed at the first DNS query (%)")
-    tsvc = vals.get(("capacity", "test1.t_service"))
+    tsvcs = [vals.get(("capacity", f"test{t}.t_service_ms")) for t in TESTS]
+    tsvc = statistics.median([x for x in tsvcs if x]) if any(tsvcs) else None
     pool = args.pool_size
     ax.set_title(f"Circular Pool capacity: pool {pool} addresses, Tmax {args.tmax:g} s, "
                  f"RTT {2 * args.delay_ms:g} ms" + (f", T_service ≈ {tsvc:.0f} ms" if tsvc else ""),
@@ -679,20 +828,20 @@ def plot(rows, png: str, args) -> bool:
     from matplotlib.lines import Line2D
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="grey", ls="--", lw=1), Line2D([], [], color="grey", ls=":", lw=1.4)]
-    labels += ["η (seed formula: pool / T_service; N_port·N_proto·N_ip / T_service)",
-               "η of the most popular service (geometric mix)"]
-    ax.legend(handles, labels, fontsize=8, loc="lower left")
-    if off:
-        ax.text(0.99, 0.98, "η beyond the axis: " + ", ".join(off), transform=ax.transAxes,
-                ha="right", va="top", fontsize=8, color="dimgrey")
+    labels += ["ηN: the seed's bound for test N: pool / T_service,\n"
+               "N_port·N_proto·N_ip / T_service, mixed by address-time"
+               + (f"\n(off the axis: {', '.join(off)})" if off else ""),
+               "ηN*: bound of the most popular service in test N\n(geometric choice of ports)"]
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2,
+              frameon=False)
 
     # right: Fig. 4 analogue, FQDN vs SFQDN success in the mixed tests
     for test in (2, 3):
         rates = rates_in(vals, test)
         scen = f"capacity_test{test}"
-        pts = [(vals.get((scen, f"{group_of(r)}.offered"), r),
-                vals.get((scen, f"{group_of(r)}.success_fqdn")),
-                vals.get((scen, f"{group_of(r)}.success_sfqdn"))) for r in rates]
+        pts = [(vals.get((scen, f"{group_of(r)}.offered_per_s"), r),
+                vals.get((scen, f"{group_of(r)}.fqdn_success_pct")),
+                vals.get((scen, f"{group_of(r)}.sfqdn_success_pct"))) for r in rates]
         pts = [p for p in pts if p[1] is not None]
         if not pts:
             continue
@@ -709,7 +858,7 @@ def plot(rows, png: str, args) -> bool:
     ax2.set_ylabel("success (%)")
     ax2.set_title("mixed tests: FQDN vs SFQDN connections", fontsize=10.5)
     if ax2.get_legend_handles_labels()[0]:
-        ax2.legend(fontsize=8, loc="lower left")
+        ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=2, frameon=False)
     else:
         ax2.text(0.5, 0.5, "tests 2 and 3 not in this run", ha="center", transform=ax2.transAxes)
     fig.tight_layout()
@@ -727,6 +876,10 @@ def print_summary(rows, args) -> None:
         P(f"Machine load average (1 min) at start / end: {args._load[0]} / {args._load[1]} "
           f"on {os.cpu_count()} CPUs.")
         P()
+    if args.plot_only:
+        P(f"(Re-drawn from {args.plot_only}; the parameters below are the command line's, "
+          "not necessarily the run's.)")
+        P()
     P(f"Pool {args.pool_size} addresses, Tmax {args.tmax:g} s, {args.delay_ms:g} ms each way on the router "
       f"(RTT {2 * args.delay_ms:g} ms; resolver <-> gateway crosses it too), "
       f"{args.duration:g} s per point, {args.rounds} round(s), Poisson arrivals, DNS timeout "
@@ -743,23 +896,23 @@ def print_summary(rows, args) -> None:
         for t in TESTS:
             if not rates_in(vals, t):
                 continue
-            v = vals.get((f"capacity_test{t}", f"{group_of(r)}.success"))
+            v = vals.get((f"capacity_test{t}", f"{group_of(r)}.success_pct"))
             cells.append("" if v is None else f"{v:.1f}")
         P(f"| {r:g} | " + " | ".join(cells) + " |")
     P()
     P("| test | mix | T_service (ms) | η seed formula (conn/s) | η top service (conn/s) | max rate with ≥95% |")
     P("|---|---|---:|---:|---:|---:|")
     for t, (label, _f, _m) in TESTS.items():
-        ts = vals.get(("capacity", f"test{t}.t_service"))
+        ts = vals.get(("capacity", f"test{t}.t_service_ms"))
         if ts is None:
             continue
-        P(f"| {t} | {label} | {ts:.1f} | {vals[('capacity', f'test{t}.eta')]:.0f} | "
-          f"{vals[('capacity', f'test{t}.eta_top_service')]:.0f} | "
-          f"{vals[('capacity', f'test{t}.max_rate_95pct')]:g} |")
+        P(f"| {t} | {label} | {ts:.1f} | {vals[('capacity', f'test{t}.eta_per_s')]:.0f} | "
+          f"{vals[('capacity', f'test{t}.eta_top_service_per_s')]:.0f} | "
+          f"{vals[('capacity', f'test{t}.max_rate_95pct_per_s')]:g} |")
     P()
     P("Failures and rgw counters per point (counts; rgw: growth during the point, after pending reservations expired):")
     P()
-    P("| test | rate | attempts | ok % | FQDN ok % | SFQDN ok % | dns timeout | servfail | shared answer | connect | wrong host "
+    P("| test | rate | attempts | ok % | FQDN ok % | SFQDN ok % | dns timeout | servfail (<10 ms) | shared answer | connect | wrong host "
       "| dns p50 ms | rgw queries | reservations | denied (exhausted) | claims | unclaimed |")
     P("|---|---:|" + "---:|" * 15)
     for t in TESTS:
@@ -769,10 +922,11 @@ def print_summary(rows, args) -> None:
             v = lambda m, d=None: vals.get((scen, f"{g}.{m}"), d)  # noqa: E731
             f1 = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
             f0 = lambda x: "" if x is None else f"{x:.0f}"  # noqa: E731
-            P(f"| {t} | {r:g} | {f0(v('attempts'))} | {f1(v('success'))} | {f1(v('success_fqdn'))} | "
-              f"{f1(v('success_sfqdn'))} | {f0(v('fail_dns_timeout'))} | {f0(v('fail_dns_servfail'))} | "
+            P(f"| {t} | {r:g} | {f0(v('attempts'))} | {f1(v('success_pct'))} | {f1(v('fqdn_success_pct'))} | "
+              f"{f1(v('sfqdn_success_pct'))} | {f0(v('fail_dns_timeout'))} | "
+              f"{f0(v('fail_dns_servfail'))} ({f0(v('servfail_fast'))}) | "
               f"{f0(v('fail_dns_shared'))} | "
-              f"{f0(v('fail_connect'))} | {f0(v('fail_wrong_host'))} | {f1(v('dns_p50'))} | "
+              f"{f0(v('fail_connect'))} | {f0(v('fail_wrong_host'))} | {f1(v('dns_p50_ms'))} | "
               f"{f0(v('rgw_queries'))} | {f0(v('rgw_reservations'))} | {f0(v('rgw_denied'))} | "
               f"{f0(v('rgw_claims'))} | {f0(v('rgw_unclaimed'))} |")
     P()
@@ -814,24 +968,39 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--arrivals", choices=["poisson", "uniform"], default="poisson")
     ap.add_argument("--dns-timeout", type=float, default=1.0)
-    ap.add_argument("--conn-timeout", type=float, default=1.0)
-    ap.add_argument("--tcp-ports", type=parse_ports, default=parse_ports("80,22,443,7,8"),
+    ap.add_argument("--conn-timeout", type=float, default=0.95,
+                    help="seconds for the data flow (default 0.95: the socket is closed before "
+                         "the kernel's first SYN retransmission at 1 s, so each connection sends one "
+                         "first packet; a late retransmitted SYN would claim a LATER reservation of "
+                         "the same address and reach another host)")
+    ap.add_argument("--tcp-ports", type=parse_ports, default=parse_ports("7101,7102,7103,7104,7105"),
                     help="the 5 SFQDN TCP ports, most popular first")
-    ap.add_argument("--udp-ports", type=parse_ports, default=parse_ports("7,8,443,1194,3478"),
+    ap.add_argument("--udp-ports", type=parse_ports, default=parse_ports("7101,7102,7103,7104,7105"),
                     help="the 5 SFQDN UDP ports, most popular first")
-    ap.add_argument("--fqdn-service", default="tcp/80",
+    ap.add_argument("--fqdn-service", default="tcp/7101",
                     type=lambda s: (s.split("/")[0], int(s.split("/")[1])),
                     help="what FQDN connections connect to")
     ap.add_argument("--pool-size", type=int, default=3)
     ap.add_argument("--tmax", type=float, default=2.0)
     ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay on the router (for labels)")
     ap.add_argument("--max-inflight", type=int, default=3000)
+    ap.add_argument("--allow-tuple-reuse", action="store_true",
+                    help="do not avoid reusing the 5-tuple of a flow from the last 200 s")
     ap.add_argument("--rgw-socket", default="", help="rgw control socket (counters per point)")
     ap.add_argument("--unbound-conf", default="", help="unbound.conf (stats, flush between points)")
     ap.add_argument("--csv", default="")
     ap.add_argument("--png", default="")
     ap.add_argument("--plot-only", metavar="CSV", help="only draw the PNG (and summary) from this CSV")
+    ap.add_argument("--serve", metavar="NAME",
+                    help="instead: run the TCP banner servers of host NAME on --tcp-ports")
     args = ap.parse_args()
+
+    if args.serve:
+        try:
+            asyncio.run(serve_banners(args.serve, args.tcp_ports))
+        except KeyboardInterrupt:
+            pass
+        return 0
 
     if args.plot_only:
         rows = read_csv(args.plot_only)

@@ -19,19 +19,30 @@
 #   --csv FILE       default testbed/bench/results/capacity.csv
 #   --png FILE       default docs/bench/capacity.png
 #   --keep-state     keep the state directory (logs) afterwards
+#   --allow-tuple-reuse  let the client reuse the 5-tuple of a flow from the last
+#                    200 s (see capacity.py: such a flow bypasses the gateway's
+#                    first-packet gate through the old conntrack entry)
 #   --nice N         niceness of the experiment's processes (rgw, unbound, NSD, the
 #                    host servers, the client), default -5; netem-lite runs SCHED_FIFO
 #                    (--rt-priority 10) so a busy machine does not stretch the delay
 #   --rgw-log LEVEL  rgw's log level (default warn; info logs every decision)
+#   --on-exhausted M rgw's pool.on_exhausted: drop (shipped default), servfail, refused
+#   --unbound-log    keep the testbed resolver's per-query log (log-queries,
+#                    log-replies). By default they are switched off at run time
+#                    (unbound-control set_option): one synchronous write per query
+#                    and reply, and on a busy disk a stalled write stalls the
+#                    resolver's only thread.
 #
 # What it does:
 #   1. brings up the testbed (testbed/topology.sh up) with prefix rgwcap<hex>-;
-#   2. starts extra listeners on both private hosts so every SFQDN port
-#      answers with the host's name: tcp/443 ("hostX-443") and udp/443,1194,3478
-#      (testbed/udp_server.py); tcp/7,8,22,80 and udp/7,8 come with the testbed;
+#   2. starts listeners on both private hosts so every SFQDN service answers
+#      with the host's name: TCP 7101-7105 ("hostX-<port>", capacity.py
+#      --serve: one process, no fork per connection, unlike the testbed's
+#      socat listeners) and UDP 7101-7105 (testbed/udp_server.py). Ports of
+#      their own, so they never collide with the testbed's servers;
 #   3. starts rgw in the gateway namespace with the shipped config, changed to:
-#      per-run control socket, the small pool, max_pending = 0 for every host
-#      (unlimited), Tmax 2 s, `--log warn`;
+#      per-run control socket and binding log, the small pool, max_pending = 0
+#      for every host (unlimited), Tmax 2 s, `--log warn`;
 #   4. starts netem-lite (testbed/tools) in the router namespace: --delay MS on
 #      FORWARD, i.e. each way between the public segment and the gateway. The
 #      client's path to the pool and the resolver's path to the gateway (the
@@ -46,13 +57,20 @@
 # Names: a recursive resolver answers identical questions that are in flight
 # at the same time with one upstream query (unbound's "mesh"), so two clients
 # asking hosta.gwa.demo within the same ~50 ms get the SAME pool address and
-# only one of them can claim it. With 2 names that dominates everything (see
-# testbed/tools/README.md, "capacity"). To measure the pool rather than the
-# resolver, every host gets aliases: hosta-001 .. hosta-099 (192.168.0.2 ..
-# .100, added to hosta's eth0) and hostb-001 .. hostb-099 (192.168.0.103 ..
-# .201), each one more [[hosts]] entry in rgw's config. The client picks a
-# name uniformly; the banner still names hosta / hostb. --names-per-host 1
-# shows the resolver effect.
+# only one of them can claim it. With 2 names that dominates everything
+# (measured: 68% success at 20 conn/s, all failures shared answers). To
+# measure the pool rather than the resolver, every host gets aliases:
+# hosta-001 .. hosta-099 (192.168.0.2 .. .100, added to hosta's eth0) and
+# hostb-001 .. hostb-099 (192.168.0.103 .. .201), each one more [[hosts]]
+# entry in rgw's config. The client picks a name uniformly; the banner still
+# names hosta / hostb. --names-per-host 1 shows the resolver effect.
+#
+# Run it on an otherwise idle machine. Past the knee the system is
+# metastable (dropped queries -> resolver retries -> answers that arrive after
+# the client gave up -> reservations held for Tmax -> more drops), and CPU
+# contention (other builds, benchmarks) stretches the resolver's and the
+# client's timing enough to tip it over earlier: on a 2-CPU VM at load 5-8 the
+# same sweep collapsed at rates the idle run handled at 99%.
 #
 # Environment: RGW_BIN, NETEM_LITE_BIN (skip the build), BENCH_ROUNDS,
 # BENCH_QUICK (as set by bench.sh), CARGO_TARGET_DIR.
@@ -79,6 +97,9 @@ KEEP_STATE=0
 NAMES=100
 NICE=-5
 RGW_LOG=warn
+UNBOUND_LOG=0
+PY_EXTRA=()
+ON_EXHAUSTED=
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 while [ $# -gt 0 ]; do
@@ -98,6 +119,9 @@ while [ $# -gt 0 ]; do
         --keep-state) KEEP_STATE=1; shift ;;
         --nice) NICE=$2; shift 2 ;;
         --rgw-log) RGW_LOG=$2; shift 2 ;;
+        --on-exhausted) ON_EXHAUSTED=$2; shift 2 ;;
+        --unbound-log) UNBOUND_LOG=1; shift ;;
+        --allow-tuple-reuse) PY_EXTRA+=(--allow-tuple-reuse); shift ;;
         -h|--help) usage ;;
         *) warn "unknown option '$1'"; usage ;;
     esac
@@ -113,6 +137,7 @@ fi
 [[ "$DELAY" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--delay wants milliseconds"
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed wants an unsigned integer"
 [[ "$NICE" =~ ^-?[0-9]+$ ]] || die "--nice wants an integer"
+[[ "$ON_EXHAUSTED" =~ ^(|drop|servfail|refused)$ ]] || die "--on-exhausted: drop, servfail or refused"
 [[ "$RGW_LOG" =~ ^(error|warn|info|debug|trace)$ ]] || die "--rgw-log: error, warn, info, debug or trace"
 [[ "$NAMES" =~ ^[0-9]+$ ]] && [ "$NAMES" -ge 1 ] && [ "$NAMES" -le 100 ] || die "--names-per-host wants 1..100"
 
@@ -200,16 +225,37 @@ info "capacity: tests $TESTS, rates $RATES conn/s, ${DURATION} s per point, $ROU
 load_env "$STATE"
 info "testbed $RGW_PREFIX up (state $STATE)"
 
+if [ "$UNBOUND_LOG" = 0 ]; then
+    for opt in log-queries log-replies; do
+        unbound-control -c "$UNBOUND_CONF" set_option "$opt:" no >/dev/null ||
+            warn "could not switch off unbound's $opt"
+    done
+fi
+
 # extra listeners: every SFQDN port must answer with the host's name
+TCP_PORTS=7101,7102,7103,7104,7105
+UDP_PORTS=7101,7102,7103,7104,7105
+servers=()
 for h in hosta hostb; do
     ns=$NS_HA; [ "$h" = hostb ] && ns=$NS_HB
-    start_bg "$STATE" "$ns" "$h-tcp443" socat TCP-LISTEN:443,fork,reuseaddr "SYSTEM:echo $h-443"
-    start_bg "$STATE" "$ns" "$h-udp-extra" "$PY" -u "$REPO/testbed/udp_server.py" "$h" 443:name 1194:name 3478:name
+    for p in ${TCP_PORTS//,/ }; do
+        [ -z "$(nsx "$ns" ss -Hlnt "sport = :$p")" ] || die "tcp/$p is already in use in $ns"
+    done
+    for p in ${UDP_PORTS//,/ }; do
+        [ -z "$(nsx "$ns" ss -Hlnu "sport = :$p")" ] || die "udp/$p is already in use in $ns"
+    done
+    start_bg "$STATE" "$ns" "$h-capacity-tcp" "$PY" -u "$BENCH_DIR/capacity.py" --serve "$h" --tcp-ports "$TCP_PORTS"
+    servers+=("$LAST_BG_PID")
+    # shellcheck disable=SC2046
+    start_bg "$STATE" "$ns" "$h-capacity-udp" "$PY" -u "$REPO/testbed/udp_server.py" "$h" \
+        $(printf '%s:name ' ${UDP_PORTS//,/ })
+    servers+=("$LAST_BG_PID")
 done
 for ns in "$NS_HA" "$NS_HB"; do
-    wait_port "$ns" tcp 443 5 || die "tcp/443 listener in $ns"
-    for p in 443 1194 3478; do wait_port "$ns" udp "$p" 5 || die "udp/$p listener in $ns"; done
+    for p in ${TCP_PORTS//,/ }; do wait_port "$ns" tcp "$p" 5 || die "tcp/$p listener in $ns"; done
+    for p in ${UDP_PORTS//,/ }; do wait_port "$ns" udp "$p" 5 || die "udp/$p listener in $ns"; done
 done
+for pid in "${servers[@]}"; do kill -0 "$pid" 2>/dev/null || die "a capacity listener exited (see $STATE/log)"; done
 
 # host aliases: alias i of hosta is 192.168.0.(1+i), of hostb 192.168.0.(102+i)
 alias_hosts() {
@@ -231,6 +277,8 @@ fi
     -e "s|^addresses = .*|addresses = [\"$POOL\"]|" \
     -e 's|^tmax = .*|tmax = "2s"\ndefault_max_pending = 0|' \
     -e 's|^max_pending = .*|max_pending = 0|' \
+    -e "s|^path = \".*bindings.log\"|path = \"$STATE/bindings.log\"|" \
+    ${ON_EXHAUSTED:+-e "s|^on_exhausted = .*|on_exhausted = \"$ON_EXHAUSTED\"|"} \
     "$REPO/testbed/config/rgw.toml"; alias_hosts; } >"$STATE/rgw.toml"
 "$RGW_BIN" check --config "$STATE/rgw.toml" >&2 || die "rgw check rejected $STATE/rgw.toml"
 start_bg "$STATE" "$NS_GW" rgw "$RGW_BIN" run --config "$STATE/rgw.toml" --log "$RGW_LOG"
@@ -262,19 +310,19 @@ fi
 # sanity: the delay is there, and a name leads to the right host
 rtt=$(nsx "$NS_CLI" ping -n -c 5 -i 0.2 -q "$GW_WAN_IP" | awk -F/ '/^rtt/ {print $5}')
 info "client -> gateway RTT: ${rtt:-?} ms (want $((2 * ${DELAY%.*})))"
-addr=$(nsx "$NS_CLI" dig +short +time=2 +tries=1 @"$RES_IP" tcp22.hosta.gwa.demo A || true)
-got=$(nsx "$NS_CLI" socat -T 2 - "TCP:$addr:22,connect-timeout=2" </dev/null 2>/dev/null || true)
-[ "$got" = hosta-22 ] || die "sanity check failed: tcp22.hosta.gwa.demo -> '$addr' -> '$got'"
-info "sanity: tcp22.hosta.gwa.demo -> $addr -> $got"
+addr=$(nsx "$NS_CLI" dig +short +time=2 +tries=1 @"$RES_IP" tcp7102.hosta.gwa.demo A || true)
+got=$(nsx "$NS_CLI" socat -T 2 - "TCP:$addr:7102,connect-timeout=2" </dev/null 2>/dev/null || true)
+[ "$got" = hosta-7102 ] || die "sanity check failed: tcp7102.hosta.gwa.demo -> '$addr' -> '$got'"
+info "sanity: tcp7102.hosta.gwa.demo -> $addr -> $got"
 
 # ------------------------------------------------------------------ measure
 t0=$(date +%s)
 nsx "$NS_CLI" timeout $((EST * 2 + 300)) nice -n "$NICE" "$PY" "$BENCH_DIR/capacity.py" \
     --resolver "$RES_IP" --zone gwa.demo --rates "$RATES" --duration "$DURATION" \
     --tests "$TESTS" --rounds "$ROUNDS" --seed "$SEED" --pool-size "$POOL_SIZE" \
-    --names-per-host "$NAMES" \
+    --names-per-host "$NAMES" --tcp-ports "$TCP_PORTS" --udp-ports "$UDP_PORTS" --fqdn-service tcp/7101 \
     --delay-ms "$DELAY" --tmax 2 --rgw-socket "$STATE/rgw.sock" --unbound-conf "$UNBOUND_CONF" \
-    --csv "$CSV_OUT" --png "$PNG_OUT" | tee "$STATE/summary.md"
+    --csv "$CSV_OUT" --png "$PNG_OUT" ${PY_EXTRA[@]+"${PY_EXTRA[@]}"} | tee "$STATE/summary.md"
 t1=$(date +%s)
 info "capacity: measured in $((t1 - t0)) s; CSV $CSV_OUT; plot $PNG_OUT"
 nsx "$NS_GW" "$RGW_BIN" status --socket "$STATE/rgw.sock" >"$STATE/rgw-status.txt" 2>&1 || true

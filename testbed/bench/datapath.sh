@@ -22,6 +22,7 @@
 # -b 2G -l 1400 -t T (received Mbit/s, loss %). The system order alternates.
 # Usage: datapath.sh [--rounds N] [--quick]
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 bench_args "$@"
 bench_open datapath
@@ -89,10 +90,10 @@ run_tcp() {
         claims0=$(rgw_counter claims)
         [ "$(reserve "tcp$PORT")" = "$R0" ] || die "rgw did not answer tcp$PORT.hosta.gwa.demo with $R0"
         iperf3_json "$out" &
-        local ip=$! i got=""
+        local ip=$! got=""
         # the control connection claims the first reservation; then the
         # same name is free again: reserve it for the data connection
-        for i in $(seq 1 40); do
+        for _ in $(seq 1 40); do
             sleep 0.1
             got=$(reserve "tcp$PORT")
             [ "$got" = "$R0" ] && break

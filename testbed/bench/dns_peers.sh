@@ -19,10 +19,10 @@
 #
 # Knot does not enlarge its UDP receive buffer (the kernel default, 208 KiB,
 # is used; net.core.rmem_default is global, not per namespace, so the bench
-# leaves it alone): dnsperf's opening burst overflows it, and each lost query
-# holds one of dnsperf's 500 slots until it times out (1 s, see lib.sh). The
-# kernel's drop count is reported as rcvbuf_drops. NSD asks for 2 MiB, rgw
-# for 4 MiB.
+# leaves it alone): bursts of dnsperf's 500 queries in flight overflow it, and
+# each lost query holds one of dnsperf's slots until it times out (1 s, see
+# lib.sh). The kernel's drop count is reported as rcvbuf_drops. NSD asks for
+# 2 MiB, rgw for 4 MiB.
 #
 # Queries: (a) gwa.demo SOA, (b) gwa.demo NS (glue in additional),
 # (c) ns.gwa.demo A. dnsperf -c 4 -T 2 -l 10 -q 500 -t 1 (DESIGN.md §3); the
@@ -31,6 +31,7 @@
 # (user + system, from /proc: client-bound runs still show the cost).
 # Usage: dns_peers.sh [--rounds N] [--quick]
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 bench_args "$@"
 bench_open dns_peers

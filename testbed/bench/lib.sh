@@ -9,8 +9,9 @@
 #                                append one row: scenario,system,metric,unit,round,value
 #   tb_up                        build rgw (once), bring up a testbed with a per-run
 #                                prefix, trap its teardown on exit
-#   rgw_config [sed -e ...]      the shipped rgw.toml with a per-run control socket,
-#                                plus the given sed expressions, written to $STATE/rgw.toml
+#   rgw_config [sed -e ...]      the shipped rgw.toml with a per-run control socket and
+#                                binding log, plus the given sed expressions, written
+#                                to $STATE/rgw.toml
 #   rgw_start / rgw_stop         rgw in the gateway namespace (--log warn), by PID
 #   rgw_counter NAME             one counter of `rgw status --json`
 #   dnsperf_run PORT QFILE SECONDS [SERVER]
@@ -30,7 +31,7 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$BENCH_DIR/../.." && pwd)"
 RESULTS_DIR="$BENCH_DIR/results"
 PY=/usr/bin/python3     # Debian's python (matplotlib, no pyenv shims inside netns)
-# shellcheck source=../lib.sh
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
 . "$REPO/testbed/lib.sh"
 
 # ------------------------------------------------------------------ options
@@ -129,7 +130,8 @@ tb_up() {
 
 # ------------------------------------------------------------------ rgw
 rgw_config() {
-    sed -e "s|^socket = .*|socket = \"$STATE/rgw.sock\"|" "$@" \
+    sed -e "s|^socket = .*|socket = \"$STATE/rgw.sock\"|" \
+        -e "s|^path = \".*bindings.log\"|path = \"$STATE/bindings.log\"|" "$@" \
         "$REPO/testbed/config/rgw.toml" >"$STATE/rgw.toml"
     "$RGW_BIN" check --config "$STATE/rgw.toml" >/dev/null || die "rgw check rejected $STATE/rgw.toml"
 }

@@ -47,17 +47,18 @@ SCENARIOS = OrderedDict([
         "(user + system time of the server's processes from /proc, divided by the answered "
         "queries) shows the server's own cost. The average latency is mostly queueing: 500 queries "
         "in flight divided by the rate, less the ones lost. `rcvbuf_drops` are datagrams the kernel "
-        "dropped on a full socket receive buffer (Knot keeps the 208 KiB default and loses "
-        "dnsperf's opening burst); a lost query holds one of dnsperf's 500 slots for the 1 s "
-        "timeout.",
+        "dropped on a full socket receive buffer (Knot keeps the 208 KiB default and drops part "
+        "of every burst of dnsperf's 500 queries in flight); a lost query holds one of dnsperf's "
+        "500 slots for the 1 s timeout.",
     )),
     ("alloc", (
         "DNS allocating answers (rgw only)",
         "`alloc.sh`. rgw with a /16 pool and no per-host limit. `seq_*`: one query in flight "
-        "(`dns_latency.py`, 10k queries): `seq_alloc` asks `tcp<N>.hosta.gwa.demo A` (a Circular "
-        "Pool reservation plus a netlink set-element add, acked before the answer leaves), "
-        "`seq_soa` the static apex SOA on the same path; `alloc_cost` is the difference of the "
-        "medians. `alloc.*` / `soa.*`: dnsperf `-c 4 -T 2 -q 500 -t 1` with tcp1..tcp60000.hosta.gwa.demo "
+        "(`dns_latency.py`, 10k of each kind, interleaved): `seq_alloc` asks "
+        "`tcp<N>.hosta.gwa.demo A` (a Circular Pool reservation plus a netlink set-element add, "
+        "acked before the answer leaves), `seq_soa` the static apex SOA on the same path; "
+        "`alloc_cost` is the median over the pairs of (SFQDN round trip − the SOA round trip just "
+        "before it). `alloc.*` / `soa.*`: dnsperf `-c 4 -T 2 -q 500 -t 1` with tcp1..tcp60000.hosta.gwa.demo "
         "vs the apex SOA; `alloc.reservations` is the growth of rgw's `reservations` counter (checked "
         "to equal the answered queries); `alloc_over_static` is the per-round ratio of the two rates. "
         "No other server allocates, so there is no peer column.",
@@ -74,7 +75,12 @@ SCENARIOS = OrderedDict([
     )),
     ("capacity", (
         "Circular Pool capacity",
-        "`capacity.sh` (see the script for the method).",
+        "`capacity.sh` / `capacity.py` (the seed's capacity experiment; method and traffic mixes "
+        "in the script's header): new inbound connections per second offered by name through the "
+        "real resolver to a small pool, with a 50 ms round trip added on the router (netem-lite). "
+        "`t_service` is the measured time from the DNS answer to the first packet, `eta` the "
+        "seed's bound (pool_size / T_service, or its SFQDN form), `max_rate_95pct` the highest "
+        "offered rate that still had 95 % successful connections.",
     )),
     ("micro", (
         "Micro-benchmarks (criterion)",
@@ -97,7 +103,7 @@ HEADLINE = [
     ("dns_peers", "soa.cpu_per_query", "apex SOA, server CPU µs/query"),
     ("dns_peers", "a.cpu_per_query", "static A, server CPU µs/query"),
     ("alloc", "alloc_over_static", "allocating A ÷ static SOA, queries/s"),
-    ("alloc", "alloc_cost.median", "allocation cost (sequential median), µs"),
+    ("alloc", "alloc_cost.median", "allocation cost (sequential, paired median), µs"),
     ("datapath", "tcp_throughput", "TCP through the gateway, Mbit/s"),
     ("datapath", "udp_received", "UDP 1400 B received, Mbit/s"),
 ]
@@ -119,10 +125,18 @@ def read_fragments(results: pathlib.Path) -> list[dict]:
     return rows
 
 
+def parent(scenario: str) -> str | None:
+    """The known scenario a detail fragment belongs to: capacity_test1 -> capacity."""
+    return next((k for k in SCENARIOS if scenario.startswith(k + "_")), None)
+
+
 def scenario_order(rows: list[dict]) -> list[str]:
-    present = list(OrderedDict.fromkeys(r["scenario"] for r in rows))
-    known = [s for s in SCENARIOS if s in present]
-    return known + sorted(s for s in present if s not in SCENARIOS)
+    """Known scenarios in report order, each followed by its detail scenarios, then the rest."""
+    present = sorted(set(r["scenario"] for r in rows))
+    out = []
+    for k in SCENARIOS:
+        out += [s for s in present if s == k or parent(s) == k]
+    return out + [s for s in present if s not in out]
 
 
 def fmt(v: float) -> str:
@@ -139,7 +153,7 @@ def fmt(v: float) -> str:
 
 def spread(values: list[float]) -> str:
     med = statistics.median(values)
-    if len(values) == 1:
+    if min(values) == max(values):
         return fmt(med)
     return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
 
@@ -181,13 +195,16 @@ class Scenario:
         return [v for vs in self.data.get((metric, system), {}).values() for v in vs]
 
     def ratios(self, metric: str, peer: str) -> list[float]:
-        """rgw / peer for every round both were measured in (back-to-back pairs)."""
+        """rgw / peer for every round both were measured in (back-to-back pairs).
+        Empty when a value is 0 in some round: a ratio of counts such as lost
+        queries says nothing there."""
         ours, theirs = self.data.get((metric, US), {}), self.data.get((metric, peer), {})
         out = []
-        for rnd in ours.keys() & theirs.keys():
+        for rnd in sorted(ours.keys() & theirs.keys()):
             a, b = statistics.median(ours[rnd]), statistics.median(theirs[rnd])
-            if b != 0:
-                out.append(a / b)
+            if a == 0 or b == 0:
+                return []
+            out.append(a / b)
         return out
 
     def pivot(self):
@@ -211,10 +228,10 @@ class Scenario:
         if groups:
             system = self.systems[0]
             shape = next(iter(groups.values()))
-            head = ["", "unit"] + [m.replace("_", " ") for m, _, _ in shape]
-            lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(shape)]
+            head = [""] + [f"{m.replace('_', ' ')} ({u})" for m, u, _ in shape]
+            lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(shape)]
             for group, cols in groups.items():
-                cells = [GROUPS.get(group, group), shape[0][1]]
+                cells = [GROUPS.get(group, group)]
                 cells += [spread(self.values(metric, system)) for _, _, metric in cols]
                 lines.append("| " + " | ".join(cells) + " |")
             return lines
@@ -332,12 +349,16 @@ def render(rows: list[dict], meta: dict, out: pathlib.Path) -> str:
     L += [
         "Generated by `testbed/bench/report.py` from the fragments in `testbed/bench/results/`;",
         "all rows are in [benchmarks.csv](benchmarks.csv). Everything outside the *Analysis*",
-        "section is rewritten on every run. To reproduce (as root, takes about 15 minutes):",
+        "section is rewritten on every run. To reproduce (as root):",
         "",
         "```sh",
-        "./testbed/install-deps.sh bench      # once: knot, iperf3, matplotlib, perf, valgrind",
-        "./testbed/bench/bench.sh             # 3 rounds; --rounds N, or --quick (1 short round)",
+        "./testbed/bench/bench.sh                                # everything, 3 rounds: about 30 min",
+        "./testbed/bench/bench.sh --only alloc,dns_peers,datapath  # without capacity/micro: about 10 min",
+        "./testbed/bench/bench.sh --quick                        # 1 short round of everything",
         "```",
+        "",
+        "bench.sh installs what is missing (`testbed/install-deps.sh bench`: Knot, iperf3,",
+        "matplotlib, perf, valgrind) and builds rgw (`cargo build --release --locked -p rgw`).",
         "",
         "Absolute numbers on a shared 2-vCPU virtual machine are noise: the load generator, the",
         "server and the kernel's forwarding share the same two CPUs, and other work on the host",
@@ -390,7 +411,11 @@ def render(rows: list[dict], meta: dict, out: pathlib.Path) -> str:
     for name in order:
         sc = scen[name]
         title, method = SCENARIOS.get(name, (name, ""))
-        L += [f"### {title} (`{name}`)", ""]
+        if parent(name):
+            title = f"{SCENARIOS[parent(name)][0]}, details: {name[len(parent(name)) + 1:]}"
+            L += [f"#### {title} (`{name}`)", ""]
+        else:
+            L += [f"### {title} (`{name}`)", ""]
         if method:
             L += [method, ""]
         L += [f"Median over {sc.rounds} round(s), range in parentheses."
