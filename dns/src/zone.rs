@@ -117,10 +117,6 @@ impl ZoneData {
         }
     }
 
-    pub fn hosts(&self) -> &[Host] {
-        &self.hosts
-    }
-
     pub fn host(&self, idx: usize) -> Option<&Host> {
         self.hosts.get(idx)
     }

@@ -298,10 +298,6 @@ impl Gateway {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn host_name(&self, idx: usize) -> String {
-        self.snapshot().host_name(idx).to_string()
-    }
-
     /// Runs `answer` with an allocator whose reservations are installed in the
     /// kernel together, in one netlink batch, before this returns: answers
     /// computed inside may only be sent afterwards. Returns `answer`'s result
@@ -324,6 +320,7 @@ impl Gateway {
         let Some(mut core) = core.filter(|_| !made.is_empty()) else {
             return (out, true);
         };
+        let snap = self.snapshot();
         if let Err(e) = core.sink.install(&made) {
             for r in &made {
                 core.pool.cancel(r.id);
@@ -333,14 +330,14 @@ impl Gateway {
             inc(&self.metrics.dataplane_errors);
             for r in &made {
                 self.metrics.count_denied(DenyReason::Dataplane);
-                warn!(host = %self.host_name(r.host), r = %r.addr, service = %svc_str(r.service), error = %e, "reservation not installed");
+                warn!(host = %snap.host_name(r.host), r = %r.addr, service = %svc_str(r.service), error = %e, "reservation not installed");
             }
             return (out, false);
         }
         drop(core);
         for r in &made {
             inc(&self.metrics.reservations);
-            info!(id = r.id, host = %self.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "reserved");
+            info!(id = r.id, host = %snap.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "reserved");
         }
         (out, true)
     }
@@ -363,8 +360,8 @@ impl Gateway {
             warn!(r = %r.addr, error = %e, "claimed reservation's kernel element not removed (it expires by itself)");
         }
         inc(&self.metrics.claims);
+        let snap = self.snapshot();
         if let Some(tx) = self.bindings.get() {
-            let snap = self.snapshot();
             // Never blocks the gate: a full queue is counted as dropped by the writer state.
             tx.try_send(BindingRecord {
                 time: SystemTime::now(),
@@ -385,7 +382,7 @@ impl Gateway {
         }
         info!(
             id = r.id,
-            host = %self.host_name(r.host),
+            host = %snap.host_name(r.host),
             r = %r.addr,
             service = %svc_str(r.service),
             src = %pkt.src,
@@ -397,7 +394,6 @@ impl Gateway {
         Some(claim_mark(r.host))
     }
 
-    /// Releases reservations whose Tmax passed (their kernel elements expire by themselves).
     /// Releases reservations whose Tmax passed (their kernel elements expire by themselves).
     pub fn expire(&self, now: Instant) {
         let mut core = self.core();

@@ -260,35 +260,23 @@ fn metrics_text(gw: &Gateway) -> String {
         shared: s.shared as u64,
         pending: s.pending as u64,
     };
-    let mut counters = gw.metrics.snapshot();
-    counters.extend(
-        gw.proxy_stats
-            .snapshot()
-            .into_iter()
-            .map(|(k, v)| (proxy_counter_name(k), v)),
-    );
+    // Component counters join the daemon's under a prefix (`rgw_proxy_routed_total`, …).
+    let mut extra: Vec<(String, u64)> = gw
+        .proxy_stats
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (format!("proxy_{k}"), v))
+        .collect();
     if let Some(tx) = gw.binding_log() {
         use std::sync::atomic::Ordering::Relaxed;
         let st = tx.state();
-        counters.push(("binding_log_written", st.written.load(Relaxed)));
-        counters.push(("binding_log_dropped", st.dropped.load(Relaxed)));
-        counters.push(("binding_log_errors", st.errors.load(Relaxed)));
+        extra.push(("binding_log_written".into(), st.written.load(Relaxed)));
+        extra.push(("binding_log_dropped".into(), st.dropped.load(Relaxed)));
+        extra.push(("binding_log_errors".into(), st.errors.load(Relaxed)));
     }
+    let mut counters: Vec<(&str, u64)> = gw.metrics.snapshot();
+    counters.extend(extra.iter().map(|(k, v)| (k.as_str(), *v)));
     rgw::prometheus::gateway_metrics(&counters, pool, &kernel)
-}
-
-/// `rgw_proxy_<name>_total` in the exposition.
-fn proxy_counter_name(k: &str) -> &'static str {
-    match k {
-        "accepted" => "proxy_accepted",
-        "routed" => "proxy_routed",
-        "unknown_name" => "proxy_unknown_name",
-        "invalid" => "proxy_invalid",
-        "backend_failed" => "proxy_backend_failed",
-        "over_limit" => "proxy_over_limit",
-        "incomplete" => "proxy_incomplete",
-        _ => "proxy_other",
-    }
 }
 
 /// Holds an exclusive lock file for the daemon's life: one for the control

@@ -446,7 +446,7 @@ fn lookup(rows: &'static [Row], name: &str) -> Option<&'static Row> {
 ///   `None` (nft could not read it) leaves the series out of this scrape. An
 ///   unknown name `x` is exported as `rgw_kernel_x_packets_total`.
 pub fn gateway_samples(
-    counters: &[(&'static str, u64)],
+    counters: &[(&str, u64)],
     pool: PoolGauges,
     kernel: &[(&'static str, Option<u64>)],
 ) -> Vec<OwnedSample> {
@@ -503,7 +503,7 @@ pub fn gateway_samples(
 
 /// [`gateway_samples`], rendered: the body of `GET /metrics`.
 pub fn gateway_metrics(
-    counters: &[(&'static str, u64)],
+    counters: &[(&str, u64)],
     pool: PoolGauges,
     kernel: &[(&'static str, Option<u64>)],
 ) -> String {

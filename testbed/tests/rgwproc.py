@@ -21,7 +21,7 @@ def rgw_binary() -> pathlib.Path:
     return path
 
 
-def config_text(state_dir: pathlib.Path, pool=None, tmax=None, extra_host_lines=None, on_exhausted=None) -> str:
+def config_text(state_dir: pathlib.Path, pool=None, tmax=None) -> str:
     """The shipped demo configuration with a per-run control socket and optional overrides."""
     text = SHIPPED_CONFIG.read_text()
     text = re.sub(r'(?m)^socket = .*$', f'socket = "{state_dir}/rgw.sock"', text)
@@ -31,10 +31,6 @@ def config_text(state_dir: pathlib.Path, pool=None, tmax=None, extra_host_lines=
         text = re.sub(r'(?m)^addresses = .*$', f"addresses = [{items}]", text)
     if tmax is not None:
         text = re.sub(r'(?m)^tmax = .*$', f'tmax = "{tmax}"', text)
-    if on_exhausted is not None:
-        text = re.sub(r'(?m)^on_exhausted = .*$', f'on_exhausted = "{on_exhausted}"', text)
-    if extra_host_lines:
-        text = text.replace("max_pending = 3", extra_host_lines)
     return text
 
 
