@@ -1,14 +1,157 @@
 //! Application layer gateways for the Realm Gateway (FTP, SIP, RTSP).
 //!
-//! The engine will be sans-IO (packets and time in, verdicts and pinholes
-//! out) and track TCP SEQ/ACK offsets itself, because this kernel neither
-//! passes conntrack data through NFQUEUE nor fixes sequence numbers after a
-//! userspace rewrite (DESIGN.md §3). So far only that tracker exists
-//! ([`seqadj`]); the rewriters and the data path are not wired, and the
-//! gateway forwards these protocols like any other flow, without rewriting.
+//! Sans-IO: packets, their direction and the time go in; a verdict (accept,
+//! accept rewritten, drop) and the pinholes to open come out. The engine
+//! ([`engine`]) owns every packet of the flows it handles, in both
+//! directions, and tracks TCP SEQ/ACK offsets itself ([`seqadj`]) because
+//! this kernel neither passes conntrack data through NFQUEUE nor fixes
+//! sequence numbers after a userspace rewrite (DESIGN.md §3).
+//!
+//! The shell in `rgw` queues the packets of ALG flows in the forward hook,
+//! where both directions carry the private host's real address (DNAT done,
+//! SNAT not yet), hands them to [`engine::Engine::handle`] and writes the
+//! pinholes into nftables.
+//!
+//! Message rewriters ([`ftp`], [`sip`], [`rtsp`]) see one message at a
+//! time and know nothing of TCP: they implement [`Rewriter`].
 
+pub mod engine;
+pub mod ftp;
+pub mod packet;
+pub mod rtsp;
+pub mod sdp;
 pub mod seqadj;
+pub mod sip;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 /// Well-known control ports whose flows carry addresses in their payload:
 /// (IP protocol number, port).
 pub const ALG_PORTS: &[(u8, u16)] = &[(6, 21), (17, 5060), (6, 5060), (6, 554)];
+
+/// The application protocol of a control flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Ftp,
+    Sip,
+    Rtsp,
+}
+
+/// Transport of a flow or pinhole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Transport::Tcp => 6,
+            Transport::Udp => 17,
+        }
+    }
+}
+
+/// Which side sent a packet or message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the private host (LAN side) towards the public peer.
+    FromPrivate,
+    /// From the public peer (WAN side) towards the private host.
+    FromPublic,
+}
+
+/// Which end of the control flow listens on the ALG port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The private host is the client (outbound: active FTP, outgoing call,
+    /// private RTSP player).
+    PrivateClient,
+    /// The private host is the server, reached through a reservation
+    /// (inbound: passive FTP, incoming call, public RTSP player).
+    PrivateServer,
+}
+
+/// What a rewriter knows about the control flow it is rewriting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowAddrs {
+    /// The private host's end of the flow (as seen on the LAN).
+    pub private: SocketAddrV4,
+    /// The public peer's end of the flow (never translated).
+    pub peer: SocketAddrV4,
+    /// The address the peer sees for our side: the service address for
+    /// outbound flows, the claimed pool address for inbound ones.
+    pub public: Ipv4Addr,
+    /// The private host's FQDN (for protocols that accept a name instead of
+    /// an address literal), when known.
+    pub host_fqdn: Option<String>,
+    pub role: Role,
+    pub transport: Transport,
+}
+
+/// Ask the engine for the public port of a new pinhole on [`FlowAddrs::public`].
+/// The engine answers deterministically for the same `(transport,
+/// private_port)` within one flow, so a retransmitted message is rewritten
+/// identically. `None`: no port available (the rewriter leaves the message
+/// unchanged and the engine counts it).
+pub trait PortAlloc {
+    fn public_port(&mut self, transport: Transport, private_port: u16) -> Option<u16>;
+}
+
+/// An inbound mapping for a data or media flow: admit flows from `peer`
+/// (any source port) to `public_addr:public_port` and DNAT them to
+/// `private_addr:private_port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pinhole {
+    pub peer: Ipv4Addr,
+    pub transport: Transport,
+    pub public_addr: Ipv4Addr,
+    pub public_port: u16,
+    pub private_addr: Ipv4Addr,
+    pub private_port: u16,
+    pub lifetime: Duration,
+    /// Also make flows the private end starts towards `peer` from
+    /// `private_port` leave with source `public_addr` (e.g. RTP from a
+    /// private server reached through a pool address).
+    pub snat: bool,
+}
+
+/// How one message came out of a rewriter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Complete message, no change needed.
+    Unchanged,
+    /// Complete message, replaced by these bytes (whole message).
+    Rewritten(Vec<u8>),
+    /// The buffer holds only the start of a message: the engine must wait
+    /// for more bytes of the stream (TCP) before deciding.
+    Incomplete,
+    /// Not parseable as this protocol: pass unchanged and count.
+    Malformed,
+}
+
+/// Result of [`Rewriter::rewrite`] for the first message in a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageResult {
+    pub outcome: Outcome,
+    /// Bytes of the input that the message occupies (0 for `Incomplete`;
+    /// for `Malformed` on a stream, how far to skip, at least 1).
+    pub consumed: usize,
+    pub pinholes: Vec<Pinhole>,
+}
+
+/// Per-protocol message rewriter: rewrites the first message in `buf`
+/// (a TCP stream slice that starts on a message boundary, or one UDP
+/// datagram). Must never panic on any input.
+pub trait Rewriter {
+    fn rewrite(
+        &self,
+        buf: &[u8],
+        dir: Direction,
+        flow: &FlowAddrs,
+        ports: &mut dyn PortAlloc,
+    ) -> MessageResult;
+}
