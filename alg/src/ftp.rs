@@ -1,1 +1,748 @@
-//! (to be written)
+//! FTP control connection rewriter (RFC 959, RFC 2428).
+//!
+//! Only the private host's messages carry an address that the peer must
+//! use to open the data connection, so only [`Direction::FromPrivate`] is
+//! rewritten:
+//!
+//! * private client ([`Role::PrivateClient`], active mode outgoing):
+//!   `PORT h1,h2,h3,h4,p1,p2` (RFC 959 §4.1.2) and `EPRT |1|addr|port|`
+//!   (RFC 2428 §2);
+//! * private server ([`Role::PrivateServer`], passive mode incoming, the
+//!   server reached through its pool address): `227 … (h1,h2,h3,h4,p1,p2)`
+//!   (RFC 959 §4.2, the text around the numbers is free: vsftpd, pyftpdlib
+//!   and ProFTPD differ) and `229 … (|||port|)` (RFC 2428 §3).
+//!
+//! The other cases (passive outgoing, active incoming) need no ALG: the
+//! data connection goes from the private side outwards through ordinary NAT.
+//!
+//! # Choices
+//!
+//! * An address is rewritten only when it is the private host's own address
+//!   ([`FlowAddrs::private`]): a PORT naming a third host (FXP) is left
+//!   alone. A 227 that already names the public address (a server configured
+//!   with its public address, e.g. vsftpd `pasv_address`) keeps it but still
+//!   gets its pinhole (its port is rewritten if the engine had to pick
+//!   another one).
+//! * 229 carries no address; the public client connects to the flow's public
+//!   address and the announced port, so a pinhole is needed all the same;
+//!   the reply is rewritten only when the public port differs.
+//! * Lines end with `\r\n`; a bare `\n` is tolerated and kept. A partial line
+//!   is held ([`Outcome::Incomplete`]) only while it can still become one of
+//!   the four messages above and is at most [`MAX_LINE`] bytes; any other
+//!   partial line passes unchanged at once.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::{
+    Direction, FlowAddrs, MessageResult, Outcome, Pinhole, PortAlloc, Rewriter, Role, Transport,
+};
+
+/// Longest partial line worth holding (a PORT or 227 line is < 100 bytes).
+pub const MAX_LINE: usize = 512;
+
+/// Default lifetime of a data connection pinhole (the engine overrides it
+/// with its configuration).
+pub const DATA_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Rewrites PORT/EPRT commands and 227/229 replies of the private host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FtpRewriter;
+
+fn result(outcome: Outcome, consumed: usize, pinholes: Vec<Pinhole>) -> MessageResult {
+    MessageResult {
+        outcome,
+        consumed,
+        pinholes,
+    }
+}
+
+/// Whether `partial` (the start of a line) could still become `word`
+/// (ASCII case-insensitive).
+fn could_be(partial: &[u8], word: &[u8]) -> bool {
+    let n = partial.len().min(word.len());
+    match (partial.get(..n), word.get(..n)) {
+        (Some(p), Some(w)) => p.eq_ignore_ascii_case(w),
+        _ => false,
+    }
+}
+
+fn starts_with_ci(s: &[u8], word: &[u8]) -> bool {
+    s.len() >= word.len() && could_be(s, word)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Decimal number of 1..=`max_digits` ASCII digits.
+fn number(s: &[u8], max_digits: usize) -> Option<u32> {
+    if s.is_empty() || s.len() > max_digits || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u32, |n, &d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
+}
+
+/// `h1,h2,h3,h4,p1,p2` (spaces around the numbers tolerated).
+fn host_port(s: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let mut v = [0u8; 6];
+    let mut parts = s.split(|&b| b == b',');
+    for slot in v.iter_mut() {
+        let n = number(trim(parts.next()?), 3)?;
+        *slot = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    let [a, b, c, d, p1, p2] = v;
+    Some((Ipv4Addr::new(a, b, c, d), u16::from_be_bytes([p1, p2])))
+}
+
+fn host_port_text(addr: Ipv4Addr, port: u16) -> String {
+    let [a, b, c, d] = addr.octets();
+    let [p1, p2] = port.to_be_bytes();
+    format!("{a},{b},{c},{d},{p1},{p2}")
+}
+
+/// Splits a line into its body and its ending (`\r\n` or `\n`).
+fn split_ending(line: &[u8]) -> (&[u8], &[u8]) {
+    if let Some(body) = line.strip_suffix(b"\r\n") {
+        (body, b"\r\n")
+    } else if let Some(body) = line.strip_suffix(b"\n") {
+        (body, b"\n")
+    } else {
+        (line, b"")
+    }
+}
+
+/// The first run `n,n,n,n,n,n` in `s`: its byte range and value.
+fn find_host_port(s: &[u8]) -> Option<(usize, usize, Ipv4Addr, u16)> {
+    let mut i = 0;
+    while i < s.len() {
+        if s.get(i).is_some_and(u8::is_ascii_digit) {
+            // Longest run of digits, commas and spaces from here.
+            let end = i + s
+                .get(i..)?
+                .iter()
+                .take_while(|&&b| b.is_ascii_digit() || b == b',' || b == b' ')
+                .count();
+            let mut run = s.get(i..end)?;
+            // Trailing spaces/commas are not part of the numbers.
+            while let [rest @ .., b' ' | b','] = run {
+                run = rest;
+            }
+            if let Some((addr, port)) = host_port(run) {
+                return Some((i, i + run.len(), addr, port));
+            }
+            // Skip this digit run.
+            i += s
+                .get(i..)?
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The first `<d><d><d>port<d>` in `s` (RFC 2428 §3): byte range of the
+/// port digits and the port.
+fn find_epsv_port(s: &[u8]) -> Option<(usize, usize, u16)> {
+    for i in 0..s.len() {
+        let d = *s.get(i)?;
+        if !(33..=126).contains(&d) || d.is_ascii_digit() {
+            continue;
+        }
+        if s.get(i + 1) != Some(&d) || s.get(i + 2) != Some(&d) {
+            continue;
+        }
+        let start = i + 3;
+        let digits = s
+            .get(start..)?
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 || s.get(start + digits) != Some(&d) {
+            continue;
+        }
+        let port = number(s.get(start..start + digits)?, 5)?;
+        let port = u16::try_from(port).ok().filter(|&p| p != 0)?;
+        return Some((start, start + digits, port));
+    }
+    None
+}
+
+fn pinhole(flow: &FlowAddrs, public_port: u16, private_port: u16) -> Pinhole {
+    Pinhole {
+        peer: *flow.peer.ip(),
+        transport: Transport::Tcp,
+        public_addr: flow.public,
+        public_port,
+        private_addr: *flow.private.ip(),
+        private_port,
+        lifetime: DATA_LIFETIME,
+        snat: false,
+    }
+}
+
+/// Splices `replacement` over `body[start..end]` and re-adds the ending.
+fn splice(body: &[u8], start: usize, end: usize, replacement: &[u8], ending: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + replacement.len() + ending.len());
+    out.extend_from_slice(body.get(..start).unwrap_or(&[]));
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(body.get(end..).unwrap_or(&[]));
+    out.extend_from_slice(ending);
+    out
+}
+
+/// `PORT` and `EPRT` from a private client.
+fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageResult {
+    let consumed = line.len();
+    let (body, ending) = split_ending(line);
+    let is_port = starts_with_ci(body, b"PORT");
+    let is_eprt = starts_with_ci(body, b"EPRT");
+    if !is_port && !is_eprt {
+        return result(Outcome::Unchanged, consumed, Vec::new());
+    }
+    let (cmd, rest) = body.split_at(4);
+    // "PORTX" is another command; "PORT" needs an argument.
+    match rest.first() {
+        Some(b' ' | b'\t') => {}
+        Some(_) => return result(Outcome::Unchanged, consumed, Vec::new()),
+        None => return result(Outcome::Malformed, consumed, Vec::new()),
+    }
+    let args = trim(rest);
+    let parsed = if is_port {
+        host_port(args)
+    } else {
+        match eprt_args(args) {
+            Eprt::V4(a, p) => Some((a, p)),
+            Eprt::Other => return result(Outcome::Unchanged, consumed, Vec::new()),
+            Eprt::Bad => None,
+        }
+    };
+    let Some((addr, port)) = parsed.filter(|&(_, p)| p != 0) else {
+        return result(Outcome::Malformed, consumed, Vec::new());
+    };
+    if addr != *flow.private.ip() {
+        return result(Outcome::Unchanged, consumed, Vec::new());
+    }
+    let Some(public_port) = ports.public_port(Transport::Tcp, port) else {
+        return result(Outcome::Unchanged, consumed, Vec::new());
+    };
+    let mut out = Vec::with_capacity(consumed + 8);
+    out.extend_from_slice(cmd);
+    out.push(b' ');
+    if is_port {
+        out.extend_from_slice(host_port_text(flow.public, public_port).as_bytes());
+    } else {
+        let d = char::from(args.first().copied().unwrap_or(b'|'));
+        out.extend_from_slice(format!("{d}1{d}{}{d}{public_port}{d}", flow.public).as_bytes());
+    }
+    out.extend_from_slice(ending);
+    result(
+        Outcome::Rewritten(out),
+        consumed,
+        vec![pinhole(flow, public_port, port)],
+    )
+}
+
+enum Eprt {
+    V4(Ipv4Addr, u16),
+    /// A well-formed EPRT for another address family (IPv6).
+    Other,
+    Bad,
+}
+
+/// `<d>af<d>addr<d>port<d>` (RFC 2428 §2).
+fn eprt_args(args: &[u8]) -> Eprt {
+    let Some((&d, rest)) = args.split_first() else {
+        return Eprt::Bad;
+    };
+    if !(33..=126).contains(&d) {
+        return Eprt::Bad;
+    }
+    let Some(inner) = rest.strip_suffix(&[d]) else {
+        return Eprt::Bad;
+    };
+    let mut f = inner.split(|&b| b == d);
+    let (Some(af), Some(addr), Some(port), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        return Eprt::Bad;
+    };
+    let port = match number(port, 5).and_then(|p| u16::try_from(p).ok()) {
+        Some(p) => p,
+        None => return Eprt::Bad,
+    };
+    match af {
+        b"1" => match std::str::from_utf8(addr).ok().and_then(|a| a.parse().ok()) {
+            Some(a) => Eprt::V4(a, port),
+            None => Eprt::Bad,
+        },
+        b"2" => Eprt::Other,
+        _ => Eprt::Bad,
+    }
+}
+
+/// `227` and `229` replies from a private server.
+fn reply(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageResult {
+    let consumed = line.len();
+    let (body, ending) = split_ending(line);
+    let unchanged = || result(Outcome::Unchanged, consumed, Vec::new());
+    if starts_with_ci(body, b"227 ") {
+        let Some((start, end, addr, port)) = body.get(4..).and_then(find_host_port) else {
+            return result(Outcome::Malformed, consumed, Vec::new());
+        };
+        let (start, end) = (start + 4, end + 4);
+        if port == 0 {
+            return result(Outcome::Malformed, consumed, Vec::new());
+        }
+        let keep_addr = if addr == *flow.private.ip() {
+            false
+        } else if addr == flow.public {
+            true
+        } else {
+            return unchanged();
+        };
+        let Some(public_port) = ports.public_port(Transport::Tcp, port) else {
+            return unchanged();
+        };
+        let holes = vec![pinhole(flow, public_port, port)];
+        if keep_addr && public_port == port {
+            return result(Outcome::Unchanged, consumed, holes);
+        }
+        let text = host_port_text(flow.public, public_port);
+        let out = splice(body, start, end, text.as_bytes(), ending);
+        return result(Outcome::Rewritten(out), consumed, holes);
+    }
+    if starts_with_ci(body, b"229 ") {
+        let Some((start, end, port)) = body.get(4..).and_then(find_epsv_port) else {
+            return result(Outcome::Malformed, consumed, Vec::new());
+        };
+        let (start, end) = (start + 4, end + 4);
+        let Some(public_port) = ports.public_port(Transport::Tcp, port) else {
+            return unchanged();
+        };
+        let holes = vec![pinhole(flow, public_port, port)];
+        if public_port == port {
+            return result(Outcome::Unchanged, consumed, holes);
+        }
+        let out = splice(body, start, end, public_port.to_string().as_bytes(), ending);
+        return result(Outcome::Rewritten(out), consumed, holes);
+    }
+    unchanged()
+}
+
+impl Rewriter for FtpRewriter {
+    fn rewrite(
+        &self,
+        buf: &[u8],
+        dir: Direction,
+        flow: &FlowAddrs,
+        ports: &mut dyn PortAlloc,
+    ) -> MessageResult {
+        if buf.is_empty() {
+            return result(Outcome::Incomplete, 0, Vec::new());
+        }
+        let words: &[&[u8]] = match (dir, flow.role) {
+            (Direction::FromPublic, _) => &[],
+            (Direction::FromPrivate, Role::PrivateClient) => &[b"PORT", b"EPRT"],
+            (Direction::FromPrivate, Role::PrivateServer) => &[b"227 ", b"229 "],
+        };
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            let relevant = words.iter().any(|w| could_be(buf, w));
+            return if !relevant {
+                // Cannot become an address message: pass what we have.
+                result(Outcome::Unchanged, buf.len(), Vec::new())
+            } else if buf.len() > MAX_LINE {
+                result(Outcome::Malformed, buf.len(), Vec::new())
+            } else {
+                result(Outcome::Incomplete, 0, Vec::new())
+            };
+        };
+        let line = buf.get(..=nl).unwrap_or(buf);
+        match (dir, flow.role) {
+            (Direction::FromPublic, _) => result(Outcome::Unchanged, line.len(), Vec::new()),
+            (Direction::FromPrivate, Role::PrivateClient) => command(line, flow, ports),
+            (Direction::FromPrivate, Role::PrivateServer) => reply(line, flow, ports),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::SocketAddrV4;
+
+    /// Identity mapping except for ports listed in `taken`, which move up by
+    /// 1000; counts calls.
+    #[derive(Default)]
+    struct Ports {
+        taken: Vec<u16>,
+        none: bool,
+        calls: HashMap<u16, u32>,
+    }
+
+    impl PortAlloc for Ports {
+        fn public_port(&mut self, t: Transport, p: u16) -> Option<u16> {
+            assert_eq!(t, Transport::Tcp);
+            *self.calls.entry(p).or_default() += 1;
+            if self.none {
+                None
+            } else if self.taken.contains(&p) {
+                Some(p.wrapping_add(1000))
+            } else {
+                Some(p)
+            }
+        }
+    }
+
+    fn flow(role: Role) -> FlowAddrs {
+        FlowAddrs {
+            private: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 101), 40000),
+            peer: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 21),
+            public: Ipv4Addr::new(100, 64, 1, 131),
+            host_fqdn: None,
+            role,
+            transport: Transport::Tcp,
+        }
+    }
+
+    fn run(buf: &[u8], dir: Direction, role: Role, ports: &mut Ports) -> MessageResult {
+        FtpRewriter.rewrite(buf, dir, &flow(role), ports)
+    }
+
+    fn rewritten(r: &MessageResult) -> &[u8] {
+        match &r.outcome {
+            Outcome::Rewritten(b) => b,
+            o => panic!("expected rewrite, got {o:?}"),
+        }
+    }
+
+    const C: Role = Role::PrivateClient;
+    const S: Role = Role::PrivateServer;
+    const OUT: Direction = Direction::FromPrivate;
+    const IN: Direction = Direction::FromPublic;
+
+    #[test]
+    fn port_from_lftp_curl() {
+        let mut p = Ports::default();
+        // curl/lftp: "PORT 192,168,0,101,160,26" (port 40986).
+        let msg = b"PORT 192,168,0,101,160,26\r\nLIST\r\n";
+        let r = run(msg, OUT, C, &mut p);
+        assert_eq!(rewritten(&r), b"PORT 100,64,1,131,160,26\r\n");
+        assert_eq!(r.consumed, 27);
+        assert_eq!(
+            r.pinholes,
+            vec![Pinhole {
+                peer: Ipv4Addr::new(198, 51, 100, 7),
+                transport: Transport::Tcp,
+                public_addr: Ipv4Addr::new(100, 64, 1, 131),
+                public_port: 40986,
+                private_addr: Ipv4Addr::new(192, 168, 0, 101),
+                private_port: 40986,
+                lifetime: DATA_LIFETIME,
+                snat: false,
+            }]
+        );
+        // Port moved by the allocator.
+        let mut p = Ports {
+            taken: vec![40986],
+            ..Default::default()
+        };
+        let r = run(msg, OUT, C, &mut p);
+        // 41986 = 164 * 256 + 2
+        assert_eq!(rewritten(&r), b"PORT 100,64,1,131,164,2\r\n");
+        assert_eq!(r.pinholes[0].public_port, 41986);
+        assert_eq!(r.pinholes[0].private_port, 40986);
+    }
+
+    #[test]
+    fn port_lowercase_and_bare_newline() {
+        let mut p = Ports::default();
+        let r = run(b"port 192,168,0,101,4,1\n", OUT, C, &mut p);
+        assert_eq!(rewritten(&r), b"port 100,64,1,131,4,1\n");
+        assert_eq!(r.pinholes[0].private_port, 1025);
+    }
+
+    #[test]
+    fn eprt_from_lftp_curl() {
+        let mut p = Ports::default();
+        let r = run(b"EPRT |1|192.168.0.101|41234|\r\n", OUT, C, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |1|100.64.1.131|41234|\r\n");
+        assert_eq!(r.pinholes[0].public_port, 41234);
+        // Other delimiter kept.
+        let r = run(b"EPRT !1!192.168.0.101!41234!\r\n", OUT, C, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT !1!100.64.1.131!41234!\r\n");
+        // IPv6: untouched.
+        let r = run(b"EPRT |2|fd00::1|41234|\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn other_address_or_no_port_unchanged() {
+        let mut p = Ports::default();
+        let r = run(b"PORT 10,0,0,9,4,1\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty());
+        assert!(p.calls.is_empty());
+        let mut p = Ports {
+            none: true,
+            ..Default::default()
+        };
+        let r = run(b"PORT 192,168,0,101,4,1\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn malformed_port_and_eprt() {
+        let mut p = Ports::default();
+        for bad in [
+            &b"PORT 192,168,0,101,4\r\n"[..],
+            b"PORT 192,168,0,101,4,1,7\r\n",
+            b"PORT 192,168,0,256,4,1\r\n",
+            b"PORT 192,168,0,101,4,x\r\n",
+            b"PORT 192,168,0,101,0,0\r\n",
+            b"PORT\r\n",
+            b"EPRT |1|192.168.0.101|41234\r\n",
+            b"EPRT |1|192.168.0.1010|41234|\r\n",
+            b"EPRT |3|192.168.0.101|41234|\r\n",
+            b"EPRT |1|192.168.0.101|99999|\r\n",
+            b"EPRT \r\n",
+        ] {
+            let r = run(bad, OUT, C, &mut p);
+            assert_eq!(
+                r.outcome,
+                Outcome::Malformed,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(r.consumed, bad.len());
+        }
+        // Not PORT at all.
+        let r = run(b"PORTAL 1\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn pasv_replies_of_real_servers() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            // vsftpd
+            (
+                b"227 Entering Passive Mode (192,168,0,101,39,16).\r\n",
+                b"227 Entering Passive Mode (100,64,1,131,39,16).\r\n",
+            ),
+            // pyftpdlib
+            (
+                b"227 Entering passive mode (192,168,0,101,156,65).\r\n",
+                b"227 Entering passive mode (100,64,1,131,156,65).\r\n",
+            ),
+            // ProFTPD-style, and a variant without parentheses
+            (
+                b"227 Entering Passive Mode (192,168,0,101,195,80)\r\n",
+                b"227 Entering Passive Mode (100,64,1,131,195,80)\r\n",
+            ),
+            (
+                b"227 =192,168,0,101,39,16\r\n",
+                b"227 =100,64,1,131,39,16\r\n",
+            ),
+        ];
+        for (msg, want) in cases {
+            let mut p = Ports::default();
+            let r = run(msg, OUT, S, &mut p);
+            assert_eq!(rewritten(&r), want);
+            assert_eq!(r.consumed, msg.len());
+            assert_eq!(r.pinholes.len(), 1);
+            let h = &r.pinholes[0];
+            assert_eq!(h.peer, Ipv4Addr::new(198, 51, 100, 7));
+            assert_eq!(h.public_addr, Ipv4Addr::new(100, 64, 1, 131));
+            assert_eq!(h.public_port, h.private_port);
+        }
+        let mut p = Ports::default();
+        let r = run(
+            b"227 Entering Passive Mode (192,168,0,101,39,16).\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        assert_eq!(r.pinholes[0].private_port, 39 * 256 + 16);
+    }
+
+    #[test]
+    fn pasv_with_public_address_or_moved_port() {
+        let mut p = Ports::default();
+        let r = run(
+            b"227 Entering Passive Mode (100,64,1,131,39,16).\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.pinholes.len(), 1);
+        let mut p = Ports {
+            taken: vec![10000],
+            ..Default::default()
+        };
+        let r = run(
+            b"227 Entering Passive Mode (100,64,1,131,39,16).\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        // 11000 = 42 * 256 + 248
+        assert_eq!(
+            rewritten(&r),
+            b"227 Entering Passive Mode (100,64,1,131,42,248).\r\n"
+        );
+        // Third address: untouched.
+        let r = run(
+            b"227 Entering Passive Mode (10,1,2,3,39,16).\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty());
+        // No numbers at all.
+        let r = run(b"227 Entering Passive Mode.\r\n", OUT, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
+    }
+
+    #[test]
+    fn epsv_replies() {
+        let mut p = Ports::default();
+        let msg = b"229 Entering extended passive mode (|||40001|).\r\n";
+        let r = run(msg, OUT, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.consumed, msg.len());
+        assert_eq!(r.pinholes.len(), 1);
+        assert_eq!(r.pinholes[0].public_port, 40001);
+        assert_eq!(r.pinholes[0].private_port, 40001);
+        let mut p = Ports {
+            taken: vec![40001],
+            ..Default::default()
+        };
+        let r = run(msg, OUT, S, &mut p);
+        assert_eq!(
+            rewritten(&r),
+            b"229 Entering extended passive mode (|||41001|).\r\n"
+        );
+        let r = run(
+            b"229 Entering Extended Passive Mode (|||6446|)\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        assert_eq!(r.pinholes[0].private_port, 6446);
+        let r = run(
+            b"229 Entering Extended Passive Mode (||6446|)\r\n",
+            OUT,
+            S,
+            &mut p,
+        );
+        assert_eq!(r.outcome, Outcome::Malformed);
+    }
+
+    #[test]
+    fn other_lines_and_directions_unchanged() {
+        let mut p = Ports::default();
+        for (msg, dir, role) in [
+            (&b"220 (vsFTPd 3.0.3)\r\n"[..], OUT, S),
+            (b"230 Login successful.\r\n", OUT, S),
+            (b"USER anonymous\r\n", OUT, C),
+            // The public server's 227 and the public client's PORT: no ALG.
+            (
+                b"227 Entering Passive Mode (198,51,100,7,39,16).\r\n",
+                IN,
+                C,
+            ),
+            (b"PORT 192,168,0,101,4,1\r\n", IN, S),
+            (b"200 PORT command successful.\r\n", IN, C),
+        ] {
+            let r = run(msg, dir, role, &mut p);
+            assert_eq!(r.outcome, Outcome::Unchanged);
+            assert_eq!(r.consumed, msg.len());
+        }
+        assert!(p.calls.is_empty());
+    }
+
+    #[test]
+    fn partial_lines() {
+        let mut p = Ports::default();
+        // Could still be a PORT: hold.
+        for part in [&b"P"[..], b"po", b"PORT 192,168,", b"EPRT |1|"] {
+            let r = run(part, OUT, C, &mut p);
+            assert_eq!(r.outcome, Outcome::Incomplete, "{part:?}");
+            assert_eq!(r.consumed, 0);
+        }
+        let r = run(b"227 Entering Passive", OUT, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+        // Cannot: pass at once.
+        let r = run(b"RETR some-long-file", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.consumed, 19);
+        let r = run(b"PORT", IN, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = run(b"150 Here comes", OUT, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        // Too long to be a PORT.
+        let mut long = b"PORT ".to_vec();
+        long.resize(MAX_LINE + 1, b'1');
+        let r = run(&long, OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        assert_eq!(r.consumed, long.len());
+        // Empty buffer.
+        let r = run(b"", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn deterministic() {
+        let mut p = Ports::default();
+        let a = run(b"PORT 192,168,0,101,4,1\r\n", OUT, C, &mut p);
+        let b = run(b"PORT 192,168,0,101,4,1\r\n", OUT, C, &mut p);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let alphabet = b"PORTEPRT227 9|,.()0123456789\r\n192168aA";
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 48) as usize;
+            let buf: Vec<u8> = (0..len)
+                .map(|i| {
+                    let r = x.rotate_left(i as u32 * 5);
+                    if r % 7 == 0 {
+                        (r >> 8) as u8
+                    } else {
+                        alphabet[(r >> 3) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            for (dir, role) in [(OUT, C), (OUT, S), (IN, C), (IN, S)] {
+                let mut p = Ports::default();
+                let r = run(&buf, dir, role, &mut p);
+                match r.outcome {
+                    Outcome::Incomplete => assert_eq!(r.consumed, 0),
+                    _ => assert!(r.consumed >= 1 && r.consumed <= buf.len()),
+                }
+            }
+        }
+    }
+}
