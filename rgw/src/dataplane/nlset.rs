@@ -82,6 +82,36 @@ pub fn key_addr_proto_port(addr: Ipv4Addr, proto: u8, port: u16) -> [u8; 12] {
     key
 }
 
+/// Key of the pinhole map `ipv4_addr . inet_proto . ipv4_addr . inet_service`
+/// (peer, protocol, public address, public port).
+pub fn key_pinhole(peer: Ipv4Addr, proto: u8, public: Ipv4Addr, port: u16) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&peer.octets());
+    key[4] = proto;
+    key[8..12].copy_from_slice(&public.octets());
+    key[12..14].copy_from_slice(&port.to_be_bytes());
+    key
+}
+
+/// Data of a `ipv4_addr . inet_service` DNAT target (address, port).
+pub fn data_addr_port(addr: Ipv4Addr, port: u16) -> [u8; 8] {
+    let mut data = [0u8; 8];
+    data[..4].copy_from_slice(&addr.octets());
+    data[4..6].copy_from_slice(&port.to_be_bytes());
+    data
+}
+
+/// Key of the pinhole SNAT map `ipv4_addr . inet_proto . inet_service .
+/// ipv4_addr` (private address, protocol, private port, peer).
+pub fn key_pinhole_snat(private: Ipv4Addr, proto: u8, port: u16, peer: Ipv4Addr) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&private.octets());
+    key[4] = proto;
+    key[8..10].copy_from_slice(&port.to_be_bytes());
+    key[12..16].copy_from_slice(&peer.octets());
+    key
+}
+
 /// `NFT_NAME_MAXLEN` including the terminating NUL.
 const NFT_NAME_MAXLEN: usize = 256;
 /// `NFT_DATA_VALUE_MAXLEN`: longest key the kernel (and libnftnl) accepts.
@@ -111,9 +141,17 @@ const fn strz_attr_len(len: usize) -> usize {
 
 /// Upper bound of the bytes one element adds to a message: list element nest
 /// (4) + timeout attribute (12) + key nest (4) + key data attribute.
-const fn elem_len_bound(key_len: usize) -> usize {
-    4 + 12 + 4 + align4(4 + key_len)
+const fn elem_len_bound(key_len: usize, data_len: usize) -> usize {
+    let data = if data_len == 0 {
+        0
+    } else {
+        4 + align4(4 + data_len)
+    };
+    4 + 12 + 4 + align4(4 + key_len) + data
 }
+
+/// One element of a set (no data) or a map (with data).
+pub type Elem<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// Byte buffer with 8-byte alignment, as netlink headers need 4-byte alignment.
 struct AlignedBuf {
@@ -223,7 +261,7 @@ impl Drop for NftnlSet {
 struct NftnlElem(NonNull<sys::nftnl_set_elem>);
 
 impl NftnlElem {
-    fn new(key: &[u8], timeout_ms: Option<u64>) -> io::Result<Self> {
+    fn new(key: &[u8], data: Option<&[u8]>, timeout_ms: Option<u64>) -> io::Result<Self> {
         // SAFETY: plain allocation without preconditions; NULL is handled.
         let ptr = unsafe { sys::nftnl_set_elem_alloc() };
         let elem = NonNull::new(ptr)
@@ -246,6 +284,26 @@ impl NftnlElem {
                 io::ErrorKind::InvalidInput,
                 "key rejected by libnftnl",
             ));
+        }
+        if let Some(data) = data {
+            let data_len = u32::try_from(data.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "data too long"))?;
+            // SAFETY: `elem.0` is live; `data` is valid for `data_len` bytes
+            // and is copied into the element (at most 64 bytes, else rc < 0).
+            let rc = unsafe {
+                sys::nftnl_set_elem_set(
+                    elem.0.as_ptr(),
+                    sys::NFTNL_SET_ELEM_DATA as u16,
+                    data.as_ptr().cast(),
+                    data_len,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "element data rejected by libnftnl",
+                ));
+            }
         }
         if let Some(ms) = timeout_ms {
             // SAFETY: `elem.0` is live; the timeout attribute is a u64.
@@ -305,7 +363,7 @@ fn write_setelem_msg(
     seq: u32,
     table: &CString,
     set: &CString,
-    keys: &[&[u8]],
+    keys: &[Elem<'_>],
     timeout_ms: Option<u64>,
 ) -> io::Result<usize> {
     let bound = setelem_msg_bound(table, set, keys);
@@ -317,8 +375,8 @@ fn write_setelem_msg(
     nset.set_str(sys::NFTNL_SET_TABLE, table)?;
     nset.set_str(sys::NFTNL_SET_NAME, set)?;
     nset.set_u32(sys::NFTNL_SET_FAMILY, u32::from(family));
-    for key in keys {
-        nset.add_elem(NftnlElem::new(key, timeout_ms)?);
+    for (key, data) in keys {
+        nset.add_elem(NftnlElem::new(key, *data, timeout_ms)?);
     }
 
     let buf = out.as_mut_ptr().cast::<std::os::raw::c_char>();
@@ -342,20 +400,23 @@ fn write_setelem_msg(
 }
 
 /// Upper bound of the size of one set element message for `keys`.
-fn setelem_msg_bound(table: &CString, set: &CString, keys: &[&[u8]]) -> usize {
+fn setelem_msg_bound(table: &CString, set: &CString, keys: &[Elem<'_>]) -> usize {
     16 + 4
         + strz_attr_len(set.as_bytes().len())
         + strz_attr_len(table.as_bytes().len())
         + 4
-        + keys.iter().map(|k| elem_len_bound(k.len())).sum::<usize>()
+        + keys
+            .iter()
+            .map(|(k, d)| elem_len_bound(k.len(), d.map_or(0, <[u8]>::len)))
+            .sum::<usize>()
         + MSG_SLACK
 }
 
 /// How many of `keys` fit into one element message.
-fn chunk_len(keys: &[&[u8]]) -> usize {
+fn chunk_len(keys: &[Elem<'_>]) -> usize {
     let mut bytes = 0;
-    for (i, key) in keys.iter().enumerate() {
-        bytes += elem_len_bound(key.len());
+    for (i, (key, data)) in keys.iter().enumerate() {
+        bytes += elem_len_bound(key.len(), data.map_or(0, <[u8]>::len));
         if bytes > MAX_ELEMS_BYTES {
             return i.max(1);
         }
@@ -512,7 +573,7 @@ impl SetWriter {
             set,
             libc::NFT_MSG_NEWSETELEM as u16,
             flags as u16,
-            &[key],
+            &[(key, None)],
             timeout,
         )
     }
@@ -529,6 +590,7 @@ impl SetWriter {
         keys: &[&[u8]],
         timeout: Option<Duration>,
     ) -> Result<(), NlError> {
+        let elems: Vec<Elem<'_>> = keys.iter().map(|k| (*k, None)).collect();
         let flags = libc::NLM_F_CREATE | libc::NLM_F_ACK;
         self.transact(
             "add elements",
@@ -536,7 +598,29 @@ impl SetWriter {
             set,
             libc::NFT_MSG_NEWSETELEM as u16,
             flags as u16,
-            keys,
+            &elems,
+            timeout,
+        )
+    }
+
+    /// Adds (or refreshes) several `key : data` elements of one map in ONE
+    /// netlink batch. Existing keys are not an error.
+    pub fn add_map_many(
+        &mut self,
+        table: &str,
+        map: &str,
+        entries: &[(&[u8], &[u8])],
+        timeout: Option<Duration>,
+    ) -> Result<(), NlError> {
+        let elems: Vec<Elem<'_>> = entries.iter().map(|(k, d)| (*k, Some(*d))).collect();
+        let flags = libc::NLM_F_CREATE | libc::NLM_F_ACK;
+        self.transact(
+            "add map elements",
+            table,
+            map,
+            libc::NFT_MSG_NEWSETELEM as u16,
+            flags as u16,
+            &elems,
             timeout,
         )
     }
@@ -551,7 +635,7 @@ impl SetWriter {
             set,
             libc::NFT_MSG_DELSETELEM as u16,
             flags as u16,
-            &[key],
+            &[(key, None)],
             None,
         )
     }
@@ -565,14 +649,18 @@ impl SetWriter {
         set: &str,
         msg_type: u16,
         flags: u16,
-        keys: &[&[u8]],
+        keys: &[Elem<'_>],
         timeout: Option<Duration>,
     ) -> Result<(), NlError> {
         if keys.is_empty() {
             return Ok(());
         }
-        if keys.iter().any(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
-            return Err(invalid_input("set element key must be 1..=64 bytes"));
+        if keys.iter().any(|(k, d)| {
+            k.is_empty()
+                || k.len() > MAX_KEY_LEN
+                || d.is_some_and(|d| d.is_empty() || d.len() > MAX_KEY_LEN)
+        }) {
+            return Err(invalid_input("set element key/data must be 1..=64 bytes"));
         }
         let table_c = name_cstring(table)?;
         let set_c = name_cstring(set)?;
@@ -733,6 +821,8 @@ mod tests {
     const RULESET: &str = "table ip rgwtest {
     set resv_addr { type ipv4_addr; flags timeout; }
     set resv_svc { type ipv4_addr . inet_proto . inet_service; flags timeout; }
+    map pinholes { type ipv4_addr . inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; flags timeout; }
+    map pinhole_snat { type ipv4_addr . inet_proto . inet_service . ipv4_addr : ipv4_addr; flags timeout; }
 }
 ";
 
@@ -754,8 +844,12 @@ mod tests {
 
     /// `nft -j list set ip rgwtest <set>` in the current thread's netns.
     fn list_set(set: &str) -> String {
+        list_obj("set", set)
+    }
+
+    fn list_obj(kind: &str, name: &str) -> String {
         let out = Command::new("nft")
-            .args(["-j", "list", "set", "ip", TABLE, set])
+            .args(["-j", "list", kind, "ip", TABLE, name])
             .output()
             .expect("run nft list");
         assert!(
@@ -935,6 +1029,44 @@ mod tests {
     }
 
     #[test]
+    fn map_elements_with_data() {
+        in_private_netns(|| {
+            let mut w = writer();
+            let a = |s: &str| s.parse::<Ipv4Addr>().expect("test address");
+            let key = key_pinhole(a("203.0.113.80"), 6, a("198.51.100.2"), 40001);
+            let data = data_addr_port(a("192.168.0.101"), 40002);
+            w.add_map_many(
+                TABLE,
+                "pinholes",
+                &[(&key[..], &data[..])],
+                Some(Duration::from_secs(30)),
+            )
+            .expect("add pinhole");
+            let json = list_obj("map", "pinholes");
+            assert!(
+                json.contains(r#""203.0.113.80", "tcp", "198.51.100.2", 40001"#),
+                "{json}"
+            );
+            assert!(json.contains(r#""192.168.0.101", 40002"#), "{json}");
+            let skey = key_pinhole_snat(a("192.168.0.101"), 17, 6000, a("203.0.113.10"));
+            let sdata = key_addr(a("198.51.100.17"));
+            w.add_map_many(
+                TABLE,
+                "pinhole_snat",
+                &[(&skey[..], &sdata[..])],
+                Some(Duration::from_secs(30)),
+            )
+            .expect("add snat pinhole");
+            let json = list_obj("map", "pinhole_snat");
+            assert!(
+                json.contains(r#""192.168.0.101", "udp", 6000, "203.0.113.10""#),
+                "{json}"
+            );
+            assert!(json.contains("198.51.100.17"), "{json}");
+        });
+    }
+
+    #[test]
     fn add_many_thousand_in_one_batch() {
         in_private_netns(|| {
             let mut w = writer();
@@ -963,7 +1095,8 @@ mod tests {
                 .map(|i| svc((i >> 8) as u8, i as u8, 17, i))
                 .collect();
             let mut refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            assert!(chunk_len(&refs) < refs.len());
+            let elems: Vec<Elem<'_>> = refs.iter().map(|k| (*k, None)).collect();
+            assert!(chunk_len(&elems) < refs.len());
             // A key of the wrong length at the end makes the kernel refuse
             // the last message; nothing of the batch may be committed.
             let bad = [1u8, 2, 3, 4];
