@@ -728,7 +728,7 @@ mod tests {
             let buf: Vec<u8> = (0..len)
                 .map(|i| {
                     let r = x.rotate_left(i as u32 * 5);
-                    if r % 7 == 0 {
+                    if r % 7 < 1 {
                         (r >> 8) as u8
                     } else {
                         alphabet[(r >> 3) as usize % alphabet.len()]

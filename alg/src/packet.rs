@@ -930,11 +930,11 @@ mod tests {
             let len = (rng.next() % 120) as usize;
             let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             if let Some(b) = buf.first_mut() {
-                if rng.next() % 2 == 0 {
+                if rng.next() & 1 == 0 {
                     *b = 0x40 | (*b & 0x0F);
                 }
             }
-            if buf.len() > 3 && rng.next() % 2 == 0 {
+            if buf.len() > 3 && rng.next() & 1 == 0 {
                 let l = (buf.len() as u16).to_be_bytes();
                 buf[2] = l[0];
                 buf[3] = l[1];
