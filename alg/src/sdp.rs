@@ -1,1 +1,399 @@
-//! (to be written)
+//! SDP (RFC 4566) rewriting for the SIP and RTSP gateways: the private
+//! host's address in `c=`, `o=`, `a=rtcp:` and `a=control:` URLs becomes the
+//! public one, and (for SIP offers and answers) every RTP media stream gets
+//! public ports and the pinholes that admit the peer's media.
+//!
+//! Only addresses equal to the flow's private address are rewritten; any
+//! other address (another host, `0.0.0.0` for hold, multicast) is left as it
+//! is, and so are its media lines. `IN IP6` is left unchanged: [`map_address`]
+//! is the one place where a family conversion (RGW64) would go.
+//!
+//! Media (`m=`) handling, when [`SdpPolicy::media_pinholes`] is set:
+//! - a stream is handled when its port is not 0, it has no `/<count>` port
+//!   range, its transport is UDP-based (`RTP/*`, `UDP/*`, `udptl`) and its
+//!   connection address (media-level `c=`, else session-level) is the private
+//!   address;
+//! - public ports come from [`PortAlloc`] for the RTP port and for the RTCP
+//!   port (`a=rtcp:` of RFC 3605 when present, else RTP + 1; RTP transports
+//!   only); the `m=` port and the `a=rtcp:` port are rewritten when they
+//!   change; when RTCP is implicit and its public port is not the public RTP
+//!   port + 1, an `a=rtcp:` line is added at the end of the media section so
+//!   the peer does not send RTCP to a port nobody opened;
+//! - one pinhole per port, from the signalling peer (the media peer is in the
+//!   other side's SDP, which this module does not see), UDP, with the
+//!   lifetime of the policy; `snat` when the private host is a server reached
+//!   through a pool address ([`Role::PrivateServer`]), so its own RTP leaves
+//!   with that address.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::sip::text::{self, Edits};
+use crate::{FlowAddrs, Pinhole, PortAlloc, Role, Transport};
+
+/// What to do with the media of an SDP body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpPolicy {
+    /// Allocate public ports for the media streams, rewrite `m=` ports and
+    /// produce pinholes (SIP). Off for RTSP, whose media ports are
+    /// negotiated in SETUP: only addresses are rewritten then.
+    pub media_pinholes: bool,
+    /// Lifetime of the pinholes.
+    pub lifetime: Duration,
+}
+
+/// Outcome of [`rewrite`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SdpRewrite {
+    /// The new body, `None` when nothing changed.
+    pub body: Option<Vec<u8>>,
+    /// Pinholes for the media streams (empty without `media_pinholes`).
+    pub pinholes: Vec<Pinhole>,
+}
+
+/// Why an SDP body could not be rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpError {
+    /// [`PortAlloc`] had no public port for this private media port.
+    NoPublicPort { private_port: u16 },
+}
+
+/// One line of the body: `<type>=<value>` with its line end.
+#[derive(Debug, Clone)]
+struct Line {
+    kind: u8,
+    /// The value (after `x=`), without the line end.
+    value: Range<usize>,
+    /// The line's own terminator (`\r\n`, `\n` or none).
+    eol: Range<usize>,
+}
+
+/// A connection address as far as this module is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    V4(Ipv4Addr),
+    Other,
+}
+
+/// One media section: its `m=` line and what applies to it.
+#[derive(Debug, Clone)]
+struct Media {
+    m_line: usize,
+    conn: Option<Conn>,
+    rtcp_line: Option<usize>,
+    /// Byte offset where the section ends (start of the next `m=` or end).
+    end: usize,
+}
+
+fn split_lines(body: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let lf = body
+            .get(pos..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|o| pos + o);
+        let (content_end, next) = match lf {
+            Some(i) if i > pos && body.get(i - 1) == Some(&b'\r') => (i - 1, i + 1),
+            Some(i) => (i, i + 1),
+            None => (body.len(), body.len()),
+        };
+        let has_eq = body.get(pos + 1) == Some(&b'=');
+        let kind = if has_eq {
+            body.get(pos).copied().unwrap_or(0)
+        } else {
+            0 // not a `x=` line: kept verbatim, never interpreted
+        };
+        let value = if has_eq && content_end >= pos + 2 {
+            pos + 2..content_end
+        } else {
+            content_end..content_end
+        };
+        lines.push(Line {
+            kind,
+            value,
+            eol: content_end..next,
+        });
+        pos = next;
+    }
+    lines
+}
+
+/// Ranges of the space-separated fields of `value` (relative to `body`).
+fn fields(body: &[u8], value: &Range<usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = value.start;
+    while i < value.end {
+        while i < value.end && body.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let start = i;
+        while i < value.end && body.get(i).is_some_and(|&b| b != b' ') {
+            i += 1;
+        }
+        if i > start {
+            out.push(start..i);
+        }
+    }
+    out
+}
+
+/// The address part of a connection address (`addr[/ttl[/count]]`).
+fn address_part(body: &[u8], r: &Range<usize>) -> Range<usize> {
+    let end = body
+        .get(r.clone())
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(r.end, |o| r.start + o);
+    r.start..end
+}
+
+fn conn_of(
+    body: &[u8],
+    nettype: &Range<usize>,
+    addrtype: &Range<usize>,
+    addr: &Range<usize>,
+) -> Conn {
+    let is = |r: &Range<usize>, s: &[u8]| {
+        body.get(r.clone())
+            .is_some_and(|b| b.eq_ignore_ascii_case(s))
+    };
+    if !is(nettype, b"IN") || !is(addrtype, b"IP4") {
+        return Conn::Other;
+    }
+    let a = address_part(body, addr);
+    match body
+        .get(a)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+    {
+        Some(ip) => Conn::V4(ip),
+        None => Conn::Other,
+    }
+}
+
+/// The replacement for the address of a `<nettype> <addrtype> <address>`
+/// triple, if it names the private host. `IN IP6` returns `None` for now;
+/// an RGW64 family conversion (rewriting the addrtype as well) belongs here.
+fn map_address(conn: Conn, flow: &FlowAddrs) -> Option<Vec<u8>> {
+    match conn {
+        Conn::V4(ip) if ip == *flow.private.ip() => Some(flow.public.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// Edit for the triple at `f[first..first + 3]` of a line's fields.
+fn address_edit(
+    body: &[u8],
+    f: &[Range<usize>],
+    first: usize,
+    flow: &FlowAddrs,
+    edits: &mut Edits,
+) -> Option<Conn> {
+    let (nettype, addrtype, addr) = (f.get(first)?, f.get(first + 1)?, f.get(first + 2)?);
+    let conn = conn_of(body, nettype, addrtype, addr);
+    if let Some(new) = map_address(conn, flow) {
+        edits.replace(address_part(body, addr), new);
+    }
+    Some(conn)
+}
+
+fn parse_port(b: &[u8]) -> Option<u16> {
+    if b.is_empty() || b.len() > 5 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Rewrite an SDP body for a message leaving the private host.
+pub fn rewrite(
+    body: &[u8],
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    policy: &SdpPolicy,
+) -> Result<SdpRewrite, SdpError> {
+    let lines = split_lines(body);
+    let private = *flow.private.ip();
+    let public = flow.public.to_string().into_bytes();
+    let mut edits = Edits::default();
+
+    // Pass 1: addresses, and the shape of the media sections.
+    let mut session_conn: Option<Conn> = None;
+    let mut media: Vec<Media> = Vec::new();
+    for (idx, line) in lines.iter().enumerate() {
+        let f = fields(body, &line.value);
+        match line.kind {
+            b'c' => {
+                let conn = address_edit(body, &f, 0, flow, &mut edits);
+                match media.last_mut() {
+                    Some(m) => m.conn = m.conn.or(conn),
+                    None => session_conn = session_conn.or(conn),
+                }
+            }
+            b'o' if f.len() >= 3 => {
+                address_edit(body, &f, f.len() - 3, flow, &mut edits);
+            }
+            b'm' => {
+                let start = line.value.start.saturating_sub(2);
+                if let Some(prev) = media.last_mut() {
+                    prev.end = start;
+                }
+                media.push(Media {
+                    m_line: idx,
+                    conn: None,
+                    rtcp_line: None,
+                    end: body.len(),
+                });
+            }
+            b'a' => {
+                let v = body.get(line.value.clone()).unwrap_or_default();
+                if let Some(rest) = v.strip_prefix(b"rtcp:") {
+                    // a=rtcp:<port> [<nettype> <addrtype> <address>] (RFC 3605)
+                    let off = line.value.start + 5;
+                    let rf = fields(body, &(off..off + rest.len()));
+                    address_edit(body, &rf, 1, flow, &mut edits);
+                    if let Some(m) = media.last_mut() {
+                        m.rtcp_line = Some(idx);
+                    }
+                } else if v.starts_with(b"control:") {
+                    text::uri_host_edits(body, line.value.clone(), private, &public, &mut edits);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Pass 2: media ports and pinholes.
+    let mut pinholes = Vec::new();
+    if policy.media_pinholes {
+        for m in &media {
+            media_edits(
+                body,
+                &lines,
+                m,
+                session_conn,
+                flow,
+                ports,
+                policy,
+                &mut edits,
+                &mut pinholes,
+            )?;
+        }
+    }
+
+    let body = (!edits.is_empty()).then(|| edits.apply(body));
+    Ok(SdpRewrite { body, pinholes })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn media_edits(
+    body: &[u8],
+    lines: &[Line],
+    m: &Media,
+    session_conn: Option<Conn>,
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    policy: &SdpPolicy,
+    edits: &mut Edits,
+    pinholes: &mut Vec<Pinhole>,
+) -> Result<(), SdpError> {
+    let private = *flow.private.ip();
+    if m.conn.or(session_conn) != Some(Conn::V4(private)) {
+        return Ok(());
+    }
+    let Some(line) = lines.get(m.m_line) else {
+        return Ok(());
+    };
+    // m=<media> <port>[/<count>] <proto> <fmt> ...
+    let f = fields(body, &line.value);
+    let (Some(port_f), Some(proto_f)) = (f.get(1), f.get(2)) else {
+        return Ok(());
+    };
+    let Some(rtp) = body.get(port_f.clone()).and_then(parse_port) else {
+        return Ok(()); // zero, a /count range or garbage: leave it
+    };
+    let proto = body.get(proto_f.clone()).unwrap_or_default();
+    let upper = proto.to_ascii_uppercase();
+    let is_rtp = upper.starts_with(b"RTP/") || upper.starts_with(b"UDP/TLS/RTP/");
+    let is_udp = is_rtp || upper.starts_with(b"UDP") || upper == b"UDPTL";
+    if rtp == 0 || !is_udp {
+        return Ok(());
+    }
+
+    let mut open = |port: u16, pinholes: &mut Vec<Pinhole>| -> Result<u16, SdpError> {
+        let public_port = ports
+            .public_port(Transport::Udp, port)
+            .ok_or(SdpError::NoPublicPort { private_port: port })?;
+        let p = Pinhole {
+            peer: *flow.peer.ip(),
+            transport: Transport::Udp,
+            public_addr: flow.public,
+            public_port,
+            private_addr: private,
+            private_port: port,
+            lifetime: policy.lifetime,
+            snat: flow.role == Role::PrivateServer,
+        };
+        if !pinholes.contains(&p) {
+            pinholes.push(p);
+        }
+        Ok(public_port)
+    };
+
+    let rtp_public = open(rtp, pinholes)?;
+    if rtp_public != rtp {
+        edits.replace(port_f.clone(), rtp_public.to_string().into_bytes());
+    }
+    if !is_rtp {
+        return Ok(());
+    }
+
+    // RTCP: explicit a=rtcp port (when its address is ours or absent), else RTP + 1.
+    let explicit = m.rtcp_line.and_then(|i| lines.get(i)).and_then(|l| {
+        let off = l.value.start + 5;
+        let rf = fields(body, &(off..l.value.end));
+        let port_r = rf.first()?.clone();
+        let port = body.get(port_r.clone()).and_then(parse_port)?;
+        let ours = match (rf.get(1), rf.get(2), rf.get(3)) {
+            (Some(n), Some(t), Some(a)) => conn_of(body, n, t, a) == Conn::V4(private),
+            _ => true,
+        };
+        Some((port_r, port, ours))
+    });
+    match explicit {
+        Some((_, _, false)) => {}
+        Some((port_r, port, true)) => {
+            let rtcp_public = open(port, pinholes)?;
+            if rtcp_public != port {
+                edits.replace(port_r, rtcp_public.to_string().into_bytes());
+            }
+        }
+        None if m.rtcp_line.is_some() => {} // unparseable a=rtcp: leave it
+        None => {
+            let Some(rtcp) = rtp.checked_add(1) else {
+                return Ok(());
+            };
+            let rtcp_public = open(rtcp, pinholes)?;
+            if rtp_public.checked_add(1) != Some(rtcp_public) {
+                let eol = body
+                    .get(line.eol.clone())
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or(b"\r\n");
+                let mut add = Vec::new();
+                // A section that does not end with a line end gets one first.
+                if m.end == body.len() && !body.ends_with(b"\n") {
+                    add.extend_from_slice(eol);
+                }
+                add.extend_from_slice(b"a=rtcp:");
+                add.extend_from_slice(rtcp_public.to_string().as_bytes());
+                add.extend_from_slice(eol);
+                edits.replace(m.end..m.end, add);
+            }
+        }
+    }
+    Ok(())
+}
