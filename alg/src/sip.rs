@@ -731,3 +731,810 @@ pub(crate) mod text {
         }
     }
 }
+
+/// Shared by the SIP, SDP and RTSP tests: flows, port allocators and the
+/// robustness loops (every split point, random and mutated input).
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use crate::{Direction, FlowAddrs, Outcome, PortAlloc, Rewriter, Role, Transport};
+
+    pub const PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
+    pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+    pub fn flow(role: Role, transport: Transport, private_port: u16, peer_port: u16) -> FlowAddrs {
+        FlowAddrs {
+            private: SocketAddrV4::new(PRIVATE, private_port),
+            peer: SocketAddrV4::new(PEER, peer_port),
+            public: PUBLIC,
+            host_fqdn: None,
+            role,
+            transport,
+        }
+    }
+
+    /// public port = private port + offset (deterministic, like the engine's).
+    pub struct OffsetPorts(pub u16);
+    impl PortAlloc for OffsetPorts {
+        fn public_port(&mut self, _t: Transport, private_port: u16) -> Option<u16> {
+            Some(private_port.wrapping_add(self.0))
+        }
+    }
+
+    /// Explicit table; unknown ports keep their number.
+    pub struct TablePorts(pub Vec<(u16, u16)>);
+    impl PortAlloc for TablePorts {
+        fn public_port(&mut self, _t: Transport, private_port: u16) -> Option<u16> {
+            Some(
+                self.0
+                    .iter()
+                    .find(|(p, _)| *p == private_port)
+                    .map_or(private_port, |(_, q)| *q),
+            )
+        }
+    }
+
+    /// Pool exhausted.
+    pub struct NoPorts;
+    impl PortAlloc for NoPorts {
+        fn public_port(&mut self, _t: Transport, _p: u16) -> Option<u16> {
+            None
+        }
+    }
+
+    pub fn replace(hay: &[u8], from: &str, to: &str) -> Vec<u8> {
+        let s = String::from_utf8_lossy(hay);
+        s.replace(from, to).into_bytes()
+    }
+
+    /// The rewritten bytes (or the input when unchanged).
+    pub fn output(outcome: &Outcome, input: &[u8]) -> Vec<u8> {
+        match outcome {
+            Outcome::Rewritten(b) => b.clone(),
+            Outcome::Unchanged => input.to_vec(),
+            other => panic!("expected a complete message, got {other:?}"),
+        }
+    }
+
+    /// Every strict prefix of a stream message is Incomplete with nothing
+    /// consumed; the whole message is complete and consumed exactly.
+    pub fn check_splits(rw: &dyn Rewriter, msg: &[u8], dir: Direction, flow: &FlowAddrs) {
+        for cut in 0..msg.len() {
+            let r = rw.rewrite(&msg[..cut], dir, flow, &mut OffsetPorts(1000));
+            assert_eq!(
+                (r.outcome.clone(), r.consumed),
+                (Outcome::Incomplete, 0),
+                "prefix of {cut} bytes of {:?}",
+                String::from_utf8_lossy(msg)
+            );
+            assert!(r.pinholes.is_empty());
+        }
+        let r = rw.rewrite(msg, dir, flow, &mut OffsetPorts(1000));
+        assert!(matches!(
+            r.outcome,
+            Outcome::Unchanged | Outcome::Rewritten(_)
+        ));
+        assert_eq!(r.consumed, msg.len());
+    }
+
+    pub struct XorShift(pub u64);
+    impl XorShift {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Random bytes, random text and mutated real messages: never a panic;
+    /// on a stream every verdict but Incomplete consumes 1..=len bytes, on
+    /// a datagram every verdict consumes the datagram.
+    pub fn fuzz(rw: &dyn Rewriter, seeds: &[&[u8]], role: Role, transport: Transport) {
+        let flow = flow(role, transport, 5060, 5060);
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        const ALPHABET: &[u8] = b"SIPRTS/2.0 :;=,<>@\r\n\"$-192.168.0.101 Content-Length: 12\tv\0";
+        for i in 0..20_000 {
+            let mut buf: Vec<u8> = match i % 3 {
+                0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+                1 => (0..rng.below(300))
+                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                    .collect(),
+                _ => {
+                    let mut m = seeds[rng.below(seeds.len())].to_vec();
+                    for _ in 0..1 + rng.below(4) {
+                        let len = m.len();
+                        match rng.below(4) {
+                            0 if len > 0 => {
+                                let p = rng.below(len);
+                                m[p] = rng.next() as u8;
+                            }
+                            1 if len > 0 => {
+                                let p = rng.below(len);
+                                m[p] = ALPHABET[rng.below(ALPHABET.len())];
+                            }
+                            2 => m.truncate(rng.below(len + 1)),
+                            _ => {
+                                let p = rng.below(len + 1);
+                                m.insert(p, ALPHABET[rng.below(ALPHABET.len())]);
+                            }
+                        }
+                    }
+                    m
+                }
+            };
+            if i % 7 == 0 {
+                buf.extend_from_slice(b"\r\n\r\n");
+            }
+            for dir in [Direction::FromPrivate, Direction::FromPublic] {
+                let r = rw.rewrite(&buf, dir, &flow, &mut OffsetPorts(7));
+                match (transport, &r.outcome) {
+                    (Transport::Tcp, Outcome::Incomplete) => assert_eq!(r.consumed, 0),
+                    (Transport::Tcp, _) => {
+                        assert!(
+                            r.consumed >= 1 && r.consumed <= buf.len(),
+                            "{r:?} for {buf:?}"
+                        )
+                    }
+                    (Transport::Udp, o) => {
+                        assert_ne!(*o, Outcome::Incomplete);
+                        assert_eq!(r.consumed, buf.len(), "{r:?} for {buf:?}");
+                    }
+                }
+                if !matches!(r.outcome, Outcome::Rewritten(_)) {
+                    assert!(r.pinholes.is_empty() || r.outcome == Outcome::Unchanged);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::{Pinhole, Role};
+
+    // Captured with sipp 3.6.1 (Debian sip-tester, built-in `uac`/`uas`
+    // scenarios, `-t u1` and `-t t1`) and a REGISTER scenario, in a network
+    // namespace where the UAC is 192.168.0.101 and the UAS 198.51.100.7
+    // (or the other way round for the incoming call).
+
+    // udp 192.168.0.101:5060 -> 198.51.100.7:5070
+    const UAC_INVITE: &[u8] = concat!(
+        "INVITE sip:service@198.51.100.7:5070 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5060;branch=z9hG4bK-12949-1-0\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5060>;tag=12949SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5070>\r\n",
+        "Call-ID: 1-12949@192.168.0.101\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: sip:sipp@192.168.0.101:5060\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   137\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 192.168.0.101\r\n",
+        "s=-\r\n",
+        "c=IN IP4 192.168.0.101\r\n",
+        "t=0 0\r\n",
+        "m=audio 6000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    // udp 192.168.0.101:5060 -> 198.51.100.7:5070
+    const UAC_ACK: &[u8] = concat!(
+        "ACK sip:service@198.51.100.7:5070 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5060;branch=z9hG4bK-12949-1-5\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5060>;tag=12949SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5070>;tag=12911SIPpTag011\r\n",
+        "Call-ID: 1-12949@192.168.0.101\r\n",
+        "CSeq: 1 ACK\r\n",
+        "Contact: sip:sipp@192.168.0.101:5060\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // udp 192.168.0.101:5060 -> 198.51.100.7:5070
+    const UAC_BYE: &[u8] = concat!(
+        "BYE sip:service@198.51.100.7:5070 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5060;branch=z9hG4bK-12949-1-7\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5060>;tag=12949SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5070>;tag=12911SIPpTag011\r\n",
+        "Call-ID: 1-12949@192.168.0.101\r\n",
+        "CSeq: 2 BYE\r\n",
+        "Contact: sip:sipp@192.168.0.101:5060\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // udp 198.51.100.7:5070 -> 192.168.0.101:5060
+    const UAS_200_OK_PUBLIC: &[u8] = concat!(
+        "SIP/2.0 200 OK\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5060;branch=z9hG4bK-12949-1-0\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5060>;tag=12949SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5070>;tag=12911SIPpTag011\r\n",
+        "Call-ID: 1-12949@192.168.0.101\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: <sip:198.51.100.7:5070;transport=UDP>\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   135\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 198.51.100.7\r\n",
+        "s=-\r\n",
+        "c=IN IP4 198.51.100.7\r\n",
+        "t=0 0\r\n",
+        "m=audio 6000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    // udp 192.168.0.101:5060 -> 198.51.100.7:5070
+    const UAS_180_PRIVATE: &[u8] = concat!(
+        "SIP/2.0 180 Ringing\r\n",
+        "Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-13590-1-0\r\n",
+        "From: sipp <sip:sipp@198.51.100.7:5070>;tag=13590SIPpTag001\r\n",
+        "To: service <sip:service@192.168.0.101:5060>;tag=13566SIPpTag011\r\n",
+        "Call-ID: 1-13590@198.51.100.7\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: <sip:192.168.0.101:5060;transport=UDP>\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // udp 192.168.0.101:5070 -> 198.51.100.7:5060
+    const REGISTER: &[u8] = concat!(
+        "REGISTER sip:198.51.100.7:5060 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5070;branch=z9hG4bK-14384-1-0;rport\r\n",
+        "From: <sip:alice@198.51.100.7>;tag=14384SIPpTag001\r\n",
+        "To: <sip:alice@198.51.100.7>\r\n",
+        "Call-ID: 1-14384@192.168.0.101\r\n",
+        "CSeq: 1 REGISTER\r\n",
+        "Contact: <sip:alice@192.168.0.101:5070;transport=UDP>;expires=3600\r\n",
+        "Max-Forwards: 70\r\n",
+        "User-Agent: sipp\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // udp 198.51.100.7:5060 -> 192.168.0.101:5070
+    const REGISTER_200_OK: &[u8] = concat!(
+        "SIP/2.0 200 OK\r\n",
+        "Via: SIP/2.0/UDP 192.168.0.101:5070;branch=z9hG4bK-14384-1-0;rport\r\n",
+        "From: <sip:alice@198.51.100.7>;tag=14384SIPpTag001\r\n",
+        "To: <sip:alice@198.51.100.7>;tag=14369SIPpTag011\r\n",
+        "Call-ID: 1-14384@192.168.0.101\r\n",
+        "CSeq: 1 REGISTER\r\n",
+        "Contact: <sip:alice@192.168.0.101:5070;transport=UDP>;expires=3600\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // udp 198.51.100.7:5070 -> 192.168.0.101:5060
+    const INVITE_TO_PRIVATE: &[u8] = concat!(
+        "INVITE sip:service@192.168.0.101:5060 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-13590-1-0\r\n",
+        "From: sipp <sip:sipp@198.51.100.7:5070>;tag=13590SIPpTag001\r\n",
+        "To: service <sip:service@192.168.0.101:5060>\r\n",
+        "Call-ID: 1-13590@198.51.100.7\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: sip:sipp@198.51.100.7:5070\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   135\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 198.51.100.7\r\n",
+        "s=-\r\n",
+        "c=IN IP4 198.51.100.7\r\n",
+        "t=0 0\r\n",
+        "m=audio 6000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    // udp 192.168.0.101:5060 -> 198.51.100.7:5070
+    const UAS_200_OK_PRIVATE: &[u8] = concat!(
+        "SIP/2.0 200 OK\r\n",
+        "Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-13590-1-0\r\n",
+        "From: sipp <sip:sipp@198.51.100.7:5070>;tag=13590SIPpTag001\r\n",
+        "To: service <sip:service@192.168.0.101:5060>;tag=13566SIPpTag011\r\n",
+        "Call-ID: 1-13590@198.51.100.7\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: <sip:192.168.0.101:5060;transport=UDP>\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   137\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 192.168.0.101\r\n",
+        "s=-\r\n",
+        "c=IN IP4 192.168.0.101\r\n",
+        "t=0 0\r\n",
+        "m=audio 6000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:5070 -> 198.51.100.7:5060
+    const TCP_INVITE: &[u8] = concat!(
+        "INVITE sip:service@198.51.100.7:5060 SIP/2.0\r\n",
+        "Via: SIP/2.0/TCP 192.168.0.101:5070;branch=z9hG4bK-13718-1-0\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5070>;tag=13718SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5060>\r\n",
+        "Call-ID: 1-13718@192.168.0.101\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: sip:sipp@192.168.0.101:5070\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   137\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 192.168.0.101\r\n",
+        "s=-\r\n",
+        "c=IN IP4 192.168.0.101\r\n",
+        "t=0 0\r\n",
+        "m=audio 6004 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:5070 -> 198.51.100.7:5060
+    const TCP_ACK: &[u8] = concat!(
+        "ACK sip:service@198.51.100.7:5060 SIP/2.0\r\n",
+        "Via: SIP/2.0/TCP 192.168.0.101:5070;branch=z9hG4bK-13718-1-5\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5070>;tag=13718SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5060>;tag=13714SIPpTag011\r\n",
+        "Call-ID: 1-13718@192.168.0.101\r\n",
+        "CSeq: 1 ACK\r\n",
+        "Contact: sip:sipp@192.168.0.101:5070\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:5070 -> 198.51.100.7:5060
+    const TCP_BYE: &[u8] = concat!(
+        "BYE sip:service@198.51.100.7:5060 SIP/2.0\r\n",
+        "Via: SIP/2.0/TCP 192.168.0.101:5070;branch=z9hG4bK-13718-1-7\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5070>;tag=13718SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5060>;tag=13714SIPpTag011\r\n",
+        "Call-ID: 1-13718@192.168.0.101\r\n",
+        "CSeq: 2 BYE\r\n",
+        "Contact: sip:sipp@192.168.0.101:5070\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Length: 0\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    fn rw() -> SipRewriter {
+        SipRewriter::default()
+    }
+
+    fn pinhole(public_port: u16, private_port: u16, snat: bool) -> Pinhole {
+        Pinhole {
+            peer: PEER,
+            transport: Transport::Udp,
+            public_addr: PUBLIC,
+            public_port,
+            private_addr: PRIVATE,
+            private_port,
+            lifetime: DEFAULT_MEDIA_LIFETIME,
+            snat,
+        }
+    }
+
+    fn content_length_matches(msg: &[u8]) {
+        let s = String::from_utf8_lossy(msg);
+        let (head, body) = s.split_once("\r\n\r\n").expect("header block");
+        let cl = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                (n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l"))
+                    .then(|| v.trim().parse::<usize>().expect("number"))
+            })
+            .expect("Content-Length");
+        assert_eq!(cl, body.len(), "Content-Length of {s:?}");
+    }
+
+    const INVITE_REWRITTEN: &[u8] = concat!(
+        "INVITE sip:service@198.51.100.7:5070 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-12949-1-0\r\n",
+        "From: sipp <sip:sipp@192.168.0.101:5060>;tag=12949SIPpTag001\r\n",
+        "To: service <sip:service@198.51.100.7:5070>\r\n",
+        "Call-ID: 1-12949@192.168.0.101\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: sip:sipp@203.0.113.10:5060\r\n",
+        "Max-Forwards: 70\r\n",
+        "Subject: Performance Test\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length:   136\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP4 203.0.113.10\r\n",
+        "s=-\r\n",
+        "c=IN IP4 203.0.113.10\r\n",
+        "t=0 0\r\n",
+        "m=audio 36000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    #[test]
+    fn uac_invite_over_udp_is_rewritten_with_media_pinholes() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let r = rw().rewrite(
+            UAC_INVITE,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        assert_eq!(r.consumed, UAC_INVITE.len());
+        assert_eq!(
+            String::from_utf8_lossy(&output(&r.outcome, UAC_INVITE)),
+            String::from_utf8_lossy(INVITE_REWRITTEN)
+        );
+        content_length_matches(INVITE_REWRITTEN);
+        assert_eq!(
+            r.pinholes,
+            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+        );
+    }
+
+    #[test]
+    fn same_ports_keep_the_media_line_and_still_open_pinholes() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let r = rw().rewrite(
+            UAC_INVITE,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(0),
+        );
+        let out = output(&r.outcome, UAC_INVITE);
+        assert_eq!(
+            out,
+            replace(
+                &replace(INVITE_REWRITTEN, "36000", "6000"),
+                "  136",
+                "  135"
+            )
+        );
+        content_length_matches(&out);
+        assert_eq!(
+            r.pinholes,
+            vec![pinhole(6000, 6000, false), pinhole(6001, 6001, false)]
+        );
+    }
+
+    #[test]
+    fn rewriting_is_idempotent_for_retransmissions() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let mut ports = OffsetPorts(30000);
+        let a = rw().rewrite(UAC_INVITE, Direction::FromPrivate, &flow, &mut ports);
+        let b = rw().rewrite(UAC_INVITE, Direction::FromPrivate, &flow, &mut ports);
+        assert_eq!(a, b);
+        // The rewritten message has no private address left to rewrite.
+        let out = output(&a.outcome, UAC_INVITE);
+        assert!(!String::from_utf8_lossy(&out).contains("Via: SIP/2.0/UDP 192.168.0.101"));
+    }
+
+    #[test]
+    fn uac_ack_and_bye_rewrite_via_and_contact_only() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        for msg in [UAC_ACK, UAC_BYE] {
+            let r = rw().rewrite(msg, Direction::FromPrivate, &flow, &mut OffsetPorts(30000));
+            let expected = replace(
+                &replace(msg, "UDP 192.168.0.101:5060", "UDP 203.0.113.10:5060"),
+                "Contact: sip:sipp@192.168.0.101",
+                "Contact: sip:sipp@203.0.113.10",
+            );
+            assert_eq!(output(&r.outcome, msg), expected);
+            assert!(r.pinholes.is_empty());
+        }
+    }
+
+    #[test]
+    fn register_rewrites_via_with_rport_and_bracketed_contact() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5070, 5060);
+        let r = rw().rewrite(REGISTER, Direction::FromPrivate, &flow, &mut NoPorts);
+        let expected = concat!(
+            "REGISTER sip:198.51.100.7:5060 SIP/2.0\r\n",
+            "Via: SIP/2.0/UDP 203.0.113.10:5070;branch=z9hG4bK-14384-1-0;rport\r\n",
+            "From: <sip:alice@198.51.100.7>;tag=14384SIPpTag001\r\n",
+            "To: <sip:alice@198.51.100.7>\r\n",
+            "Call-ID: 1-14384@192.168.0.101\r\n",
+            "CSeq: 1 REGISTER\r\n",
+            "Contact: <sip:alice@203.0.113.10:5070;transport=UDP>;expires=3600\r\n",
+            "Max-Forwards: 70\r\n",
+            "User-Agent: sipp\r\n",
+            "Content-Length: 0\r\n",
+            "\r\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output(&r.outcome, REGISTER)),
+            expected
+        );
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn response_top_via_is_mapped_back_for_the_private_uac() {
+        // What the registrar sends back through the gateway: our public Via.
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5070, 5060);
+        let from_registrar = replace(REGISTER_200_OK, "UDP 192.168.0.101", "UDP 203.0.113.10");
+        let from_registrar = replace(&from_registrar, "alice@192.168.0.101", "alice@203.0.113.10");
+        let r = rw().rewrite(&from_registrar, Direction::FromPublic, &flow, &mut NoPorts);
+        // Via back to the private address; the registered Contact stays public.
+        let expected = replace(REGISTER_200_OK, "alice@192.168.0.101", "alice@203.0.113.10");
+        assert_eq!(output(&r.outcome, &from_registrar), expected);
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn public_uas_answer_needs_nothing() {
+        // Captured without a gateway: the Via is the private one already.
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let r = rw().rewrite(
+            UAS_200_OK_PUBLIC,
+            Direction::FromPublic,
+            &flow,
+            &mut OffsetPorts(1),
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.consumed, UAS_200_OK_PUBLIC.len());
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn incoming_invite_request_uri_is_mapped_to_the_private_uas() {
+        let flow = flow(Role::PrivateServer, Transport::Udp, 5060, 5070);
+        let via_gateway = replace(INVITE_TO_PRIVATE, "192.168.0.101", "203.0.113.10");
+        let r = rw().rewrite(
+            &via_gateway,
+            Direction::FromPublic,
+            &flow,
+            &mut OffsetPorts(1),
+        );
+        let expected = replace(
+            &via_gateway,
+            "INVITE sip:service@203.0.113.10",
+            "INVITE sip:service@192.168.0.101",
+        );
+        assert_eq!(output(&r.outcome, &via_gateway), expected);
+        // The public UAC's SDP opens nothing.
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn private_uas_answer_is_rewritten_with_snat_pinholes() {
+        let flow = flow(Role::PrivateServer, Transport::Udp, 5060, 5070);
+        let r = rw().rewrite(
+            UAS_200_OK_PRIVATE,
+            Direction::FromPrivate,
+            &flow,
+            &mut TablePorts(vec![(6000, 41000), (6001, 41001)]),
+        );
+        let expected = concat!(
+            "SIP/2.0 200 OK\r\n",
+            "Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-13590-1-0\r\n",
+            "From: sipp <sip:sipp@198.51.100.7:5070>;tag=13590SIPpTag001\r\n",
+            "To: service <sip:service@192.168.0.101:5060>;tag=13566SIPpTag011\r\n",
+            "Call-ID: 1-13590@198.51.100.7\r\n",
+            "CSeq: 1 INVITE\r\n",
+            "Contact: <sip:203.0.113.10:5060;transport=UDP>\r\n",
+            "Content-Type: application/sdp\r\n",
+            "Content-Length:   136\r\n",
+            "\r\n",
+            "v=0\r\n",
+            "o=user1 53655765 2353687637 IN IP4 203.0.113.10\r\n",
+            "s=-\r\n",
+            "c=IN IP4 203.0.113.10\r\n",
+            "t=0 0\r\n",
+            "m=audio 41000 RTP/AVP 0\r\n",
+            "a=rtpmap:0 PCMU/8000\r\n",
+        );
+        let out = output(&r.outcome, UAS_200_OK_PRIVATE);
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+        content_length_matches(&out);
+        assert_eq!(
+            r.pinholes,
+            vec![pinhole(41000, 6000, true), pinhole(41001, 6001, true)]
+        );
+
+        let r = rw().rewrite(UAS_180_PRIVATE, Direction::FromPrivate, &flow, &mut NoPorts);
+        assert_eq!(
+            output(&r.outcome, UAS_180_PRIVATE),
+            replace(UAS_180_PRIVATE, "<sip:192.168.0.101", "<sip:203.0.113.10")
+        );
+    }
+
+    #[test]
+    fn no_public_port_leaves_the_message_unchanged() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let r = rw().rewrite(UAC_INVITE, Direction::FromPrivate, &flow, &mut NoPorts);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.consumed, UAC_INVITE.len());
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn tcp_stream_is_framed_by_content_length() {
+        let flow = flow(Role::PrivateClient, Transport::Tcp, 5070, 5060);
+        let mut stream = TCP_INVITE.to_vec();
+        stream.extend_from_slice(b"\r\n\r\n"); // RFC 5626 keep-alive
+        stream.extend_from_slice(TCP_ACK);
+        stream.extend_from_slice(TCP_BYE);
+        let mut pos = 0;
+        let mut outs = Vec::new();
+        while pos < stream.len() {
+            let r = rw().rewrite(
+                &stream[pos..],
+                Direction::FromPrivate,
+                &flow,
+                &mut OffsetPorts(30000),
+            );
+            assert!(r.consumed > 0, "{r:?}");
+            outs.push((
+                r.consumed,
+                output(&r.outcome, &stream[pos..pos + r.consumed]),
+            ));
+            pos += r.consumed;
+        }
+        let lens: Vec<usize> = outs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            lens,
+            vec![TCP_INVITE.len(), 4, TCP_ACK.len(), TCP_BYE.len()]
+        );
+        let invite = String::from_utf8_lossy(&outs[0].1).into_owned();
+        assert!(invite.contains("Via: SIP/2.0/TCP 203.0.113.10:5070;branch=z9hG4bK-13718-1-0\r\n"));
+        assert!(invite.contains("Contact: sip:sipp@203.0.113.10:5070\r\n"));
+        assert!(invite.contains("m=audio 36004 RTP/AVP 0\r\n"));
+        content_length_matches(&outs[0].1);
+        assert_eq!(outs[1].1, b"\r\n\r\n");
+    }
+
+    #[test]
+    fn every_split_point_of_a_stream_message_is_incomplete() {
+        let flow = flow(Role::PrivateClient, Transport::Tcp, 5070, 5060);
+        for msg in [TCP_INVITE, TCP_ACK, TCP_BYE, REGISTER, UAS_200_OK_PRIVATE] {
+            check_splits(&rw(), msg, Direction::FromPrivate, &flow);
+            check_splits(&rw(), msg, Direction::FromPublic, &flow);
+        }
+    }
+
+    #[test]
+    fn compact_forms_and_folded_headers() {
+        let flow = flow(Role::PrivateClient, Transport::Tcp, 5060, 5070);
+        let compact = replace(
+            &replace(
+                &replace(&replace(UAC_INVITE, "Via:", "v:"), "Contact:", "m:"),
+                "Content-Type:",
+                "c:",
+            ),
+            "Content-Length:  ",
+            "l:",
+        );
+        let compact = replace(&compact, "branch=", "\r\n  branch=");
+        let compact = replace(&compact, "5060;\r\n  branch", "5060\r\n ;branch");
+        let r = rw().rewrite(
+            &compact,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        assert_eq!(r.consumed, compact.len());
+        let out = output(&r.outcome, &compact);
+        let s = String::from_utf8_lossy(&out);
+        assert!(
+            s.contains("v: SIP/2.0/UDP 203.0.113.10:5060\r\n ;branch="),
+            "{s}"
+        );
+        assert!(s.contains("m: sip:sipp@203.0.113.10:5060\r\n"), "{s}");
+        assert!(s.contains("l: 136\r\n"), "{s}");
+        content_length_matches(&out);
+        assert_eq!(r.pinholes.len(), 2);
+    }
+
+    #[test]
+    fn via_variants() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5060);
+        let msg = concat!(
+            "OPTIONS sip:192.168.0.101 SIP/2.0\r\n",
+            "Via: SIP / 2.0 / TCP 192.168.0.101;received=192.168.0.101;branch=z9hG4bK1,",
+            " SIP/2.0/UDP [2001:db8::1]:5060;branch=\"x,y\", SIP/2.0/UDP 192.168.0.1011\r\n",
+            "v: SIP/2.0/UDP 192.168.0.101:5062 ;rport\r\n",
+            "Route: <sip:192.168.0.101;lr>, <sip:p@198.51.100.7;lr>\r\n",
+            "Record-Route: <sip:proxy@192.168.0.101:5080;lr>\r\n",
+            "From: <sip:bob@192.168.0.101>;tag=1\r\n",
+            "Contact: \"Bob\" <sips:bob@192.168.0.101:5061>, <sip:bob@192.168.0.10>\r\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+        let r = rw().rewrite(msg.as_bytes(), Direction::FromPrivate, &flow, &mut NoPorts);
+        let expected = concat!(
+            "OPTIONS sip:203.0.113.10 SIP/2.0\r\n",
+            "Via: SIP / 2.0 / TCP 203.0.113.10;received=192.168.0.101;branch=z9hG4bK1,",
+            " SIP/2.0/UDP [2001:db8::1]:5060;branch=\"x,y\", SIP/2.0/UDP 192.168.0.1011\r\n",
+            "v: SIP/2.0/UDP 203.0.113.10:5062 ;rport\r\n",
+            "Route: <sip:203.0.113.10;lr>, <sip:p@198.51.100.7;lr>\r\n",
+            "Record-Route: <sip:proxy@203.0.113.10:5080;lr>\r\n",
+            "From: <sip:bob@192.168.0.101>;tag=1\r\n",
+            "Contact: \"Bob\" <sips:bob@203.0.113.10:5061>, <sip:bob@192.168.0.10>\r\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output(&r.outcome, msg.as_bytes())),
+            expected
+        );
+    }
+
+    #[test]
+    fn keepalives_and_framing_errors() {
+        let udp = flow(Role::PrivateClient, Transport::Udp, 5060, 5060);
+        let tcp = flow(Role::PrivateClient, Transport::Tcp, 5060, 5060);
+        let d = Direction::FromPrivate;
+        let r = rw().rewrite(b"\r\n", d, &udp, &mut NoPorts);
+        assert_eq!((r.outcome, r.consumed), (Outcome::Unchanged, 2));
+        let r = rw().rewrite(b"\r\n\r\nINVITE", d, &tcp, &mut NoPorts);
+        assert_eq!((r.outcome, r.consumed), (Outcome::Unchanged, 4));
+        // Content-Length larger than the datagram.
+        let short = &UAC_INVITE[..UAC_INVITE.len() - 3];
+        let r = rw().rewrite(short, d, &udp, &mut OffsetPorts(1));
+        assert_eq!((r.outcome, r.consumed), (Outcome::Malformed, short.len()));
+        // Not SIP at all.
+        let r = rw().rewrite(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", d, &tcp, &mut NoPorts);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        assert!(r.consumed >= 1);
+        let r = rw().rewrite(b"\x16\x03\x01\x02\x00", d, &tcp, &mut NoPorts);
+        assert_eq!((r.outcome, r.consumed), (Outcome::Malformed, 5));
+        // Conflicting Content-Length values.
+        let two = b"ACK sip:a@b SIP/2.0\r\nContent-Length: 0\r\nl: 3\r\n\r\nabc";
+        let r = rw().rewrite(two, d, &tcp, &mut NoPorts);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        // No Content-Length on a stream: no body.
+        let none = b"ACK sip:a@b SIP/2.0\r\nTo: x\r\n\r\nOPTIONS";
+        let r = rw().rewrite(none, d, &tcp, &mut NoPorts);
+        assert_eq!(
+            (r.outcome, r.consumed),
+            (Outcome::Unchanged, none.len() - 7)
+        );
+        // Trailing bytes after Content-Length in a datagram are kept.
+        let mut padded = UAC_INVITE.to_vec();
+        padded.extend_from_slice(b"\0\0");
+        let r = rw().rewrite(&padded, d, &udp, &mut OffsetPorts(30000));
+        let mut expected = INVITE_REWRITTEN.to_vec();
+        expected.extend_from_slice(b"\0\0");
+        assert_eq!(output(&r.outcome, &padded), expected);
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        let seeds: &[&[u8]] = &[UAC_INVITE, UAS_200_OK_PRIVATE, REGISTER, TCP_BYE];
+        for role in [Role::PrivateClient, Role::PrivateServer] {
+            fuzz(&rw(), seeds, role, Transport::Tcp);
+            fuzz(&rw(), seeds, role, Transport::Udp);
+        }
+    }
+}
