@@ -379,9 +379,11 @@ fn media_edits(
             };
             let rtcp_public = open(rtcp, pinholes)?;
             if rtp_public.checked_add(1) != Some(rtcp_public) {
-                let eol = body
-                    .get(line.eol.clone())
-                    .filter(|e| !e.is_empty())
+                // The body's own line end (the last line may have none).
+                let eol = std::iter::once(line)
+                    .chain(lines.iter())
+                    .filter_map(|l| body.get(l.eol.clone()))
+                    .find(|e| !e.is_empty())
                     .unwrap_or(b"\r\n");
                 let mut add = Vec::new();
                 // A section that does not end with a line end gets one first.
@@ -396,4 +398,164 @@ fn media_edits(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::testutil::*;
+
+    fn policy(media_pinholes: bool) -> SdpPolicy {
+        SdpPolicy {
+            media_pinholes,
+            lifetime: Duration::from_secs(30),
+        }
+    }
+
+    fn run(
+        body: &str,
+        role: Role,
+        ports: &mut dyn PortAlloc,
+        media: bool,
+    ) -> (String, Vec<Pinhole>) {
+        let flow = flow(role, Transport::Udp, 5060, 5060);
+        let r = rewrite(body.as_bytes(), &flow, ports, &policy(media)).expect("ports");
+        let out = r
+            .body
+            .map_or_else(|| body.to_string(), |b| String::from_utf8(b).expect("utf8"));
+        (out, r.pinholes)
+    }
+
+    fn ph(public_port: u16, private_port: u16) -> (u16, u16) {
+        (public_port, private_port)
+    }
+
+    fn ports_of(p: &[Pinhole]) -> Vec<(u16, u16)> {
+        p.iter()
+            .map(|p| ph(p.public_port, p.private_port))
+            .collect()
+    }
+
+    #[test]
+    fn explicit_rtcp_port_and_address_follow_the_allocation() {
+        let body =
+            "v=0\r\no=- 1 1 IN IP4 192.168.0.101\r\ns=-\r\nc=IN IP4 192.168.0.101\r\nt=0 0\r\n\
+                    m=audio 7078 RTP/AVP 0 8\r\na=rtcp:7079 IN IP4 192.168.0.101\r\n\
+                    m=video 9078 RTP/AVPF 96\r\na=rtcp:9100\r\na=rtcp-mux\r\n";
+        let (out, p) = run(body, Role::PrivateClient, &mut OffsetPorts(20000), true);
+        assert_eq!(
+            out,
+            "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\nt=0 0\r\n\
+             m=audio 27078 RTP/AVP 0 8\r\na=rtcp:27079 IN IP4 203.0.113.10\r\n\
+             m=video 29078 RTP/AVPF 96\r\na=rtcp:29100\r\na=rtcp-mux\r\n"
+        );
+        assert_eq!(
+            ports_of(&p),
+            vec![(27078, 7078), (27079, 7079), (29078, 9078), (29100, 9100)]
+        );
+        assert!(p
+            .iter()
+            .all(|p| !p.snat && p.peer == PEER && p.lifetime == Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn implicit_rtcp_on_a_non_adjacent_public_port_gets_an_rtcp_attribute() {
+        let body = "v=0\r\nc=IN IP4 192.168.0.101\r\nm=audio 6000 RTP/AVP 0\r\na=sendrecv\r\nm=audio 6002 RTP/AVP 0";
+        let mut ports = TablePorts(vec![
+            (6000, 40000),
+            (6001, 40007),
+            (6002, 6002),
+            (6003, 6003),
+        ]);
+        let (out, p) = run(body, Role::PrivateServer, &mut ports, true);
+        assert_eq!(
+            out,
+            "v=0\r\nc=IN IP4 203.0.113.10\r\nm=audio 40000 RTP/AVP 0\r\na=sendrecv\r\na=rtcp:40007\r\nm=audio 6002 RTP/AVP 0"
+        );
+        assert_eq!(
+            ports_of(&p),
+            vec![(40000, 6000), (40007, 6001), (6002, 6002), (6003, 6003)]
+        );
+        assert!(p.iter().all(|p| p.snat));
+        // At the very end of a body without a final line end.
+        let (out, _) = run(
+            "c=IN IP4 192.168.0.101\nm=audio 6000 RTP/AVP 0",
+            Role::PrivateClient,
+            &mut ports,
+            true,
+        );
+        assert_eq!(
+            out,
+            "c=IN IP4 203.0.113.10\nm=audio 40000 RTP/AVP 0\na=rtcp:40007\n"
+        );
+    }
+
+    #[test]
+    fn other_hosts_hold_disabled_streams_and_ipv6_are_left_alone() {
+        let body = "v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\nc=IN IP4 192.168.0.102\r\n\
+                    m=audio 6000 RTP/AVP 0\r\n\
+                    m=audio 6002 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\n\
+                    m=video 0 RTP/AVP 31\r\nc=IN IP4 192.168.0.101\r\n\
+                    m=audio 6004 RTP/AVP 0\r\nc=IN IP6 2001:db8::1\r\n\
+                    m=audio 6006/2 RTP/AVP 0\r\nc=IN IP4 192.168.0.101/127\r\n\
+                    m=application 6008 TCP/MSRP *\r\nc=IN IP4 192.168.0.101\r\n\
+                    m=image 6010 udptl t38\r\nc=IN IP4 192.168.0.101\r\n";
+        let (out, p) = run(body, Role::PrivateClient, &mut OffsetPorts(1), true);
+        let expected = body
+            .replace("m=image 6010", "m=image 6011")
+            .replace("IP4 192.168.0.101", "IP4 203.0.113.10");
+        assert_eq!(out, expected);
+        // Only the T.38 stream (UDP, no RTCP) on the private address.
+        assert_eq!(ports_of(&p), vec![(6011, 6010)]);
+    }
+
+    #[test]
+    fn without_media_pinholes_only_addresses_change() {
+        let body = "v=0\r\no=- 16207143059413717642 1 IN IP4 192.168.0.101\r\ns=x\r\n\
+                    a=control:rtsp://192.168.0.101:8554/test/\r\n\
+                    m=video 5000 RTP/AVP 26\r\nc=IN IP4 192.168.0.101\r\na=control:stream=0\r\n";
+        let (out, p) = run(body, Role::PrivateServer, &mut NoPorts, false);
+        assert_eq!(out, body.replace("192.168.0.101", "203.0.113.10"));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn allocation_failure_is_reported() {
+        let flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5060);
+        let body = b"c=IN IP4 192.168.0.101\r\nm=audio 6000 RTP/AVP 0\r\n";
+        assert_eq!(
+            rewrite(body, &flow, &mut NoPorts, &policy(true)),
+            Err(SdpError::NoPublicPort { private_port: 6000 })
+        );
+        // Nothing to allocate: fine.
+        let r = rewrite(b"v=0\r\n", &flow, &mut NoPorts, &policy(true));
+        assert_eq!(r, Ok(SdpRewrite::default()));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let flow = flow(Role::PrivateServer, Transport::Udp, 5060, 5060);
+        let mut rng = XorShift(42);
+        const A: &[u8] = b"cmoa=IN IP4 192.168.0.101 rtcp:65535 RTP/AVP 0/\r\n";
+        for i in 0..20_000 {
+            let body: Vec<u8> = (0..rng.below(200))
+                .map(|_| {
+                    if i % 2 == 0 {
+                        A[rng.below(A.len())]
+                    } else {
+                        rng.next() as u8
+                    }
+                })
+                .collect();
+            let _ = rewrite(&body, &flow, &mut OffsetPorts(3), &policy(true));
+        }
+        // Port 65535: RTP + 1 does not exist, no RTCP pinhole.
+        let r = rewrite(
+            b"c=IN IP4 192.168.0.101\r\nm=audio 65535 RTP/AVP 0\r\n",
+            &flow,
+            &mut OffsetPorts(0),
+            &policy(true),
+        );
+        assert_eq!(r.map(|r| r.pinholes.len()), Ok(1));
+    }
 }
