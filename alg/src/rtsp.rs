@@ -437,3 +437,514 @@ fn quoted_addrs(buf: &[u8], v: Range<usize>) -> Vec<(Range<usize>, Range<usize>)
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::testutil::*;
+
+    // Captured on loopback in a network namespace: ffprobe (Lavf59.27.100,
+    // `-rtsp_transport udp` and `tcp`) against a GStreamer 1.22 rtsp-server
+    // (`videotestsrc ! jpegenc ! rtpjpegpay`), the private end being
+    // 192.168.0.101 and the public one 198.51.100.7.
+
+    // tcp 192.168.0.101:42766 -> 198.51.100.7:8554
+    const FF_OPTIONS: &[u8] = concat!(
+        "OPTIONS rtsp://198.51.100.7:8554/test RTSP/1.0\r\n",
+        "CSeq: 1\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:42766 -> 198.51.100.7:8554
+    const FF_DESCRIBE: &[u8] = concat!(
+        "DESCRIBE rtsp://198.51.100.7:8554/test RTSP/1.0\r\n",
+        "Accept: application/sdp\r\n",
+        "CSeq: 2\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:42766 -> 198.51.100.7:8554
+    const FF_SETUP: &[u8] = concat!(
+        "SETUP rtsp://198.51.100.7:8554/test/stream=0 RTSP/1.0\r\n",
+        "Transport: RTP/AVP/UDP;unicast;client_port=24588-24589\r\n",
+        "CSeq: 3\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:42766 -> 198.51.100.7:8554
+    const FF_PLAY: &[u8] = concat!(
+        "PLAY rtsp://198.51.100.7:8554/test/ RTSP/1.0\r\n",
+        "Range: npt=0.000-\r\n",
+        "CSeq: 4\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "Session: IZzFCqqL-qO7+FfP\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:42766 -> 198.51.100.7:8554
+    const FF_TEARDOWN: &[u8] = concat!(
+        "TEARDOWN rtsp://198.51.100.7:8554/test/ RTSP/1.0\r\n",
+        "CSeq: 5\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "Session: IZzFCqqL-qO7+FfP\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:60266
+    const GST_OPTIONS_200: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 1\r\n",
+        "Public: OPTIONS, DESCRIBE, ANNOUNCE, GET_PARAMETER, PAUSE, PLAY, RECORD, SETUP, SET_PARAMETER, TEARDOWN\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Date: Sun, 22 Nov 2026 18:10:45 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:60266
+    const GST_DESCRIBE_200: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 2\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Base: rtsp://192.168.0.101:8554/test/\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Date: Sun, 22 Nov 2026 18:10:45 GMT\r\n",
+        "Content-Length: 376\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=- 16207143059413717642 1 IN IP4 192.168.0.101\r\n",
+        "s=Session streamed with GStreamer\r\n",
+        "i=rtsp-server\r\n",
+        "t=0 0\r\n",
+        "a=tool:GStreamer\r\n",
+        "a=type:broadcast\r\n",
+        "a=control:*\r\n",
+        "a=range:npt=now-\r\n",
+        "m=video 0 RTP/AVP 26\r\n",
+        "c=IN IP4 0.0.0.0\r\n",
+        "a=rtpmap:26 JPEG/90000\r\n",
+        "a=framerate:10.000000\r\n",
+        "a=control:stream=0\r\n",
+        "a=ts-refclk:local\r\n",
+        "a=mediaclk:sender\r\n",
+        "a=ssrc:925216816 cname:user1301130160@host-b3df7a90\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:60266
+    const GST_SETUP_200: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 3\r\n",
+        "Transport: RTP/AVP;unicast;client_port=19872-19873;server_port=35768-35769;ssrc=3725B030;mode=\"PLAY\"\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Session: 9g-Cksw+GQCDP8s6\r\n",
+        "Date: Sun, 22 Nov 2026 18:10:45 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:60266
+    const GST_PLAY_200: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 4\r\n",
+        "RTP-Info: url=rtsp://192.168.0.101:8554/test/stream=0;seq=14397;rtptime=1288210467\r\n",
+        "Range: npt=now-\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Session: 9g-Cksw+GQCDP8s6\r\n",
+        "Date: Sun, 22 Nov 2026 18:10:45 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:60266
+    const GST_TEARDOWN_200: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 5\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Session: 9g-Cksw+GQCDP8s6\r\n",
+        "Connection: close\r\n",
+        "Date: Sun, 22 Nov 2026 18:10:47 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 198.51.100.7:60266 -> 192.168.0.101:8554
+    const FF_SETUP_TO_PRIVATE: &[u8] = concat!(
+        "SETUP rtsp://192.168.0.101:8554/test/stream=0 RTSP/1.0\r\n",
+        "Transport: RTP/AVP/UDP;unicast;client_port=19872-19873\r\n",
+        "CSeq: 3\r\n",
+        "User-Agent: Lavf59.27.100\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:39136
+    const GST_PLAY_200_TCP: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 4\r\n",
+        "RTP-Info: url=rtsp://192.168.0.101:8554/test/stream=0;seq=29097;rtptime=3848316512\r\n",
+        "Range: npt=now-\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Session: kcYceYoLIYTjanct\r\n",
+        "Date: Sun, 22 Nov 2026 18:11:01 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    // tcp 192.168.0.101:8554 -> 198.51.100.7:39136
+    const GST_SETUP_200_TCP: &[u8] = concat!(
+        "RTSP/1.0 200 OK\r\n",
+        "CSeq: 3\r\n",
+        "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=574D4FFA;mode=\"PLAY\"\r\n",
+        "Server: GStreamer RTSP server\r\n",
+        "Session: kcYceYoLIYTjanct\r\n",
+        "Date: Sun, 22 Nov 2026 18:11:01 GMT\r\n",
+        "\r\n",
+    )
+    .as_bytes();
+
+    fn rw() -> RtspRewriter {
+        RtspRewriter::default()
+    }
+
+    fn client_flow() -> FlowAddrs {
+        flow(Role::PrivateClient, Transport::Tcp, 42766, 8554)
+    }
+
+    fn server_flow() -> FlowAddrs {
+        flow(Role::PrivateServer, Transport::Tcp, 8554, 60266)
+    }
+
+    fn pinholes(list: &[(u16, u16)], snat: bool) -> Vec<Pinhole> {
+        list.iter()
+            .map(|&(public_port, private_port)| Pinhole {
+                peer: PEER,
+                transport: Transport::Udp,
+                public_addr: PUBLIC,
+                public_port,
+                private_addr: PRIVATE,
+                private_port,
+                lifetime: DEFAULT_MEDIA_LIFETIME,
+                snat,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn private_client_setup_gets_public_client_ports() {
+        let r = rw().rewrite(
+            FF_SETUP,
+            Direction::FromPrivate,
+            &client_flow(),
+            &mut OffsetPorts(30000),
+        );
+        assert_eq!(r.consumed, FF_SETUP.len());
+        let expected = concat!(
+            "SETUP rtsp://198.51.100.7:8554/test/stream=0 RTSP/1.0\r\n",
+            "Transport: RTP/AVP/UDP;unicast;client_port=54588-54589\r\n",
+            "CSeq: 3\r\n",
+            "User-Agent: Lavf59.27.100\r\n",
+            "\r\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output(&r.outcome, FF_SETUP)),
+            expected
+        );
+        assert_eq!(
+            r.pinholes,
+            pinholes(&[(54588, 24588), (54589, 24589)], false)
+        );
+        // Same ports: nothing to rewrite, the pinholes are still needed.
+        let r = rw().rewrite(
+            FF_SETUP,
+            Direction::FromPrivate,
+            &client_flow(),
+            &mut OffsetPorts(0),
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(
+            r.pinholes,
+            pinholes(&[(24588, 24588), (24589, 24589)], false)
+        );
+        // Idempotent.
+        let mut ports = OffsetPorts(30000);
+        let a = rw().rewrite(FF_SETUP, Direction::FromPrivate, &client_flow(), &mut ports);
+        let b = rw().rewrite(FF_SETUP, Direction::FromPrivate, &client_flow(), &mut ports);
+        assert_eq!(a, b);
+        // Exhausted pool: unchanged, nothing opened.
+        let r = rw().rewrite(
+            FF_SETUP,
+            Direction::FromPrivate,
+            &client_flow(),
+            &mut NoPorts,
+        );
+        assert_eq!((r.outcome, r.pinholes.len()), (Outcome::Unchanged, 0));
+    }
+
+    #[test]
+    fn private_client_requests_without_transport_are_unchanged() {
+        for msg in [FF_OPTIONS, FF_DESCRIBE, FF_PLAY, FF_TEARDOWN] {
+            let r = rw().rewrite(
+                msg,
+                Direction::FromPrivate,
+                &client_flow(),
+                &mut OffsetPorts(1),
+            );
+            assert_eq!((r.outcome, r.consumed), (Outcome::Unchanged, msg.len()));
+            assert!(r.pinholes.is_empty());
+        }
+    }
+
+    #[test]
+    fn private_server_describe_rewrites_sdp_and_content_base() {
+        let r = rw().rewrite(
+            GST_DESCRIBE_200,
+            Direction::FromPrivate,
+            &server_flow(),
+            &mut NoPorts,
+        );
+        let out = output(&r.outcome, GST_DESCRIBE_200);
+        let expected = replace(
+            &replace(GST_DESCRIBE_200, "192.168.0.101", "203.0.113.10"),
+            "Content-Length: 376",
+            "Content-Length: 375",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected)
+        );
+        let s = String::from_utf8_lossy(&out);
+        let (_, body) = s.split_once("\r\n\r\n").expect("body");
+        assert_eq!(body.len(), 375);
+        // Media ports come with SETUP: none here (m=video 0, c=0.0.0.0 untouched).
+        assert!(s.contains("m=video 0 RTP/AVP 26\r\nc=IN IP4 0.0.0.0\r\n"));
+        assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn private_server_setup_reply_opens_server_ports_with_snat() {
+        let r = rw().rewrite(
+            GST_SETUP_200,
+            Direction::FromPrivate,
+            &server_flow(),
+            &mut OffsetPorts(1000),
+        );
+        assert_eq!(
+            output(&r.outcome, GST_SETUP_200),
+            replace(
+                GST_SETUP_200,
+                "server_port=35768-35769",
+                "server_port=36768-36769"
+            )
+        );
+        assert_eq!(
+            r.pinholes,
+            pinholes(&[(36768, 35768), (36769, 35769)], true)
+        );
+    }
+
+    #[test]
+    fn private_server_play_reply_rtp_info_url() {
+        let r = rw().rewrite(
+            GST_PLAY_200,
+            Direction::FromPrivate,
+            &server_flow(),
+            &mut NoPorts,
+        );
+        assert_eq!(
+            output(&r.outcome, GST_PLAY_200),
+            replace(
+                GST_PLAY_200,
+                "rtsp://192.168.0.101:",
+                "rtsp://203.0.113.10:"
+            )
+        );
+        for msg in [GST_OPTIONS_200, GST_TEARDOWN_200] {
+            let r = rw().rewrite(msg, Direction::FromPrivate, &server_flow(), &mut NoPorts);
+            assert_eq!((r.outcome, r.consumed), (Outcome::Unchanged, msg.len()));
+        }
+    }
+
+    #[test]
+    fn public_side_messages_are_never_touched() {
+        for msg in [FF_SETUP_TO_PRIVATE, GST_SETUP_200, GST_DESCRIBE_200] {
+            let r = rw().rewrite(
+                msg,
+                Direction::FromPublic,
+                &server_flow(),
+                &mut OffsetPorts(5),
+            );
+            assert_eq!((r.outcome, r.consumed), (Outcome::Unchanged, msg.len()));
+            assert!(r.pinholes.is_empty());
+        }
+    }
+
+    /// The PLAY reply and the first interleaved frames of the `tcp` capture
+    /// (real frame headers and RTP headers, payload filled in).
+    fn interleaved_stream() -> (Vec<u8>, Vec<usize>) {
+        let mut s = GST_SETUP_200_TCP.to_vec();
+        let mut lens = vec![s.len()];
+        s.extend_from_slice(GST_PLAY_200_TCP);
+        lens.push(GST_PLAY_200_TCP.len());
+        for (channel, len, rtp_header) in [
+            (0u8, 1400u16, &b"\x80\x1aq\xa9\xe5`\xa6`WMO\xfa"[..]),
+            (1, 28, &b"\x80\xc8\x00\x06WMO\xfa"[..]),
+            (0, 0, &b""[..]),
+        ] {
+            let mut frame = vec![b'$', channel];
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(rtp_header);
+            frame.resize(4 + usize::from(len), b'\r');
+            lens.push(frame.len());
+            s.extend_from_slice(&frame);
+        }
+        s.extend_from_slice(GST_TEARDOWN_200);
+        lens.push(GST_TEARDOWN_200.len());
+        (s, lens)
+    }
+
+    #[test]
+    fn interleaved_frames_are_consumed_unchanged() {
+        let (stream, lens) = interleaved_stream();
+        let flow = flow(Role::PrivateServer, Transport::Tcp, 8554, 39136);
+        let mut pos = 0;
+        let mut got = Vec::new();
+        while pos < stream.len() {
+            let r = rw().rewrite(
+                &stream[pos..],
+                Direction::FromPrivate,
+                &flow,
+                &mut OffsetPorts(9),
+            );
+            assert!(r.consumed > 0);
+            if stream[pos] == b'$' {
+                assert_eq!(r.outcome, Outcome::Unchanged);
+            }
+            assert!(r.pinholes.is_empty(), "interleaved transport opens nothing");
+            got.push(r.consumed);
+            pos += r.consumed;
+        }
+        assert_eq!(got, lens);
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete() {
+        let (stream, lens) = interleaved_stream();
+        let mut pos = 0;
+        for len in lens {
+            let msg = &stream[pos..pos + len];
+            check_splits(&rw(), msg, Direction::FromPrivate, &server_flow());
+            pos += len;
+        }
+        for msg in [FF_SETUP, FF_PLAY, GST_DESCRIBE_200, GST_SETUP_200] {
+            check_splits(&rw(), msg, Direction::FromPrivate, &server_flow());
+            check_splits(&rw(), msg, Direction::FromPrivate, &client_flow());
+            check_splits(&rw(), msg, Direction::FromPublic, &client_flow());
+        }
+    }
+
+    #[test]
+    fn destination_source_and_rtsp2_addresses() {
+        let req = concat!(
+            "SETUP rtsp://198.51.100.7/a RTSP/1.0\r\n",
+            "Transport: RTP/AVP;unicast;destination=192.168.0.101;client_port=5000,",
+            " RTP/AVP/TCP;interleaved=0-1,",
+            " RTP/AVP;multicast;destination=232.1.1.1;client_port=6000-6001,",
+            " RTP/AVP/UDP;unicast;dest_addr=\"192.168.0.101:7000\"/\"192.168.0.101:7001\"\r\n",
+            "CSeq: 1\r\n\r\n",
+        )
+        .as_bytes();
+        let r = rw().rewrite(
+            req,
+            Direction::FromPrivate,
+            &client_flow(),
+            &mut OffsetPorts(100),
+        );
+        let expected = concat!(
+            "SETUP rtsp://198.51.100.7/a RTSP/1.0\r\n",
+            "Transport: RTP/AVP;unicast;destination=203.0.113.10;client_port=5100,",
+            " RTP/AVP/TCP;interleaved=0-1,",
+            " RTP/AVP;multicast;destination=232.1.1.1;client_port=6000-6001,",
+            " RTP/AVP/UDP;unicast;dest_addr=\"203.0.113.10:7100\"/\"203.0.113.10:7101\"\r\n",
+            "CSeq: 1\r\n\r\n",
+        );
+        assert_eq!(String::from_utf8_lossy(&output(&r.outcome, req)), expected);
+        assert_eq!(
+            r.pinholes,
+            pinholes(
+                &[(5100, 5000), (5101, 5001), (7100, 7000), (7101, 7001)],
+                false
+            )
+        );
+
+        // Single client port whose RTCP public port is not adjacent: both spelled out.
+        let single =
+            b"SETUP rtsp://h/a RTSP/1.0\r\nTransport: RTP/AVP;unicast;client_port=5000\r\n\r\n";
+        let r = rw().rewrite(
+            single,
+            Direction::FromPrivate,
+            &client_flow(),
+            &mut TablePorts(vec![(5001, 9999)]),
+        );
+        assert_eq!(
+            output(&r.outcome, single),
+            replace(single, "client_port=5000", "client_port=5000-9999")
+        );
+
+        let resp = concat!(
+            "RTSP/1.0 200 OK\r\nCSeq: 1\r\n",
+            "Transport: RTP/AVP;unicast;source=192.168.0.101;client_port=5000-5001;server_port=6970-6971,",
+            " RTP/AVP;unicast;src_addr=\"192.168.0.101:8000\"/\"192.168.0.101:8001\"\r\n",
+            "Content-Location: rtsp://192.168.0.101/a/\r\n\r\n",
+        )
+        .as_bytes();
+        let r = rw().rewrite(
+            resp,
+            Direction::FromPrivate,
+            &server_flow(),
+            &mut OffsetPorts(1),
+        );
+        let expected = concat!(
+            "RTSP/1.0 200 OK\r\nCSeq: 1\r\n",
+            "Transport: RTP/AVP;unicast;source=203.0.113.10;client_port=5000-5001;server_port=6971-6972,",
+            " RTP/AVP;unicast;src_addr=\"203.0.113.10:8001\"/\"203.0.113.10:8002\"\r\n",
+            "Content-Location: rtsp://203.0.113.10/a/\r\n\r\n",
+        );
+        assert_eq!(String::from_utf8_lossy(&output(&r.outcome, resp)), expected);
+        assert_eq!(
+            r.pinholes,
+            pinholes(
+                &[(6971, 6970), (6972, 6971), (8001, 8000), (8002, 8001)],
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        let (stream, _) = interleaved_stream();
+        let seeds: &[&[u8]] = &[FF_SETUP, GST_DESCRIBE_200, GST_SETUP_200, &stream[..300]];
+        for role in [Role::PrivateClient, Role::PrivateServer] {
+            fuzz(&rw(), seeds, role, Transport::Tcp);
+        }
+        // A short '$' header waits; a body bigger than MAX_BODY does not.
+        let r = rw().rewrite(
+            b"$\x00",
+            Direction::FromPublic,
+            &client_flow(),
+            &mut NoPorts,
+        );
+        assert_eq!((r.outcome, r.consumed), (Outcome::Incomplete, 0));
+        let big = b"RTSP/1.0 200 OK\r\nContent-Length: 999999999\r\n\r\n";
+        let r = rw().rewrite(big, Direction::FromPrivate, &server_flow(), &mut NoPorts);
+        assert_eq!((r.outcome, r.consumed), (Outcome::Malformed, big.len()));
+    }
+}
