@@ -1,1 +1,1803 @@
-//! (to be written)
+//! The sans-IO ALG engine: packets of ALG flows in, verdicts and pinholes out.
+//!
+//! The shell queues every packet of an ALG flow (both directions) in the
+//! forward hook, where FromPrivate packets go private host → public peer and
+//! FromPublic packets go peer → private host (DNAT done, SNAT not yet). A
+//! flow is keyed by (transport, private addr:port, peer addr:port), the same
+//! key for both directions. Its [`Role`] follows from which end uses an ALG
+//! port of [`EngineConfig::ports`] (the peer's port first; when both ends use
+//! one, the direction of the first packet decides).
+//!
+//! # TCP
+//!
+//! Each direction of a flow is a [`Stream`]: a [`SeqAdjust`] for its
+//! sequence numbers, the position up to which its messages have been
+//! decided (`parsed_to`, original sequence space), the bytes of an
+//! incomplete message held back (`hold`), and a replay log of the messages
+//! it rewrote. A segment of the rewritten direction leaves with SEQ mapped
+//! and its messages rewritten; a segment of the opposite direction leaves
+//! with ACK and SACK blocks unmapped (and prunes the tracker and the log).
+//!
+//! * **In order** (starts at `parsed_to`, or inside/at the end of the held
+//!   bytes): the held bytes and the new ones are parsed message by message.
+//!   Rewritten messages are recorded in the tracker (a correction point per
+//!   message) and the log. An incomplete tail is held back and the segment
+//!   leaves truncated to its complete messages, or is dropped when it has
+//!   none; the next in-order segment leaves with SEQ moved back to the held
+//!   start and payload = held bytes + its own (a rewrite whose correction
+//!   point is the held start). A retransmission of held bytes alone, while
+//!   still incomplete, is dropped. With Nagle the sender sends nothing more
+//!   until the held segment is acknowledged, so a split command completes
+//!   with the sender's retransmission: Linux collapses the retransmitted
+//!   segment with the queued rest (`tcp_retrans_try_collapse`), and the
+//!   collapsed segment carries the whole command.
+//! * **Old data** (retransmission below `parsed_to`, also the old part of a
+//!   segment that straddles it): rebuilt from the replay log instead of being
+//!   parsed again: each rewritten message it fully contains is replaced by
+//!   the bytes sent the first time; a rewritten message it only partly covers
+//!   is cut off (at the end) or skipped (at the start), because a part of a
+//!   rewritten message has no counterpart. The retransmission is thus
+//!   byte-identical to what the receiver got the first time, whatever the
+//!   segmentation, and it is independent of the rewriter.
+//! * **Out of order** (starts beyond the held bytes, i.e. a gap): dropped.
+//!   The bytes in the gap may hold a message whose rewrite changes the
+//!   length, which would shift this segment after it had been forwarded, and
+//!   a message that starts in this segment cannot be found without the
+//!   bytes before it. The sender retransmits (control connections are low
+//!   rate, so the cost is a retransmission timeout after a loss). Directions
+//!   that are never rewritten (FTP from the public side) are not affected.
+//! * A hold longer than [`EngineConfig::max_hold`]: the tail passes
+//!   unchanged and the direction is no longer parsed (counted).
+//! * FIN or RST: an incomplete held message can no longer complete and is
+//!   released unchanged; the flow stays for [`EngineConfig::closed_linger`]
+//!   to serve retransmissions, or until a new SYN reuses the key.
+//! * Sequence arithmetic is modulo 2^32 ([`seq_lt`]).
+//! * The receive window is passed as is (a few bytes of difference between
+//!   the two sequence spaces are harmless).
+//!
+//! # UDP
+//!
+//! Each datagram is one or more complete messages; an incomplete message is
+//! passed unchanged.
+//!
+//! # Ports of pinholes
+//!
+//! The public port of a pinhole is the private port (identity) unless the
+//! engine already has a live pinhole on the same public address and port for
+//! the same peer towards another private endpoint; then the next free port
+//! upwards (wrapping within 1024..=65535) is taken. A flow remembers its
+//! answers, so a message parsed again (a UDP retransmission) gets the same
+//! port. [`Pinhole::lifetime`] is set from the configuration per protocol.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use crate::ftp::FtpRewriter;
+use crate::packet::{self, Packet, TcpEdit, TcpSegment, UdpDatagram};
+use crate::rtsp::RtspRewriter;
+use crate::seqadj::{seq_le, seq_lt, SeqAdjust, MAX_CORRECTIONS};
+use crate::sip::SipRewriter;
+use crate::{
+    Direction, FlowAddrs, Outcome, Pinhole, PortAlloc, Protocol, Rewriter, Role, Transport,
+};
+
+/// Replay log bound per direction, in bytes of rewritten messages.
+const MAX_LOG_BYTES: usize = 64 * 1024;
+/// How many ports above the private one are tried for a pinhole.
+const PORT_TRIES: u32 = 256;
+
+/// Engine configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// ALG ports: (transport, port, protocol).
+    pub ports: Vec<(Transport, u16, Protocol)>,
+    /// Idle time after which a TCP flow is forgotten.
+    pub flow_idle: Duration,
+    /// Idle time after which a UDP flow is forgotten.
+    pub udp_flow_idle: Duration,
+    /// How long a closed (FIN both ways, or RST) TCP flow is kept for
+    /// retransmissions.
+    pub closed_linger: Duration,
+    /// Flows tracked at most; new flows beyond pass unchanged (counted).
+    pub max_flows: usize,
+    /// Live pinholes (port allocations) per flow at most.
+    pub max_pinholes_per_flow: usize,
+    /// Bytes held at most for an incomplete message.
+    pub max_hold: usize,
+    /// Lifetime of FTP data connection pinholes.
+    pub ftp_data_lifetime: Duration,
+    /// Lifetime of SIP/RTSP media pinholes.
+    pub media_lifetime: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ports: vec![
+                (Transport::Tcp, 21, Protocol::Ftp),
+                (Transport::Udp, 5060, Protocol::Sip),
+                (Transport::Tcp, 5060, Protocol::Sip),
+                (Transport::Tcp, 554, Protocol::Rtsp),
+            ],
+            flow_idle: Duration::from_secs(300),
+            udp_flow_idle: Duration::from_secs(180),
+            closed_linger: Duration::from_secs(10),
+            max_flows: 4096,
+            max_pinholes_per_flow: 64,
+            max_hold: 8192,
+            ftp_data_lifetime: Duration::from_secs(30),
+            media_lifetime: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the engine asks the shell about a new flow.
+pub trait FlowContext {
+    /// The address the peer sees for our side: the service address for
+    /// [`Role::PrivateClient`] flows, the claimed pool address for
+    /// [`Role::PrivateServer`] flows. `None`: the flow is passed unchanged
+    /// (asked again on its next packet, counted).
+    fn public_addr(
+        &self,
+        private: SocketAddrV4,
+        peer: SocketAddrV4,
+        transport: Transport,
+        role: Role,
+    ) -> Option<Ipv4Addr>;
+    /// The private host's FQDN, if known.
+    fn host_fqdn(&self, private: Ipv4Addr) -> Option<String>;
+}
+
+/// What to do with a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Pass unchanged.
+    Accept,
+    /// Pass this packet instead (a whole IPv4 packet).
+    Replace(Vec<u8>),
+    /// Drop (the sender will retransmit).
+    Drop,
+}
+
+/// The verdict on one packet and the pinholes it requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub pinholes: Vec<Pinhole>,
+}
+
+impl Decision {
+    fn accept() -> Self {
+        Self {
+            verdict: Verdict::Accept,
+            pinholes: Vec::new(),
+        }
+    }
+}
+
+/// Counters since the engine started (`flows` is the current number).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub packets: u64,
+    /// Packets that are not whole IPv4 TCP/UDP packets (passed unchanged).
+    pub unparsed: u64,
+    /// Packets of neither an ALG port nor a tracked flow (passed unchanged).
+    pub not_alg: u64,
+    pub flows: usize,
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    /// Closed flows removed early to make room under `max_flows`.
+    pub flows_evicted: u64,
+    /// Packets of new flows passed untracked because `max_flows` was reached.
+    pub flows_over_limit: u64,
+    /// Packets passed untracked because the shell knew no public address.
+    pub no_public_addr: u64,
+    /// Messages rewritten.
+    pub rewrites: u64,
+    /// Packets replaced (rewritten payload or adjusted SEQ/ACK/SACK).
+    pub packets_replaced: u64,
+    pub pinholes_requested: u64,
+    /// Port requests refused (no free port, or `max_pinholes_per_flow`).
+    pub port_alloc_failed: u64,
+    /// Messages the rewriter could not parse (passed unchanged).
+    pub malformed: u64,
+    /// Segments whose tail was held back as an incomplete message.
+    pub holds: u64,
+    /// Holds beyond `max_hold` (the direction is no longer parsed).
+    pub hold_overflows: u64,
+    pub dropped: u64,
+    /// Dropped: beyond a gap in the stream.
+    pub dropped_out_of_order: u64,
+    /// Dropped: held bytes only, message still incomplete.
+    pub dropped_incomplete: u64,
+    /// Retransmissions rebuilt from the replay log with a rewritten message.
+    pub replays: u64,
+    /// Rewritten packets that could not be built (over 65535 bytes): passed
+    /// unchanged.
+    pub build_errors: u64,
+}
+
+/// One flow, for `rgw status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub protocol: Protocol,
+    pub role: Role,
+    pub transport: Transport,
+    pub private: SocketAddrV4,
+    pub peer: SocketAddrV4,
+    pub public: Ipv4Addr,
+    pub created: Instant,
+    pub last_seen: Instant,
+    /// Time since creation, relative to the latest time the engine saw.
+    pub age: Duration,
+    pub rewrites: u64,
+    /// Current SEQ offset of the private host's stream (bytes added).
+    pub offset_from_private: i64,
+    /// Current SEQ offset of the peer's stream.
+    pub offset_from_public: i64,
+    /// Correction points kept (from private, from public).
+    pub corrections: (usize, usize),
+    /// Bytes held back (from private, from public).
+    pub held: (usize, usize),
+    pub closed: bool,
+}
+
+/// Flow key: the same for both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    transport: Transport,
+    private: SocketAddrV4,
+    peer: SocketAddrV4,
+}
+
+/// A rewritten message kept for retransmissions: original range and the
+/// bytes sent instead.
+#[derive(Debug, Clone)]
+struct Replay {
+    start: u32,
+    end: u32,
+    bytes: Vec<u8>,
+}
+
+/// One direction of a TCP flow (the sender's stream).
+#[derive(Debug, Clone, Default)]
+struct Stream {
+    adj: SeqAdjust,
+    /// Original-space sequence number up to which messages are decided.
+    parsed_to: Option<u32>,
+    /// Bytes `[parsed_to, parsed_to + hold.len())`, an incomplete message.
+    hold: Vec<u8>,
+    log: VecDeque<Replay>,
+    log_bytes: usize,
+    /// Parsing given up (hold overflow).
+    bypass: bool,
+    /// Original sequence number of the FIN, once seen.
+    fin_at: Option<u32>,
+    /// RST seen.
+    rst: bool,
+}
+
+impl Stream {
+    fn prune(&mut self, ack: u32) {
+        let acked = self.adj.unmap_ack(ack);
+        self.adj.prune(ack);
+        while let Some(r) = self.log.front() {
+            if seq_le(r.end, acked) {
+                self.log_bytes -= r.bytes.len();
+                self.log.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn log(&mut self, start: u32, end: u32, bytes: &[u8]) {
+        if self.log.iter().any(|r| r.start == start) {
+            return;
+        }
+        self.log_bytes += bytes.len();
+        self.log.push_back(Replay {
+            start,
+            end,
+            bytes: bytes.to_vec(),
+        });
+        while self.log.len() > MAX_CORRECTIONS || self.log_bytes > MAX_LOG_BYTES {
+            match self.log.pop_front() {
+                Some(r) => self.log_bytes -= r.bytes.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        self.parsed_to
+            .map(|p| self.adj.offset_for_seq(p))
+            .unwrap_or(0)
+    }
+}
+
+/// A port allocation of a flow.
+#[derive(Debug, Clone, Copy)]
+struct Allocation {
+    public_port: u16,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Flow {
+    protocol: Protocol,
+    addrs: FlowAddrs,
+    created: Instant,
+    last_seen: Instant,
+    closed: bool,
+    rewrites: u64,
+    from_private: Stream,
+    from_public: Stream,
+    ports: BTreeMap<(Transport, u16), Allocation>,
+}
+
+/// A live pinhole: (transport, public addr, public port, peer) → private end.
+type PinholeKey = (Transport, Ipv4Addr, u16, Ipv4Addr);
+
+#[derive(Debug, Clone, Copy)]
+struct PinholeEntry {
+    private: (Ipv4Addr, u16),
+    expires: Instant,
+}
+
+/// The per-flow [`PortAlloc`] handed to a rewriter.
+struct FlowPorts<'a> {
+    flow_ports: &'a mut BTreeMap<(Transport, u16), Allocation>,
+    pinholes: &'a HashMap<PinholeKey, PinholeEntry>,
+    public: Ipv4Addr,
+    peer: Ipv4Addr,
+    private: Ipv4Addr,
+    now: Instant,
+    lifetime: Duration,
+    max: usize,
+    failed: &'a mut u64,
+}
+
+impl FlowPorts<'_> {
+    fn taken(&self, transport: Transport, port: u16, private_port: u16) -> bool {
+        let foreign = self
+            .pinholes
+            .get(&(transport, self.public, port, self.peer))
+            .is_some_and(|e| e.expires > self.now && e.private != (self.private, private_port));
+        let own = self.flow_ports.iter().any(|(&(t, p), a)| {
+            t == transport && p != private_port && a.public_port == port && a.expires > self.now
+        });
+        foreign || own
+    }
+}
+
+impl PortAlloc for FlowPorts<'_> {
+    fn public_port(&mut self, transport: Transport, private_port: u16) -> Option<u16> {
+        let now = self.now;
+        let expires = now + self.lifetime;
+        if let Some(a) = self.flow_ports.get_mut(&(transport, private_port)) {
+            if a.expires > now {
+                a.expires = expires;
+                return Some(a.public_port);
+            }
+        }
+        self.flow_ports.retain(|_, a| a.expires > now);
+        if self.flow_ports.len() >= self.max {
+            *self.failed += 1;
+            return None;
+        }
+        let mut candidate = private_port;
+        for _ in 0..PORT_TRIES {
+            if candidate != 0 && !self.taken(transport, candidate, private_port) {
+                self.flow_ports.insert(
+                    (transport, private_port),
+                    Allocation {
+                        public_port: candidate,
+                        expires,
+                    },
+                );
+                return Some(candidate);
+            }
+            candidate = if candidate == u16::MAX {
+                1024
+            } else {
+                candidate + 1
+            };
+        }
+        *self.failed += 1;
+        None
+    }
+}
+
+/// The sans-IO ALG engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    flows: HashMap<FlowKey, Flow>,
+    pinholes: HashMap<PinholeKey, PinholeEntry>,
+    stats: EngineStats,
+    ftp: Box<dyn Rewriter + Send>,
+    sip: Box<dyn Rewriter + Send>,
+    rtsp: Box<dyn Rewriter + Send>,
+    latest: Option<Instant>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cfg", &self.cfg)
+            .field("flows", &self.flows.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Result of parsing new in-order bytes.
+struct Parsed {
+    out: Vec<u8>,
+    /// Bytes of the input that were complete messages (or passed).
+    complete: usize,
+    /// (input offset, old length, output offset, new length) per rewrite.
+    rewrites: Vec<(usize, usize, usize, usize)>,
+    pinholes: Vec<Pinhole>,
+    /// The tail from `complete` is an incomplete message.
+    incomplete: bool,
+}
+
+/// Whether messages of this direction are parsed at all.
+fn parses(protocol: Protocol, dir: Direction) -> bool {
+    !(protocol == Protocol::Ftp && dir == Direction::FromPublic)
+}
+
+/// Offset of `seq` from `base` as an index (wrap-around safe).
+fn dist(base: u32, seq: u32) -> usize {
+    seq.wrapping_sub(base) as usize
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self {
+            cfg,
+            flows: HashMap::new(),
+            pinholes: HashMap::new(),
+            stats: EngineStats::default(),
+            ftp: Box::new(FtpRewriter),
+            sip: Box::new(SipRewriter::default()),
+            rtsp: Box::new(RtspRewriter::default()),
+            latest: None,
+        }
+    }
+
+    /// Replaces the rewriter of a protocol (tests, or a configured variant).
+    pub fn set_rewriter(&mut self, protocol: Protocol, rewriter: Box<dyn Rewriter + Send>) {
+        match protocol {
+            Protocol::Ftp => self.ftp = rewriter,
+            Protocol::Sip => self.sip = rewriter,
+            Protocol::Rtsp => self.rtsp = rewriter,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            flows: self.flows.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The tracked flows.
+    pub fn flows(&self) -> Vec<FlowInfo> {
+        self.flows
+            .values()
+            .map(|f| FlowInfo {
+                protocol: f.protocol,
+                role: f.addrs.role,
+                transport: f.addrs.transport,
+                private: f.addrs.private,
+                peer: f.addrs.peer,
+                public: f.addrs.public,
+                created: f.created,
+                last_seen: f.last_seen,
+                age: self
+                    .latest
+                    .map(|n| n.saturating_duration_since(f.created))
+                    .unwrap_or_default(),
+                rewrites: f.rewrites,
+                offset_from_private: f.from_private.offset(),
+                offset_from_public: f.from_public.offset(),
+                corrections: (f.from_private.adj.len(), f.from_public.adj.len()),
+                held: (f.from_private.hold.len(), f.from_public.hold.len()),
+                closed: f.closed,
+            })
+            .collect()
+    }
+
+    /// Forgets idle flows, closed flows after their linger time and expired
+    /// pinholes.
+    pub fn expire(&mut self, now: Instant) {
+        self.see(now);
+        let cfg = &self.cfg;
+        let before = self.flows.len();
+        self.flows.retain(|_, f| {
+            let idle = now.saturating_duration_since(f.last_seen);
+            let limit = if f.closed {
+                cfg.closed_linger
+            } else if f.addrs.transport == Transport::Udp {
+                cfg.udp_flow_idle
+            } else {
+                cfg.flow_idle
+            };
+            idle < limit
+        });
+        self.stats.flows_expired += (before - self.flows.len()) as u64;
+        self.pinholes.retain(|_, e| e.expires > now);
+    }
+
+    fn see(&mut self, now: Instant) {
+        if self.latest.is_none_or(|l| l < now) {
+            self.latest = Some(now);
+        }
+    }
+
+    /// Decides on one packet of the forward hook.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        packet: &[u8],
+        ctx: &dyn FlowContext,
+    ) -> Decision {
+        self.stats.packets += 1;
+        self.see(now);
+        let pkt = match Packet::parse(packet) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.unparsed += 1;
+                return Decision::accept();
+            }
+        };
+        let transport = match pkt.l4 {
+            packet::Transport::Tcp(_) => Transport::Tcp,
+            packet::Transport::Udp(_) => Transport::Udp,
+        };
+        let src = SocketAddrV4::new(pkt.ip.src(), pkt.src_port());
+        let dst = SocketAddrV4::new(pkt.ip.dst(), pkt.dst_port());
+        let (private, peer) = match dir {
+            Direction::FromPrivate => (src, dst),
+            Direction::FromPublic => (dst, src),
+        };
+        let key = FlowKey {
+            transport,
+            private,
+            peer,
+        };
+        if !self.flows.contains_key(&key) && !self.create(now, dir, key, ctx) {
+            return Decision::accept();
+        }
+        let Engine {
+            cfg,
+            flows,
+            pinholes,
+            stats,
+            ftp,
+            sip,
+            rtsp,
+            ..
+        } = self;
+        let Some(flow) = flows.get_mut(&key) else {
+            return Decision::accept();
+        };
+        flow.last_seen = now;
+        let rewriter: &dyn Rewriter = match flow.protocol {
+            Protocol::Ftp => ftp.as_ref(),
+            Protocol::Sip => sip.as_ref(),
+            Protocol::Rtsp => rtsp.as_ref(),
+        };
+        let mut cx = Cx {
+            cfg,
+            pinholes,
+            stats,
+            rewriter,
+            now,
+        };
+        let decision = match pkt.l4 {
+            packet::Transport::Tcp(t) => cx.tcp(flow, dir, &pkt, &t),
+            packet::Transport::Udp(u) => cx.udp(flow, dir, &pkt, &u),
+        };
+        if matches!(decision.verdict, Verdict::Replace(_)) {
+            self.stats.packets_replaced += 1;
+        }
+        if decision.verdict == Verdict::Drop {
+            self.stats.dropped += 1;
+        }
+        decision
+    }
+
+    /// Creates the flow for `key` if it is an ALG flow and may be tracked.
+    fn create(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        key: FlowKey,
+        ctx: &dyn FlowContext,
+    ) -> bool {
+        let port_of = |port: u16| {
+            self.cfg
+                .ports
+                .iter()
+                .find(|&&(t, p, _)| t == key.transport && p == port)
+                .map(|&(_, _, proto)| proto)
+        };
+        let (protocol, role) = match (port_of(key.peer.port()), port_of(key.private.port())) {
+            (Some(a), Some(_)) => match dir {
+                Direction::FromPrivate => (a, Role::PrivateClient),
+                Direction::FromPublic => (a, Role::PrivateServer),
+            },
+            (Some(a), None) => (a, Role::PrivateClient),
+            (None, Some(b)) => (b, Role::PrivateServer),
+            (None, None) => {
+                self.stats.not_alg += 1;
+                return false;
+            }
+        };
+        if self.flows.len() >= self.cfg.max_flows {
+            self.expire(now);
+        }
+        if self.flows.len() >= self.cfg.max_flows {
+            // Evict the closed flow seen longest ago.
+            let victim = self
+                .flows
+                .iter()
+                .filter(|(_, f)| f.closed)
+                .min_by_key(|(_, f)| f.last_seen)
+                .map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    self.flows.remove(&k);
+                    self.stats.flows_evicted += 1;
+                }
+                None => {
+                    self.stats.flows_over_limit += 1;
+                    return false;
+                }
+            }
+        }
+        let Some(public) = ctx.public_addr(key.private, key.peer, key.transport, role) else {
+            self.stats.no_public_addr += 1;
+            return false;
+        };
+        let addrs = FlowAddrs {
+            private: key.private,
+            peer: key.peer,
+            public,
+            host_fqdn: ctx.host_fqdn(*key.private.ip()),
+            role,
+            transport: key.transport,
+        };
+        self.flows.insert(
+            key,
+            Flow {
+                protocol,
+                addrs,
+                created: now,
+                last_seen: now,
+                closed: false,
+                rewrites: 0,
+                from_private: Stream::default(),
+                from_public: Stream::default(),
+                ports: BTreeMap::new(),
+            },
+        );
+        self.stats.flows_created += 1;
+        true
+    }
+}
+
+/// Borrowed engine state for deciding on one packet.
+struct Cx<'a> {
+    cfg: &'a EngineConfig,
+    pinholes: &'a mut HashMap<PinholeKey, PinholeEntry>,
+    stats: &'a mut EngineStats,
+    rewriter: &'a dyn Rewriter,
+    now: Instant,
+}
+
+impl Cx<'_> {
+    fn lifetime(&self, protocol: Protocol) -> Duration {
+        match protocol {
+            Protocol::Ftp => self.cfg.ftp_data_lifetime,
+            Protocol::Sip | Protocol::Rtsp => self.cfg.media_lifetime,
+        }
+    }
+
+    /// Parses `data` (starting on a message boundary) message by message.
+    /// `last`: no more bytes will come (FIN, RST, or a datagram), so an
+    /// incomplete message passes unchanged.
+    #[allow(clippy::too_many_arguments)]
+    fn parse(
+        &mut self,
+        addrs: &FlowAddrs,
+        ports: &mut BTreeMap<(Transport, u16), Allocation>,
+        rewrites: &mut u64,
+        lifetime: Duration,
+        dir: Direction,
+        data: &[u8],
+        last: bool,
+    ) -> Parsed {
+        let mut p = Parsed {
+            out: Vec::with_capacity(data.len() + 64),
+            complete: 0,
+            rewrites: Vec::new(),
+            pinholes: Vec::new(),
+            incomplete: false,
+        };
+        let mut alloc = FlowPorts {
+            flow_ports: ports,
+            pinholes: self.pinholes,
+            public: addrs.public,
+            peer: *addrs.peer.ip(),
+            private: *addrs.private.ip(),
+            now: self.now,
+            lifetime,
+            max: self.cfg.max_pinholes_per_flow,
+            failed: &mut self.stats.port_alloc_failed,
+        };
+        let mut off = 0;
+        while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
+            let r = self.rewriter.rewrite(rest, dir, addrs, &mut alloc);
+            let n = r.consumed;
+            let valid = n >= 1 && n <= rest.len();
+            match r.outcome {
+                Outcome::Incomplete if !last => {
+                    p.incomplete = true;
+                    break;
+                }
+                Outcome::Incomplete => {
+                    p.out.extend_from_slice(rest);
+                    off = data.len();
+                }
+                Outcome::Unchanged if valid => {
+                    p.out.extend_from_slice(rest.get(..n).unwrap_or(rest));
+                    off += n;
+                }
+                Outcome::Rewritten(bytes) if valid => {
+                    p.rewrites.push((off, n, p.out.len(), bytes.len()));
+                    p.out.extend_from_slice(&bytes);
+                    off += n;
+                    self.stats.rewrites += 1;
+                    *rewrites += 1;
+                }
+                Outcome::Malformed if valid => {
+                    self.stats.malformed += 1;
+                    p.out.extend_from_slice(rest.get(..n).unwrap_or(rest));
+                    off += n;
+                }
+                _ => {
+                    // A rewriter answer that does not fit the input.
+                    self.stats.malformed += 1;
+                    p.out.extend_from_slice(rest);
+                    off = data.len();
+                }
+            }
+            for mut h in r.pinholes {
+                h.lifetime = lifetime;
+                p.pinholes.push(h);
+            }
+        }
+        p.complete = off;
+        for h in &p.pinholes {
+            self.pinholes.insert(
+                (h.transport, h.public_addr, h.public_port, h.peer),
+                PinholeEntry {
+                    private: (h.private_addr, h.private_port),
+                    expires: self.now + h.lifetime,
+                },
+            );
+        }
+        self.stats.pinholes_requested += p.pinholes.len() as u64;
+        p
+    }
+
+    fn udp(
+        &mut self,
+        flow: &mut Flow,
+        dir: Direction,
+        pkt: &Packet<'_>,
+        u: &UdpDatagram<'_>,
+    ) -> Decision {
+        let payload = u.payload();
+        if payload.is_empty() || !parses(flow.protocol, dir) {
+            return Decision::accept();
+        }
+        let lifetime = self.lifetime(flow.protocol);
+        let parsed = self.parse(
+            &flow.addrs,
+            &mut flow.ports,
+            &mut flow.rewrites,
+            lifetime,
+            dir,
+            payload,
+            true,
+        );
+        let pinholes = parsed.pinholes;
+        if parsed.rewrites.is_empty() || parsed.out == payload {
+            return Decision {
+                verdict: Verdict::Accept,
+                pinholes,
+            };
+        }
+        let verdict = match packet::rebuild_udp(&pkt.ip, u, &parsed.out) {
+            Ok(b) => Verdict::Replace(b),
+            Err(_) => {
+                self.stats.build_errors += 1;
+                Verdict::Accept
+            }
+        };
+        Decision { verdict, pinholes }
+    }
+
+    fn tcp(
+        &mut self,
+        flow: &mut Flow,
+        dir: Direction,
+        pkt: &Packet<'_>,
+        t: &TcpSegment<'_>,
+    ) -> Decision {
+        let flags = t.flags();
+        let seq = t.seq();
+        let parse = parses(flow.protocol, dir);
+        let lifetime = self.lifetime(flow.protocol);
+        let Flow {
+            addrs,
+            closed,
+            rewrites,
+            from_private,
+            from_public,
+            ports,
+            ..
+        } = flow;
+        let (snd, rcv) = match dir {
+            Direction::FromPrivate => (from_private, from_public),
+            Direction::FromPublic => (from_public, from_private),
+        };
+        if flags.syn() {
+            let isn_next = seq.wrapping_add(1);
+            if *closed || snd.parsed_to.is_some_and(|p| p != isn_next) {
+                // A new connection on the same key: forget the old one.
+                *snd = Stream::default();
+                if !flags.ack() {
+                    *rcv = Stream::default();
+                }
+                *closed = false;
+            }
+            snd.parsed_to = Some(isn_next);
+        }
+
+        // ACK and SACK refer to the opposite stream, in its rewritten space.
+        let ack = if flags.ack() {
+            let a = rcv.adj.unmap_ack(t.ack());
+            rcv.prune(t.ack());
+            a
+        } else {
+            t.ack()
+        };
+        let mut sack = None;
+        if !rcv.adj.is_empty() {
+            let orig = t.sack_blocks();
+            if !orig.is_empty() {
+                let mut blocks = orig.clone();
+                rcv.adj.unmap_sack(&mut blocks);
+                blocks.retain(|&(l, r)| l != r);
+                if blocks != orig {
+                    sack = Some(blocks);
+                }
+            }
+        }
+
+        // Data: SYN data (TCP Fast Open) is passed unparsed.
+        let payload = if flags.syn() { &[][..] } else { t.payload() };
+        if flags.fin() {
+            snd.fin_at = Some(seq.wrapping_add(payload.len() as u32));
+        }
+        if flags.rst() {
+            snd.rst = true;
+        }
+        let mut pinholes = Vec::new();
+        let mut emitted: Option<(u32, Vec<u8>)> = None;
+        let mut seq_for_empty = seq;
+        if parse && !snd.bypass {
+            let hold_end = snd.parsed_to.map(|p| p.wrapping_add(snd.hold.len() as u32));
+            let flush = !snd.hold.is_empty() && (snd.rst || snd.fin_at == hold_end);
+            if !payload.is_empty() || flush {
+                let mut ps = PerStream {
+                    addrs,
+                    ports,
+                    rewrites,
+                    lifetime,
+                    dir,
+                };
+                match self.stream_data(snd, &mut ps, seq, payload, &mut pinholes) {
+                    Some(e) => emitted = Some(e),
+                    None => {
+                        return Decision {
+                            verdict: Verdict::Drop,
+                            pinholes,
+                        }
+                    }
+                }
+            } else if let (Some(p), Some(h)) = (snd.parsed_to, hold_end) {
+                // A segment without data inside or at the end of the held
+                // bytes: place it where the receiver expects the next byte.
+                if seq_lt(p, seq) && seq_le(seq, h) {
+                    seq_for_empty = p;
+                }
+            }
+        }
+        let stream_closed = |s: &Stream| s.rst || s.fin_at.is_some();
+        if snd.rst || (stream_closed(snd) && stream_closed(rcv)) {
+            *closed = true;
+        }
+
+        let orig_payload = t.payload();
+        let (out_seq, out_payload): (u32, &[u8]) = match &emitted {
+            Some((start, bytes)) => (snd.adj.map_seq(*start), bytes),
+            None => (snd.adj.map_seq(seq_for_empty), orig_payload),
+        };
+        let unchanged =
+            out_seq == seq && ack == t.ack() && sack.is_none() && out_payload == orig_payload;
+        if unchanged {
+            return Decision {
+                verdict: Verdict::Accept,
+                pinholes,
+            };
+        }
+        let edit = TcpEdit {
+            seq: out_seq,
+            ack,
+            sack: sack.as_deref(),
+            payload: out_payload,
+        };
+        let verdict = match packet::rebuild_tcp(&pkt.ip, t, &edit) {
+            Ok(b) => Verdict::Replace(b),
+            Err(_) => {
+                self.stats.build_errors += 1;
+                Verdict::Accept
+            }
+        };
+        Decision { verdict, pinholes }
+    }
+
+    /// The data of a segment of a parsed direction: `Some((original start,
+    /// payload to send))`, or `None` to drop the segment.
+    fn stream_data(
+        &mut self,
+        snd: &mut Stream,
+        ps: &mut PerStream<'_>,
+        seq: u32,
+        payload: &[u8],
+        pinholes: &mut Vec<Pinhole>,
+    ) -> Option<(u32, Vec<u8>)> {
+        let p = *snd.parsed_to.get_or_insert(seq);
+        let e = seq.wrapping_add(payload.len() as u32);
+        let hold_end = p.wrapping_add(snd.hold.len() as u32);
+        if seq_lt(hold_end, seq) {
+            // A gap before this segment (see the module documentation).
+            self.stats.dropped_out_of_order += 1;
+            return None;
+        }
+        // Old part [seq, p): rebuilt from the replay log.
+        let (mut start, mut out, reached) = if seq_lt(seq, p) {
+            let old_len = dist(seq, p).min(payload.len());
+            let r = replay(&snd.log, seq, payload.get(..old_len).unwrap_or(&[]));
+            if r.replayed {
+                self.stats.replays += 1;
+            }
+            (r.start, r.out, r.reached)
+        } else {
+            (p, Vec::new(), p)
+        };
+        let has_new = seq_lt(hold_end, e);
+        let flush = !snd.hold.is_empty() && (snd.rst || snd.fin_at == Some(hold_end));
+        if reached == p && (has_new || flush) {
+            let fresh = if has_new {
+                payload
+                    .get(dist(seq, hold_end).min(payload.len())..)
+                    .unwrap_or(&[])
+            } else {
+                &[][..]
+            };
+            let mut data = std::mem::take(&mut snd.hold);
+            data.extend_from_slice(fresh);
+            let data_end = p.wrapping_add(data.len() as u32);
+            let last = snd.rst || snd.fin_at == Some(data_end);
+            let parsed = self.parse(
+                ps.addrs,
+                ps.ports,
+                ps.rewrites,
+                ps.lifetime,
+                ps.dir,
+                &data,
+                last,
+            );
+            for &(off, old, out_off, new) in &parsed.rewrites {
+                let at = p.wrapping_add(off as u32);
+                snd.adj.record(at, old as u32, new as u32);
+                let bytes = parsed.out.get(out_off..out_off + new).unwrap_or(&[]);
+                snd.log(at, at.wrapping_add(old as u32), bytes);
+            }
+            let mut complete = parsed.complete;
+            let mut new_out = parsed.out;
+            if parsed.incomplete {
+                let tail = data.get(complete..).unwrap_or(&[]);
+                if tail.len() > self.cfg.max_hold {
+                    self.stats.hold_overflows += 1;
+                    snd.bypass = true;
+                    new_out.extend_from_slice(tail);
+                    complete = data.len();
+                } else {
+                    self.stats.holds += 1;
+                    snd.hold = tail.to_vec();
+                }
+            }
+            if out.is_empty() {
+                start = p;
+            }
+            out.extend_from_slice(&new_out);
+            snd.parsed_to = Some(p.wrapping_add(complete as u32));
+            pinholes.extend(parsed.pinholes);
+        }
+        if out.is_empty() {
+            // Nothing sendable: held bytes only, or part of a rewritten
+            // message.
+            self.stats.dropped_incomplete += 1;
+            return None;
+        }
+        Some((start, out))
+    }
+}
+
+/// The parts of a flow a stream's parser needs besides the stream.
+struct PerStream<'a> {
+    addrs: &'a FlowAddrs,
+    ports: &'a mut BTreeMap<(Transport, u16), Allocation>,
+    rewrites: &'a mut u64,
+    lifetime: Duration,
+    dir: Direction,
+}
+
+/// Old bytes rebuilt from the replay log.
+struct Replayed {
+    /// Original start of `out` (moved past a rewritten message the segment
+    /// starts inside).
+    start: u32,
+    out: Vec<u8>,
+    /// Original position `out` ends at (before a rewritten message the
+    /// segment covers only partly).
+    reached: u32,
+    /// A rewritten message was replayed.
+    replayed: bool,
+}
+
+/// Rebuilds old bytes `[seq, seq + bytes.len())` with the rewritten
+/// messages of the replay log (see the module documentation).
+fn replay(log: &VecDeque<Replay>, seq: u32, bytes: &[u8]) -> Replayed {
+    let end = seq.wrapping_add(bytes.len() as u32);
+    let mut r = Replayed {
+        start: seq,
+        out: Vec::with_capacity(bytes.len() + 16),
+        reached: seq,
+        replayed: false,
+    };
+    let mut cursor = seq;
+    for m in log {
+        if seq_le(m.end, cursor) {
+            continue;
+        }
+        if seq_le(end, m.start) {
+            break;
+        }
+        if seq_lt(m.start, cursor) {
+            if !r.out.is_empty() {
+                break; // overlapping log entries: cannot happen
+            }
+            // Starts inside a rewritten message: skip past it.
+            r.start = m.end;
+            cursor = m.end;
+            r.reached = m.end;
+            if seq_le(end, cursor) {
+                return r;
+            }
+            continue;
+        }
+        r.out.extend_from_slice(
+            bytes
+                .get(dist(seq, cursor)..dist(seq, m.start))
+                .unwrap_or(&[]),
+        );
+        cursor = m.start;
+        if seq_le(m.end, end) {
+            r.out.extend_from_slice(&m.bytes);
+            cursor = m.end;
+            r.replayed = true;
+        } else {
+            r.reached = cursor;
+            return r;
+        }
+    }
+    r.out
+        .extend_from_slice(bytes.get(dist(seq, cursor)..).unwrap_or(&[]));
+    r.reached = end;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build::{tcp_packet, udp_packet, TcpSpec};
+    use crate::packet::TcpFlags;
+
+    const PRIV: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const PUB: Ipv4Addr = Ipv4Addr::new(1, 2, 3, 4);
+    const OUT: Direction = Direction::FromPrivate;
+    const IN: Direction = Direction::FromPublic;
+    const A: u8 = TcpFlags::ACK;
+    const PA: u8 = TcpFlags::ACK | TcpFlags::PSH;
+
+    struct Ctx(Option<Ipv4Addr>);
+    impl FlowContext for Ctx {
+        fn public_addr(
+            &self,
+            _: SocketAddrV4,
+            _: SocketAddrV4,
+            _: Transport,
+            _: Role,
+        ) -> Option<Ipv4Addr> {
+            self.0
+        }
+        fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
+            Some("hosta.gwa.example".into())
+        }
+    }
+    const CTX: Ctx = Ctx(Some(PUB));
+
+    /// A TCP connection between `private` and `peer` (FromPrivate: private →
+    /// peer).
+    #[derive(Clone, Copy)]
+    struct Conn {
+        private: (Ipv4Addr, u16),
+        peer: (Ipv4Addr, u16),
+    }
+
+    /// Private FTP client 192.168.0.101:40000 → public server :21.
+    const CLIENT: Conn = Conn {
+        private: (PRIV, 40000),
+        peer: (PEER, 21),
+    };
+    /// Private FTP server :21 ← public client :50000.
+    const SERVER: Conn = Conn {
+        private: (PRIV, 21),
+        peer: (PEER, 50000),
+    };
+
+    impl Conn {
+        fn seg(&self, dir: Direction, seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+            self.seg_sack(dir, seq, ack, flags, data, &[])
+        }
+        fn seg_sack(
+            &self,
+            dir: Direction,
+            seq: u32,
+            ack: u32,
+            flags: u8,
+            data: &[u8],
+            sack: &[(u32, u32)],
+        ) -> Vec<u8> {
+            let (src, dst) = match dir {
+                OUT => (self.private, self.peer),
+                IN => (self.peer, self.private),
+            };
+            tcp_packet(&TcpSpec {
+                src,
+                dst,
+                seq,
+                ack,
+                flags,
+                sack,
+                payload: data,
+            })
+        }
+    }
+
+    /// What left the engine: (seq, ack, payload, sack blocks, flags), or
+    /// None for a drop.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Out {
+        seq: u32,
+        ack: u32,
+        data: Vec<u8>,
+        sack: Vec<(u32, u32)>,
+        flags: u8,
+    }
+
+    fn out_of(d: &Decision, orig: &[u8]) -> Option<Out> {
+        let bytes = match &d.verdict {
+            Verdict::Accept => orig,
+            Verdict::Replace(b) => b.as_slice(),
+            Verdict::Drop => return None,
+        };
+        let p = Packet::parse(bytes).expect("engine output parses");
+        assert!(p.checksums_ok(), "engine output checksums");
+        let packet::Transport::Tcp(t) = p.l4 else {
+            panic!("not tcp")
+        };
+        Some(Out {
+            seq: t.seq(),
+            ack: t.ack(),
+            data: t.payload().to_vec(),
+            sack: t.sack_blocks(),
+            flags: t.flags().0,
+        })
+    }
+
+    struct T {
+        e: Engine,
+        now: Instant,
+        conn: Conn,
+    }
+
+    impl T {
+        fn new(conn: Conn) -> Self {
+            Self::with(conn, EngineConfig::default())
+        }
+        fn with(conn: Conn, cfg: EngineConfig) -> Self {
+            T {
+                e: Engine::new(cfg),
+                now: Instant::now(),
+                conn,
+            }
+        }
+        fn send(&mut self, dir: Direction, pkt: &[u8]) -> (Option<Out>, Vec<Pinhole>) {
+            let d = self.e.handle(self.now, dir, pkt, &CTX);
+            (out_of(&d, pkt), d.pinholes)
+        }
+        fn tx(&mut self, dir: Direction, seq: u32, ack: u32, data: &[u8]) -> Option<Out> {
+            let p = self.conn.seg(dir, seq, ack, PA, data);
+            self.send(dir, &p).0
+        }
+        fn handshake(&mut self, c: u32, s: u32) {
+            let p = self.conn.seg(OUT, c, 0, TcpFlags::SYN, b"");
+            assert_eq!(self.send(OUT, &p).0.unwrap().seq, c);
+            let p = self
+                .conn
+                .seg(IN, s, c.wrapping_add(1), TcpFlags::SYN | A, b"");
+            assert_eq!(self.send(IN, &p).0.unwrap().ack, c.wrapping_add(1));
+        }
+    }
+
+    const PORT1: &[u8] = b"PORT 192,168,0,101,4,1\r\n"; // 24 bytes
+    const PORT1_RW: &[u8] = b"PORT 1,2,3,4,4,1\r\n"; // 18 bytes: -6
+    const PORT2: &[u8] = b"PORT 192,168,0,101,200,100\r\n"; // 28 bytes
+    const PORT2_RW: &[u8] = b"PORT 1,2,3,4,200,100\r\n"; // 22 bytes: -6
+
+    #[test]
+    fn port_rewrite_shifts_seq_and_unmaps_ack_and_sack() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        let o = t.tx(OUT, 1001, 5001, b"USER a\r\n").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"USER a\r\n"[..]));
+        let p = t.conn.seg(OUT, 1009, 5001, PA, PORT1);
+        let (o, holes) = t.send(OUT, &p);
+        let o = o.unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1009, PORT1_RW));
+        assert_eq!(
+            holes,
+            vec![Pinhole {
+                peer: PEER,
+                transport: Transport::Tcp,
+                public_addr: PUB,
+                public_port: 1025,
+                private_addr: PRIV,
+                private_port: 1025,
+                lifetime: Duration::from_secs(30),
+                snat: false,
+            }]
+        );
+        // Later data shifted by -6.
+        let o = t.tx(OUT, 1033, 5001, b"LIST\r\n").unwrap();
+        assert_eq!(o.seq, 1027);
+        // The server acknowledges in rewritten space.
+        let o = t.tx(IN, 5001, 1033, b"200 ok\r\n").unwrap();
+        assert_eq!(o.ack, 1039);
+        let o = t.tx(IN, 5009, 1027, b"").unwrap();
+        assert_eq!(o.ack, 1033);
+        let o = t.tx(IN, 5009, 1015, b"").unwrap();
+        assert_eq!(o.ack, 1009, "inside the rewritten command: its start");
+        // SACK: [1027,1033) is LIST → [1033,1039); a block inside the
+        // rewritten PORT disappears.
+        let p = t
+            .conn
+            .seg_sack(IN, 5009, 1009, A, b"", &[(1027, 1033), (1010, 1020)]);
+        let o = t.send(IN, &p).0.unwrap();
+        assert_eq!(o.ack, 1009);
+        assert_eq!(o.sack, vec![(1033, 1039)]);
+        // The server's own data is never shifted (FTP replies from a public
+        // server are not parsed).
+        assert_eq!(o.seq, 5009);
+        let s = t.e.stats();
+        assert_eq!((s.rewrites, s.pinholes_requested, s.flows), (1, 1, 1));
+        let f = &t.e.flows()[0];
+        assert_eq!(f.offset_from_private, -6);
+        assert_eq!(f.offset_from_public, 0);
+        assert_eq!(f.public, PUB);
+        assert_eq!(f.role, Role::PrivateClient);
+        assert_eq!(f.protocol, Protocol::Ftp);
+    }
+
+    #[test]
+    fn retransmissions_across_two_rewrites() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        // [1001,1025) PORT1 -6; [1025,1031) NOOP; [1031,1059) PORT2 -6;
+        // [1059,1065) LIST.
+        assert_eq!(t.tx(OUT, 1001, 5001, PORT1).unwrap().data, PORT1_RW);
+        assert_eq!(t.tx(OUT, 1025, 5001, b"NOOP\r\n").unwrap().seq, 1019);
+        let o = t.tx(OUT, 1031, 5001, PORT2).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1025, PORT2_RW));
+        assert_eq!(t.tx(OUT, 1059, 5001, b"LIST\r\n").unwrap().seq, 1047);
+        // Retransmission of NOOP (between the rewrites): -6, not -12.
+        let o = t.tx(OUT, 1025, 5001, b"NOOP\r\n").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1019, &b"NOOP\r\n"[..]));
+        // Retransmission of the first PORT: identical to the first time.
+        let o = t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, PORT1_RW));
+        // Collapsed retransmission of everything.
+        let mut all = Vec::new();
+        for m in [PORT1, b"NOOP\r\n", PORT2, b"LIST\r\n"] {
+            all.extend_from_slice(m);
+        }
+        let o = t.tx(OUT, 1001, 5001, &all).unwrap();
+        let mut want = Vec::new();
+        for m in [PORT1_RW, b"NOOP\r\n", PORT2_RW, b"LIST\r\n"] {
+            want.extend_from_slice(m);
+        }
+        assert_eq!((o.seq, o.data), (1001, want));
+        // Re-segmented: starting inside PORT1 skips to its end; ending
+        // inside PORT2 stops at its start.
+        let o = t.tx(OUT, 1010, 5001, &all[9..40]).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1019, &b"NOOP\r\n"[..]));
+        // Only part of a rewritten command: nothing sendable.
+        assert!(t.tx(OUT, 1005, 5001, &all[4..10]).is_none());
+        assert_eq!(t.e.stats().replays, 2);
+        assert_eq!(t.e.stats().rewrites, 2);
+        // ACKs of the server map back.
+        assert_eq!(t.tx(IN, 5001, 1019, b"").unwrap().ack, 1025);
+        assert_eq!(t.tx(IN, 5001, 1047, b"").unwrap().ack, 1059);
+        assert_eq!(t.tx(IN, 5001, 1053, b"").unwrap().ack, 1065);
+        // Everything acknowledged: only the last correction is kept.
+        assert_eq!(t.e.flows()[0].corrections.0, 1);
+        assert_eq!(t.tx(OUT, 1065, 5001, b"QUIT\r\n").unwrap().seq, 1053);
+    }
+
+    #[test]
+    fn wrap_around_near_two_to_the_32() {
+        let mut t = T::new(CLIENT);
+        let isn = 0xFFFF_FFF0u32;
+        t.handshake(isn, 7);
+        let s1 = isn.wrapping_add(1); // 0xFFFF_FFF1; PORT1 ends at 0x9
+        let o = t.tx(OUT, s1, 8, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (s1, PORT1_RW));
+        let s2 = s1.wrapping_add(24);
+        assert_eq!(s2, 9);
+        let o = t.tx(OUT, s2, 8, b"LIST\r\n").unwrap();
+        assert_eq!(o.seq, 3);
+        // Retransmission from before the wrap, not yet acknowledged.
+        let o = t.tx(OUT, s1, 8, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (s1, PORT1_RW));
+        let o = t.tx(IN, 8, 9, b"").unwrap();
+        assert_eq!(o.ack, 15);
+        let o = t.tx(IN, 8, 3, b"").unwrap();
+        assert_eq!(o.ack, 9);
+        let o = t.tx(IN, 8, 0xFFFF_FFFF, b"").unwrap();
+        assert_eq!(o.ack, s1);
+        // A second rewrite after the wrap.
+        let o = t.tx(OUT, 15, 8, PORT2).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (9, PORT2_RW));
+        assert_eq!(t.tx(OUT, 43, 8, b"NOOP\r\n").unwrap().seq, 31);
+    }
+
+    #[test]
+    fn split_command_without_nagle() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        // "NOOP\r\n" complete, "PORT 192,168," incomplete: truncated.
+        let o = t.tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"NOOP\r\n"[..]));
+        assert_eq!(t.e.flows()[0].held, (13, 0));
+        // The server acknowledges what it got.
+        assert_eq!(t.tx(IN, 5001, 1007, b"").unwrap().ack, 1007);
+        // The rest arrives: seq moved back to the held start.
+        let (o, holes) = {
+            let p = t.conn.seg(OUT, 1020, 5001, PA, b"0,101,4,1\r\n");
+            t.send(OUT, &p)
+        };
+        let o = o.unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1007, PORT1_RW));
+        assert_eq!(holes.len(), 1);
+        assert_eq!(t.e.flows()[0].held, (0, 0));
+        // A late retransmission of the first segment: NOOP, then a partial
+        // rewritten command that is cut off.
+        let o = t.tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"NOOP\r\n"[..]));
+        // Next segment shifted, the ACK of the rewritten end maps back.
+        assert_eq!(t.tx(OUT, 1031, 5001, b"LIST\r\n").unwrap().seq, 1025);
+        assert_eq!(t.tx(IN, 5001, 1025, b"").unwrap().ack, 1031);
+        assert_eq!(t.e.stats().holds, 1);
+    }
+
+    #[test]
+    fn split_command_with_nagle_completes_on_retransmission() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        // Only an incomplete command: dropped and held.
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        // The sender retransmits it alone: still incomplete, dropped.
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 19").is_none());
+        // The retransmission collapsed with the queued rest.
+        let o = t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, PORT1_RW));
+        let s = t.e.stats();
+        assert_eq!(s.dropped_incomplete, 3);
+        assert_eq!(s.dropped, 3);
+        assert_eq!(s.rewrites, 1);
+        // A segment overlapping the hold and beyond it also completes.
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        let o = t.tx(OUT, 1010, 5001, b"168,0,101,4,1\r\nLIST\r\n").unwrap();
+        let mut want = PORT1_RW.to_vec();
+        want.extend_from_slice(b"LIST\r\n");
+        assert_eq!((o.seq, o.data), (1001, want));
+    }
+
+    #[test]
+    fn hold_overflow_passes_and_stops_parsing() {
+        let cfg = EngineConfig {
+            max_hold: 8,
+            ..EngineConfig::default()
+        };
+        let mut t = T::with(CLIENT, cfg);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 1").is_none());
+        let o = t.tx(OUT, 1007, 5001, b"92,168,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"PORT 192,168,"[..]));
+        assert_eq!(t.e.stats().hold_overflows, 1);
+        // No longer parsed.
+        let o = t.tx(OUT, 1014, 5001, PORT1).unwrap();
+        assert_eq!(o.data, PORT1);
+    }
+
+    #[test]
+    fn out_of_order_segments() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        // PORT1 at [1001,1025) is lost before the gateway; LIST beyond the
+        // gap is dropped.
+        assert!(t.tx(OUT, 1025, 5001, b"LIST\r\n").is_none());
+        assert_eq!(t.e.stats().dropped_out_of_order, 1);
+        let o = t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        assert_eq!(o.data, PORT1_RW);
+        assert_eq!(t.tx(OUT, 1025, 5001, b"LIST\r\n").unwrap().seq, 1019);
+        // Beyond a hold: dropped as well.
+        assert!(t.tx(OUT, 1031, 5001, b"PORT 192,").is_none());
+        assert!(t.tx(OUT, 1045, 5001, b"\r\n").is_none());
+        assert_eq!(t.e.stats().dropped_out_of_order, 2);
+        // The public side is not parsed: its reordering passes.
+        let o = t.tx(IN, 6000, 1019, b"200 late\r\n").unwrap();
+        assert_eq!((o.seq, o.ack), (6000, 1025));
+    }
+
+    #[test]
+    fn pure_ack_while_holding_points_at_the_hold() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,").is_none());
+        let p = t.conn.seg(OUT, 1010, 5100, A, b"");
+        let o = t.send(OUT, &p).0.unwrap();
+        assert_eq!((o.seq, o.ack), (1001, 5100));
+    }
+
+    #[test]
+    fn fin_releases_an_incomplete_message() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,").is_some());
+        let p = t.conn.seg(OUT, 1020, 5001, A | TcpFlags::FIN, b"");
+        let o = t.send(OUT, &p).0.unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1007, &b"PORT 192,168,"[..]));
+        assert_ne!(o.flags & TcpFlags::FIN, 0);
+        assert_eq!(t.e.flows()[0].held, (0, 0));
+        // A FIN together with the rest of a message: parsed as last.
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        let p = t
+            .conn
+            .seg(OUT, 1014, 5001, A | TcpFlags::FIN, b"0,101,4,1\r\nPORT 1");
+        let o = t.send(OUT, &p).0.unwrap();
+        let mut want = PORT1_RW.to_vec();
+        want.extend_from_slice(b"PORT 1");
+        assert_eq!((o.seq, o.data), (1001, want));
+    }
+
+    #[test]
+    fn fin_rst_close_and_linger_then_expire() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        let p = t.conn.seg(OUT, 1025, 5001, A | TcpFlags::FIN, b"");
+        assert_eq!(t.send(OUT, &p).0.unwrap().seq, 1019);
+        assert!(!t.e.flows()[0].closed);
+        let p = t.conn.seg(IN, 5001, 1020, A | TcpFlags::FIN, b"");
+        assert_eq!(t.send(IN, &p).0.unwrap().ack, 1026);
+        assert!(t.e.flows()[0].closed);
+        // Retransmissions still served during the linger time.
+        let now = t.now;
+        t.now = now + Duration::from_secs(5);
+        let p = t.conn.seg(OUT, 1025, 5002, A | TcpFlags::FIN, b"");
+        assert_eq!(t.send(OUT, &p).0.unwrap().seq, 1019);
+        t.e.expire(now + Duration::from_secs(10));
+        assert_eq!(t.e.flows().len(), 1);
+        t.e.expire(now + Duration::from_secs(16));
+        assert_eq!(t.e.flows().len(), 0);
+        assert_eq!(t.e.stats().flows_expired, 1);
+
+        // RST closes at once; a new SYN on the key starts afresh.
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        let p = t.conn.seg(IN, 5001, 1019, TcpFlags::RST | A, b"");
+        assert_eq!(t.send(IN, &p).0.unwrap().ack, 1025);
+        assert!(t.e.flows()[0].closed);
+        t.handshake(90_000, 70_000);
+        assert!(!t.e.flows()[0].closed);
+        let o = t.tx(OUT, 90_001, 70_001, b"LIST\r\n").unwrap();
+        assert_eq!(o.seq, 90_001);
+        assert_eq!(t.e.flows()[0].offset_from_private, 0);
+    }
+
+    #[test]
+    fn idle_expiry() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        let now = t.now;
+        t.e.expire(now + Duration::from_secs(299));
+        assert_eq!(t.e.flows().len(), 1);
+        t.e.expire(now + Duration::from_secs(300));
+        assert_eq!(t.e.flows().len(), 0);
+        // UDP: 180 s.
+        let cfg = EngineConfig {
+            ports: vec![(Transport::Udp, 2121, Protocol::Ftp)],
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(cfg);
+        let p = udp_packet((PRIV, 40000), (PEER, 2121), b"NOOP\r\n");
+        e.handle(now, OUT, &p, &CTX);
+        e.expire(now + Duration::from_secs(179));
+        assert_eq!(e.flows().len(), 1);
+        e.expire(now + Duration::from_secs(180));
+        assert_eq!(e.flows().len(), 0);
+    }
+
+    #[test]
+    fn non_alg_unparsable_and_unknown_public_pass() {
+        let mut t = T::new(Conn {
+            private: (PRIV, 40000),
+            peer: (PEER, 22),
+        });
+        let p = t.conn.seg(OUT, 1, 1, PA, PORT1);
+        let d = t.e.handle(t.now, OUT, &p, &CTX);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(t.e.stats().not_alg, 1);
+        let d = t.e.handle(t.now, OUT, b"\x45garbage", &CTX);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(t.e.stats().unparsed, 1);
+        let p = CLIENT.seg(OUT, 1, 1, PA, PORT1);
+        let d = t.e.handle(t.now, OUT, &p, &Ctx(None));
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(t.e.stats().no_public_addr, 1);
+        assert_eq!(t.e.flows().len(), 0);
+        // Later, with an address: the flow starts mid-stream.
+        let d = t.e.handle(t.now, OUT, &p, &CTX);
+        assert_eq!(out_of(&d, &p).unwrap().data, PORT1_RW);
+    }
+
+    #[test]
+    fn max_flows_and_eviction_of_closed_flows() {
+        let cfg = EngineConfig {
+            max_flows: 1,
+            ..EngineConfig::default()
+        };
+        let mut t = T::with(CLIENT, cfg);
+        t.handshake(1000, 5000);
+        let other = Conn {
+            private: (PRIV, 40001),
+            peer: (PEER, 21),
+        };
+        let p = other.seg(OUT, 1, 1, PA, PORT1);
+        let d = t.e.handle(t.now, OUT, &p, &CTX);
+        assert_eq!(d.verdict, Verdict::Accept);
+        assert_eq!(t.e.stats().flows_over_limit, 1);
+        // Close the first flow: the second evicts it.
+        let r = t.conn.seg(OUT, 1001, 5001, TcpFlags::RST, b"");
+        t.send(OUT, &r);
+        let d = t.e.handle(t.now, OUT, &p, &CTX);
+        assert_eq!(out_of(&d, &p).unwrap().data, PORT1_RW);
+        let s = t.e.stats();
+        assert_eq!((s.flows_evicted, s.flows), (1, 1));
+    }
+
+    #[test]
+    fn pinhole_ports_identity_unless_taken() {
+        let cfg = EngineConfig {
+            max_pinholes_per_flow: 2,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(cfg);
+        let now = Instant::now();
+        let mut port_of = |conn: Conn, seq: u32, data: &[u8]| {
+            let p = conn.seg(OUT, seq, 1, PA, data);
+            let d = e.handle(now, OUT, &p, &CTX);
+            d.pinholes.first().map(|h| (h.public_port, h.private_port))
+        };
+        let a = CLIENT;
+        let b = Conn {
+            private: (Ipv4Addr::new(192, 168, 0, 102), 40001),
+            peer: (PEER, 21),
+        };
+        let port1_b = b"PORT 192,168,0,102,4,1\r\n";
+        let c = Conn {
+            private: (PRIV, 40002),
+            peer: (Ipv4Addr::new(203, 0, 113, 9), 21),
+        };
+        assert_eq!(port_of(a, 1, PORT1), Some((1025, 1025)));
+        // Same private port from another flow to the same peer: taken.
+        assert_eq!(port_of(b, 1, port1_b), Some((1026, 1025)));
+        // The same private endpoint from another flow shares the mapping.
+        let a2 = Conn {
+            private: (PRIV, 40003),
+            peer: (PEER, 21),
+        };
+        assert_eq!(port_of(a2, 1, PORT1), Some((1025, 1025)));
+        // A retransmission is replayed, not parsed again.
+        assert_eq!(port_of(b, 1, port1_b), None);
+        // Another peer: identity again.
+        assert_eq!(port_of(c, 1, PORT1), Some((1025, 1025)));
+        // Per-flow bound: the third distinct port is refused.
+        assert_eq!(port_of(a, 25, PORT2), Some((51300, 51300)));
+        let third = b"PORT 192,168,0,101,10,10\r\n";
+        assert_eq!(port_of(a, 53, third), None);
+        assert_eq!(e.stats().port_alloc_failed, 1);
+    }
+
+    #[test]
+    fn udp_datagrams_rewritten_with_udp_checksum() {
+        let cfg = EngineConfig {
+            ports: vec![(Transport::Udp, 2121, Protocol::Ftp)],
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(cfg);
+        let now = Instant::now();
+        let p = udp_packet((PRIV, 40000), (PEER, 2121), PORT1);
+        let d = e.handle(now, OUT, &p, &CTX);
+        let Verdict::Replace(b) = &d.verdict else {
+            panic!("expected rewrite: {d:?}")
+        };
+        let q = Packet::parse(b).unwrap();
+        assert!(q.checksums_ok());
+        let packet::Transport::Udp(u) = q.l4 else {
+            panic!("not udp")
+        };
+        assert_eq!(u.payload(), PORT1_RW);
+        assert_eq!(usize::from(u.length()), 8 + PORT1_RW.len());
+        assert_eq!(d.pinholes.len(), 1);
+        // Retransmitted datagram: same answer.
+        assert_eq!(e.handle(now, OUT, &p, &CTX), d);
+        // Incomplete datagram: unchanged.
+        let p = udp_packet((PRIV, 40000), (PEER, 2121), b"PORT 192,168,");
+        assert_eq!(e.handle(now, OUT, &p, &CTX).verdict, Verdict::Accept);
+    }
+
+    #[test]
+    fn private_server_pasv_and_epsv() {
+        let mut t = T::new(SERVER);
+        // The public client connects.
+        let p = t.conn.seg(IN, 7000, 0, TcpFlags::SYN, b"");
+        t.send(IN, &p);
+        let p = t.conn.seg(OUT, 3000, 7001, TcpFlags::SYN | A, b"");
+        t.send(OUT, &p);
+        assert_eq!(t.e.flows()[0].role, Role::PrivateServer);
+        let o = t.tx(OUT, 3001, 7001, b"220 (vsFTPd 3.0.3)\r\n").unwrap();
+        assert_eq!(o.seq, 3001);
+        // The client's PASV is not parsed.
+        assert_eq!(t.tx(IN, 7001, 3021, b"PASV\r\n").unwrap().seq, 7001);
+        let msg = b"227 Entering Passive Mode (192,168,0,101,39,16).\r\n";
+        let p = t.conn.seg(OUT, 3021, 7007, PA, msg);
+        let (o, holes) = t.send(OUT, &p);
+        let o = o.unwrap();
+        assert_eq!(o.data, b"227 Entering Passive Mode (1,2,3,4,39,16).\r\n");
+        assert_eq!(holes.len(), 1);
+        assert_eq!(holes[0].peer, PEER);
+        assert_eq!(
+            (holes[0].public_port, holes[0].private_port),
+            (10000, 10000)
+        );
+        let epsv = b"229 Entering extended passive mode (|||40001|).\r\n";
+        let next = 3021 + msg.len() as u32;
+        let p = t.conn.seg(OUT, next, 7013, PA, epsv);
+        let (o, holes) = t.send(OUT, &p);
+        let o = o.unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (next - 6, &epsv[..]));
+        assert_eq!(holes[0].public_port, 40001);
+    }
+
+    #[test]
+    fn random_packets_never_panic() {
+        let mut rng = 0x1234_5678_9ABC_DEF1u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut e = Engine::new(EngineConfig {
+            max_hold: 64,
+            ..EngineConfig::default()
+        });
+        let now = Instant::now();
+        let words: [&[u8]; 6] = [
+            PORT1,
+            b"PORT 192,",
+            b"168,0,101,1,1\r\n",
+            b"227 (",
+            b"\r\n",
+            b"x",
+        ];
+        for i in 0..30_000u32 {
+            let r = next();
+            let dir = if r & 1 == 0 { OUT } else { IN };
+            let conn = if r & 2 == 0 { CLIENT } else { SERVER };
+            let mut data = Vec::new();
+            for k in 0..(r >> 8) % 4 {
+                data.extend_from_slice(words[((r >> (12 + k)) % 6) as usize]);
+            }
+            let seq = 1000u32
+                .wrapping_add((next() % 200) as u32)
+                .wrapping_sub(100);
+            let flags = (next() % 32) as u8;
+            let sack = [(seq, seq.wrapping_add(5)), (1, 2)];
+            let mut p = conn.seg_sack(
+                dir,
+                seq,
+                next() as u32 % 3000,
+                flags,
+                &data,
+                &sack[..(r % 3) as usize],
+            );
+            if i % 3 == 0 && !p.is_empty() {
+                let j = (next() as usize) % p.len();
+                p[j] = next() as u8;
+                let cut = (next() as usize) % (p.len() + 1);
+                p.truncate(cut.max(p.len() / 2));
+            }
+            let d = e.handle(now, dir, &p, &CTX);
+            if let Verdict::Replace(b) = &d.verdict {
+                assert!(Packet::parse(b).unwrap().checksums_ok());
+            }
+        }
+    }
+}
