@@ -31,6 +31,12 @@
 //! (RFC 5626 §3.5.1) are consumed unchanged. On UDP the body is the rest of
 //! the datagram, or its first `Content-Length` bytes when the header is
 //! present (bytes after it are kept verbatim).
+//!
+//! Not handled (passed unchanged): SDP inside `multipart/*` or compressed
+//! bodies, IPv6 addresses (RGW64), host names (the private address is
+//! always replaced by the public address, never by the host's FQDN: SDP
+//! `c=` needs an address, and an address keeps in-dialog requests on the
+//! signalling flow's own mapping).
 
 use std::time::Duration;
 
