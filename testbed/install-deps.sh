@@ -7,6 +7,8 @@
 # - if an nsd/unbound/knotd daemon nevertheless appears in the root namespace during
 #   this run, it is stopped again (only daemons that were not running before)
 # - checks that cargo is available
+# - ALG peers (tests/test_alg.py): pyftpdlib + lftp/curl (FTP), sipp (SIP),
+#   GStreamer RTSP server + ffmpeg (RTSP), tcpdump
 #
 # Usage: install-deps.sh          the testbed and the tests
 #        install-deps.sh bench    also the benchmark suite's peers and tools
@@ -22,6 +24,9 @@ PKGS=(
     python3 python3-pytest python3-yaml
     libnftnl-dev libmnl-dev pkg-config build-essential
     procps psmisc
+    python3-pyftpdlib lftp sip-tester tcpdump ffmpeg
+    python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 )
 BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
 
