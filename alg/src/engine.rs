@@ -213,6 +213,9 @@ pub struct EngineStats {
     pub dropped_incomplete: u64,
     /// Retransmissions rebuilt from the replay log with a rewritten message.
     pub replays: u64,
+    /// Retransmissions of data the receiver had acknowledged already,
+    /// passed as a one-byte duplicate.
+    pub duplicates: u64,
     /// Rewritten packets that could not be built (over 65535 bytes): passed
     /// unchanged.
     pub build_errors: u64,
@@ -276,11 +279,16 @@ struct Stream {
     fin_at: Option<u32>,
     /// RST seen.
     rst: bool,
+    /// Highest original-space position the receiver acknowledged.
+    acked: Option<u32>,
 }
 
 impl Stream {
     fn prune(&mut self, ack: u32) {
         let acked = self.adj.unmap_ack(ack);
+        if self.acked.is_none_or(|a| seq_lt(a, acked)) {
+            self.acked = Some(acked);
+        }
         self.adj.prune(ack);
         while let Some(r) = self.log.front() {
             if seq_le(r.end, acked) {
@@ -919,7 +927,7 @@ impl Cx<'_> {
                     lifetime,
                     dir,
                 };
-                match self.stream_data(snd, &mut ps, seq, payload, &mut pinholes) {
+                match self.stream_data(snd, &mut ps, seq, payload, flags.fin(), &mut pinholes) {
                     Some(e) => emitted = Some(e),
                     None => {
                         return Decision {
@@ -943,7 +951,7 @@ impl Cx<'_> {
 
         let orig_payload = t.payload();
         let (out_seq, out_payload): (u32, &[u8]) = match &emitted {
-            Some((start, bytes)) => (snd.adj.map_seq(*start), bytes),
+            Some((rw_seq, bytes)) => (*rw_seq, bytes),
             None => (snd.adj.map_seq(seq_for_empty), orig_payload),
         };
         let unchanged =
@@ -970,7 +978,7 @@ impl Cx<'_> {
         Decision { verdict, pinholes }
     }
 
-    /// The data of a segment of a parsed direction: `Some((original start,
+    /// The data of a segment of a parsed direction: `Some((SEQ to send,
     /// payload to send))`, or `None` to drop the segment.
     fn stream_data(
         &mut self,
@@ -978,9 +986,32 @@ impl Cx<'_> {
         ps: &mut PerStream<'_>,
         seq: u32,
         payload: &[u8],
+        fin: bool,
         pinholes: &mut Vec<Pinhole>,
     ) -> Option<(u32, Vec<u8>)> {
         let p = *snd.parsed_to.get_or_insert(seq);
+        let (mut seq, mut payload) = (seq, payload);
+        if let Some(a) = snd.acked.filter(|&a| seq_lt(seq, a)) {
+            let e = seq.wrapping_add(payload.len() as u32);
+            if seq_le(e, a) {
+                // Wholly acknowledged: the ACK was lost on its way to the
+                // sender. Send one byte just below the acknowledged point
+                // (its content is discarded by the receiver, which answers
+                // with a duplicate ACK that tells the sender).
+                self.stats.duplicates += 1;
+                let last = payload.last().copied()?;
+                let at = snd
+                    .adj
+                    .map_seq(a)
+                    .wrapping_sub(1)
+                    .wrapping_sub(u32::from(fin));
+                return Some((at, vec![last]));
+            }
+            // Trim what the receiver already has: the replay log and the
+            // correction points below it are pruned.
+            payload = payload.get(dist(seq, a)..).unwrap_or(&[]);
+            seq = a;
+        }
         let e = seq.wrapping_add(payload.len() as u32);
         let hold_end = p.wrapping_add(snd.hold.len() as u32);
         if seq_lt(hold_end, seq) {
@@ -1055,7 +1086,7 @@ impl Cx<'_> {
             self.stats.dropped_incomplete += 1;
             return None;
         }
-        Some((start, out))
+        Some((snd.adj.map_seq(start), out))
     }
 }
 
@@ -1377,6 +1408,11 @@ mod tests {
         assert_eq!(t.tx(IN, 5001, 1019, b"").unwrap().ack, 1025);
         assert_eq!(t.tx(IN, 5001, 1047, b"").unwrap().ack, 1059);
         assert_eq!(t.tx(IN, 5001, 1053, b"").unwrap().ack, 1065);
+        // A retransmission of acknowledged data (its ACK was lost on the way
+        // to the sender): one byte just below the acknowledged point.
+        let o = t.tx(OUT, 1025, 5001, b"NOOP\r\n").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1052, &b"\n"[..]));
+        assert_eq!(t.e.stats().duplicates, 1);
         // Everything acknowledged: only the last correction is kept.
         assert_eq!(t.e.flows()[0].corrections.0, 1);
         assert_eq!(t.tx(OUT, 1065, 5001, b"QUIT\r\n").unwrap().seq, 1053);
@@ -1428,10 +1464,14 @@ mod tests {
         assert_eq!((o.seq, o.data.as_slice()), (1007, PORT1_RW));
         assert_eq!(holes.len(), 1);
         assert_eq!(t.e.flows()[0].held, (0, 0));
-        // A late retransmission of the first segment: NOOP, then a partial
-        // rewritten command that is cut off.
-        let o = t.tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,").unwrap();
-        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"NOOP\r\n"[..]));
+        // A late retransmission of the first segment: NOOP is acknowledged
+        // (trimmed), the rest is part of a rewritten command: nothing to send.
+        assert!(t.tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,").is_none());
+        // Trimmed to the acknowledged point, the whole command replayed.
+        let o = t
+            .tx(OUT, 1001, 5001, b"NOOP\r\nPORT 192,168,0,101,4,1\r\n")
+            .unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1007, PORT1_RW));
         // Next segment shifted, the ACK of the rewritten end maps back.
         assert_eq!(t.tx(OUT, 1031, 5001, b"LIST\r\n").unwrap().seq, 1025);
         assert_eq!(t.tx(IN, 5001, 1025, b"").unwrap().ack, 1031);
