@@ -68,7 +68,128 @@ struct RawConfig {
     binding_log: Option<RawBindingLog>,
     proxy: Option<RawProxy>,
     #[serde(default)]
+    alg: RawAlg,
+    #[serde(default)]
     hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlg {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    queue_num: Option<u16>,
+    #[serde(default = "default_ftp_ports")]
+    ftp_ports: Vec<u16>,
+    #[serde(default = "default_sip_ports")]
+    sip_ports: Vec<u16>,
+    #[serde(default = "default_rtsp_ports")]
+    rtsp_ports: Vec<u16>,
+    #[serde(default = "default_alg_max_flows")]
+    max_flows: usize,
+    #[serde(default = "default_alg_max_pinholes")]
+    max_pinholes_per_flow: usize,
+    #[serde(default = "default_alg_max_hold")]
+    max_hold: usize,
+    #[serde(default = "default_alg_data_lifetime", with = "humantime_serde")]
+    ftp_data_lifetime: Duration,
+    #[serde(default = "default_alg_media_lifetime", with = "humantime_serde")]
+    media_lifetime: Duration,
+    #[serde(default = "default_alg_flow_idle", with = "humantime_serde")]
+    flow_idle: Duration,
+}
+
+impl Default for RawAlg {
+    fn default() -> Self {
+        RawAlg {
+            enabled: true,
+            queue_num: None,
+            ftp_ports: default_ftp_ports(),
+            sip_ports: default_sip_ports(),
+            rtsp_ports: default_rtsp_ports(),
+            max_flows: default_alg_max_flows(),
+            max_pinholes_per_flow: default_alg_max_pinholes(),
+            max_hold: default_alg_max_hold(),
+            ftp_data_lifetime: default_alg_data_lifetime(),
+            media_lifetime: default_alg_media_lifetime(),
+            flow_idle: default_alg_flow_idle(),
+        }
+    }
+}
+
+fn default_ftp_ports() -> Vec<u16> {
+    vec![21]
+}
+fn default_sip_ports() -> Vec<u16> {
+    vec![5060]
+}
+fn default_rtsp_ports() -> Vec<u16> {
+    vec![554]
+}
+fn default_alg_max_flows() -> usize {
+    4096
+}
+fn default_alg_max_pinholes() -> usize {
+    32
+}
+fn default_alg_max_hold() -> usize {
+    8192
+}
+fn default_alg_data_lifetime() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_alg_media_lifetime() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_alg_flow_idle() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The application layer gateways (`[alg]`): which control ports are queued
+/// to the ALG engine and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgConfig {
+    pub enabled: bool,
+    pub queue_num: u16,
+    /// FTP control ports (TCP).
+    pub ftp_ports: Vec<u16>,
+    /// SIP ports (UDP and TCP).
+    pub sip_ports: Vec<u16>,
+    /// RTSP ports (TCP).
+    pub rtsp_ports: Vec<u16>,
+    pub max_flows: usize,
+    pub max_pinholes_per_flow: usize,
+    pub max_hold: usize,
+    pub ftp_data_lifetime: Duration,
+    pub media_lifetime: Duration,
+    pub flow_idle: Duration,
+}
+
+impl AlgConfig {
+    /// Whether (IP protocol number, port) is an ALG control port.
+    pub fn is_queued(&self, proto: u8, port: u16) -> bool {
+        self.enabled
+            && match proto {
+                6 => {
+                    self.ftp_ports.contains(&port)
+                        || self.sip_ports.contains(&port)
+                        || self.rtsp_ports.contains(&port)
+                }
+                17 => self.sip_ports.contains(&port),
+                _ => false,
+            }
+    }
+
+    /// (IP protocol number, port) of every queued control port.
+    pub fn queued_ports(&self) -> Vec<(u8, u16)> {
+        let mut v: Vec<(u8, u16)> = Vec::new();
+        v.extend(self.ftp_ports.iter().map(|&p| (6, p)));
+        v.extend(self.sip_ports.iter().flat_map(|&p| [(17, p), (6, p)]));
+        v.extend(self.rtsp_ports.iter().map(|&p| (6, p)));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +396,7 @@ pub struct Config {
     pub binding_log: Option<BindingLogConfig>,
     /// None = no www names and no proxy.
     pub proxy: Option<ProxyConfig>,
+    pub alg: AlgConfig,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -438,6 +560,77 @@ fn expand_pool_entry(entry: &str) -> Option<Vec<Ipv4Addr>> {
         return Some((first..=last).map(Ipv4Addr::from).collect());
     }
     entry.parse::<Ipv4Addr>().ok().map(|a| vec![a])
+}
+
+fn validate_alg(file: &Path, a: &RawAlg, gate_queue: u16) -> Result<AlgConfig, ConfigError> {
+    let queue_num = a.queue_num.unwrap_or(gate_queue.wrapping_add(1));
+    if a.enabled && queue_num == gate_queue {
+        return Err(invalid(
+            file,
+            "alg.queue_num",
+            "a queue number other than dataplane.queue_num",
+            queue_num,
+        ));
+    }
+    let mut seen: Vec<(u8, u16)> = Vec::new();
+    for (key, ports, protos) in [
+        ("alg.ftp_ports", &a.ftp_ports, &[6u8][..]),
+        ("alg.sip_ports", &a.sip_ports, &[6u8, 17][..]),
+        ("alg.rtsp_ports", &a.rtsp_ports, &[6u8][..]),
+    ] {
+        for &p in ports {
+            if p == 0 {
+                return Err(invalid(file, key, "ports between 1 and 65535", p));
+            }
+            for &proto in protos {
+                if seen.contains(&(proto, p)) {
+                    return Err(invalid(file, key, "a port no other ALG protocol uses", p));
+                }
+                seen.push((proto, p));
+            }
+        }
+    }
+    for (key, v, max) in [
+        ("alg.max_flows", a.max_flows, 1 << 20),
+        ("alg.max_pinholes_per_flow", a.max_pinholes_per_flow, 1024),
+        ("alg.max_hold", a.max_hold, 1 << 20),
+    ] {
+        if v == 0 || v > max {
+            return Err(invalid(
+                file,
+                key,
+                &format!("a number between 1 and {max}"),
+                v,
+            ));
+        }
+    }
+    for (key, d) in [
+        ("alg.ftp_data_lifetime", a.ftp_data_lifetime),
+        ("alg.media_lifetime", a.media_lifetime),
+        ("alg.flow_idle", a.flow_idle),
+    ] {
+        if d.is_zero() || d > Duration::from_secs(86_400) {
+            return Err(invalid(
+                file,
+                key,
+                "a duration between 1ms and 24h such as \"30s\"",
+                format!("{d:?}"),
+            ));
+        }
+    }
+    Ok(AlgConfig {
+        enabled: a.enabled,
+        queue_num,
+        ftp_ports: a.ftp_ports.clone(),
+        sip_ports: a.sip_ports.clone(),
+        rtsp_ports: a.rtsp_ports.clone(),
+        max_flows: a.max_flows,
+        max_pinholes_per_flow: a.max_pinholes_per_flow,
+        max_hold: a.max_hold,
+        ftp_data_lifetime: a.ftp_data_lifetime,
+        media_lifetime: a.media_lifetime,
+        flow_idle: a.flow_idle,
+    })
 }
 
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -699,6 +892,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let alg = validate_alg(file, &raw.alg, raw.dataplane.queue_num)?;
+
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -829,6 +1024,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen,
         binding_log,
         proxy,
+        alg,
         hosts,
     })
 }

@@ -109,6 +109,7 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         "proxy": gw.snapshot().cfg.proxy.as_ref().map(|_| {
             gw.proxy_stats.snapshot().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()
         }),
+        "alg": gw.alg.get().map(|a| a.status_json()),
         "binding_log": gw.binding_log().map(|tx| {
             let st = tx.state();
             json!({

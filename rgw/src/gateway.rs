@@ -153,6 +153,10 @@ pub struct Gateway {
     pub proxy_stats: Arc<crate::proxy::ProxyStats>,
     /// One reload at a time (SIGHUP and `rgw reload` may race).
     pub reload_lock: Mutex<()>,
+    /// Claims of ALG control flows (the public address the peer used).
+    alg_claims: Mutex<crate::dataplane::alg::AlgClaims>,
+    /// The ALG engine, when `[alg]` is enabled (set once at start).
+    pub alg: OnceLock<Arc<crate::dataplane::alg::AlgState>>,
 }
 
 /// Display helper for log lines: `tcp/22` or `any`.
@@ -192,6 +196,8 @@ impl Gateway {
             bindings: OnceLock::new(),
             proxy_stats: Arc::default(),
             reload_lock: Mutex::new(()),
+            alg_claims: Mutex::default(),
+            alg: OnceLock::new(),
         })
     }
 
@@ -361,6 +367,7 @@ impl Gateway {
         }
         inc(&self.metrics.claims);
         let snap = self.snapshot();
+        self.note_alg_claim(&snap.cfg, pkt, r.addr, now);
         if let Some(tx) = self.bindings.get() {
             // Never blocks the gate: a full queue is counted as dropped by the writer state.
             tx.try_send(BindingRecord {
@@ -392,6 +399,30 @@ impl Gateway {
             "claimed"
         );
         Some(claim_mark(r.host))
+    }
+
+    /// Remembers the public address of a claimed ALG control flow, for the
+    /// ALG engine that sees the flow next in the forward hook.
+    fn note_alg_claim(&self, cfg: &Config, pkt: &FirstPacket, public: Ipv4Addr, now: Instant) {
+        let (Some(sport), Some(dport)) = (pkt.sport, pkt.dport) else {
+            return;
+        };
+        if !cfg.alg.is_queued(pkt.proto, dport) {
+            return;
+        }
+        self.alg_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note((pkt.proto, pkt.src, sport, dport), public, now);
+    }
+
+    /// The public address of a claimed ALG control flow:
+    /// `(proto, peer, peer port, private port)`.
+    pub fn alg_claim(&self, key: &(u8, Ipv4Addr, u16, u16), now: Instant) -> Option<Ipv4Addr> {
+        self.alg_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key, now)
     }
 
     /// Releases reservations whose Tmax passed (their kernel elements expire by themselves).
@@ -528,8 +559,9 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 14] = [
+    let checks: [(&'static str, bool); 15] = [
         ("proxy", cur.proxy != new.proxy),
+        ("alg", cur.alg != new.alg),
         ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
         ("zone.name", cur.zone.name != new.zone.name),

@@ -274,6 +274,15 @@ fn metrics_text(gw: &Gateway) -> String {
         extra.push(("binding_log_dropped".into(), st.dropped.load(Relaxed)));
         extra.push(("binding_log_errors".into(), st.errors.load(Relaxed)));
     }
+    if let Some(alg) = gw.alg.get() {
+        extra.extend(
+            alg.counters()
+                .into_iter()
+                .map(|(k, v)| (format!("alg_{k}"), v)),
+        );
+        let flows = alg.engine().stats().flows;
+        extra.push(("alg_flows_active".into(), flows as u64));
+    }
     let mut counters: Vec<(&str, u64)> = gw.metrics.snapshot();
     counters.extend(extra.iter().map(|(k, v)| (k.as_str(), *v)));
     rgw::prometheus::gateway_metrics(&counters, pool, &kernel)
@@ -348,6 +357,11 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     )?;
     // Bound before the ruleset is touched: a second daemon stops here.
     let queue = gate::open(cfg.dataplane.queue_num)?;
+    let alg_queue = if cfg.alg.enabled {
+        Some(dataplane::alg::open(&cfg.alg)?)
+    } else {
+        None
+    };
     // Opened before the ruleset too: a bad path must not leave a table behind.
     let binding_log = match &cfg.binding_log {
         None => None,
@@ -391,6 +405,21 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             }
         })
         .context("spawning the gate thread")?;
+
+    if let Some(alg_queue) = alg_queue {
+        let state = dataplane::alg::AlgState::new(&cfg.alg);
+        let _ = gw.alg.set(Arc::clone(&state));
+        let alg_gw = Arc::clone(&gw);
+        std::thread::Builder::new()
+            .name("alg".into())
+            .spawn(move || {
+                if let Err(e) = dataplane::alg::run(alg_gw, state, alg_queue) {
+                    // ALG flows then pass unrewritten (queue bypass); say so loudly.
+                    error!(error = %e, "ALG engine stopped; ALG flows now pass without rewriting");
+                }
+            })
+            .context("spawning the ALG thread")?;
+    }
 
     let server = Arc::new(DnsServer {
         gw: Arc::clone(&gw),

@@ -5,6 +5,7 @@
 //! messages are the clearest an operator can get); the per-query path writes
 //! set elements over netlink ([`nlset`]).
 
+pub mod alg;
 pub mod gate;
 pub mod nlset;
 pub mod ruleset;
@@ -104,15 +105,16 @@ pub fn install(cfg: &Config, via: QueueVia) -> Result<()> {
         Err(e) => return Err(e),
     }
     if via == QueueVia::Xt {
-        let rule = ruleset::xt_queue_rule(cfg);
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        let mut check = vec!["-t", "mangle", "-C"];
-        check.extend(&rule);
-        if !iptables(&check)? {
-            let mut add = vec!["-t", "mangle", "-A"];
-            add.extend(&rule);
-            if !iptables(&add)? {
-                bail!("iptables-nft could not add the NFQUEUE rule (is the xt NFQUEUE target available?)");
+        for rule in ruleset::xt_queue_rules(cfg, false) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            let mut check = vec!["-t", "mangle", "-C"];
+            check.extend(&rule);
+            if !iptables(&check)? {
+                let mut add = vec!["-t", "mangle", "-A"];
+                add.extend(&rule);
+                if !iptables(&add)? {
+                    bail!("iptables-nft could not add the NFQUEUE rule {rule:?} (is the xt NFQUEUE target available?)");
+                }
             }
         }
     }
@@ -140,12 +142,13 @@ pub fn conntrack_dump() -> Result<String> {
 /// Removes everything `install` created (clean shutdown).
 pub fn remove(cfg: &Config) -> Result<()> {
     let t = &cfg.dataplane.table;
-    let rule = ruleset::xt_queue_rule(cfg);
-    let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-    let mut del = vec!["-t", "mangle", "-D"];
-    del.extend(&rule);
-    // Delete every copy; stops when none is left (or iptables is absent).
-    while matches!(iptables(&del), Ok(true)) {}
+    for rule in ruleset::xt_queue_rules(cfg, true) {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let mut del = vec!["-t", "mangle", "-D"];
+        del.extend(&rule);
+        // Delete every copy; stops when none is left (or iptables is absent).
+        while matches!(iptables(&del), Ok(true)) {}
+    }
     if table_exists(t) {
         nft_script(&format!("delete table ip {t}\n"), false)?;
     }

@@ -27,7 +27,15 @@ pub const MARK_QUEUED: u32 = 0x5251_0000;
 /// the low half is the host index + 1.
 pub const MARK_CLAIMED_TAG: u32 = 0x5243_0000;
 
+/// Mark of a packet of an ALG control flow waiting for the ALG engine ("RA").
+pub const MARK_ALG: u32 = 0x5241_0000;
+
 pub const SET_POOL: &str = "pool";
+pub const SET_ALG_PORTS: &str = "alg_ports";
+/// `peer . proto . public addr . public port : private addr . private port`
+pub const MAP_PINHOLES: &str = "pinholes";
+/// `private addr . proto . private port . peer : public addr`
+pub const MAP_PINHOLE_SNAT: &str = "pinhole_snat";
 pub const SET_RESV_ADDR: &str = "resv_addr";
 pub const SET_RESV_SVC: &str = "resv_svc";
 pub const MAP_HOST_BY_MARK: &str = "host_by_mark";
@@ -81,6 +89,18 @@ fn declare_objects(out: &mut String, t: &str) {
         out,
         "add map ip {t} {MAP_HOST_BY_MARK} {{ type mark : ipv4_addr; }}"
     );
+    let _ = writeln!(
+        out,
+        "add set ip {t} {SET_ALG_PORTS} {{ type inet_proto . inet_service; }}"
+    );
+    let _ = writeln!(
+        out,
+        "add map ip {t} {MAP_PINHOLES} {{ type ipv4_addr . inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; flags timeout; }}"
+    );
+    let _ = writeln!(
+        out,
+        "add map ip {t} {MAP_PINHOLE_SNAT} {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr : ipv4_addr; flags timeout; }}"
+    );
     for c in [COUNTER_UNRESERVED, COUNTER_NO_DAEMON, COUNTER_FORWARD_DROP] {
         let _ = writeln!(out, "add counter ip {t} {c}");
     }
@@ -115,6 +135,24 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
             chunk.join(", ")
         );
     }
+    let _ = writeln!(out, "flush set ip {t} {SET_ALG_PORTS}");
+    let alg_ports: Vec<String> = cfg
+        .alg
+        .queued_ports()
+        .iter()
+        .map(|(proto, port)| format!("{} . {port}", if *proto == 6 { "tcp" } else { "udp" }))
+        .collect();
+    if cfg.alg.enabled && !alg_ports.is_empty() {
+        let _ = writeln!(
+            out,
+            "add element ip {t} {SET_ALG_PORTS} {{ {} }}",
+            alg_ports.join(", ")
+        );
+    }
+    // Pinholes belong to ALG flows of the previous daemon, whose engine state
+    // is gone: established data flows live on in conntrack.
+    let _ = writeln!(out, "flush map ip {t} {MAP_PINHOLES}");
+    let _ = writeln!(out, "flush map ip {t} {MAP_PINHOLE_SNAT}");
     let _ = writeln!(out, "flush set ip {t} {SET_RESV_ADDR}");
     let _ = writeln!(out, "flush set ip {t} {SET_RESV_SVC}");
     out.push_str(&render_host_map(cfg));
@@ -123,7 +161,26 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
         QueueVia::Nft => format!("queue num {} bypass", cfg.dataplane.queue_num),
         QueueVia::Xt => "accept".to_string(),
     };
-    let chains: [(&str, &str, Vec<String>); 5] = [
+    let alg_queue = match via {
+        QueueVia::Nft => format!("queue num {} bypass", cfg.alg.queue_num),
+        QueueVia::Xt => "accept".to_string(),
+    };
+    let alg_rules: Vec<String> = if cfg.alg.enabled {
+        // Every packet of an ALG control flow, both directions, where both
+        // carry the private host's address (DNAT done, SNAT not yet).
+        ["dport", "sport"]
+            .iter()
+            .map(|dir| {
+                format!(
+                    "iifname {{ \"{lan}\", \"{wan}\" }} meta l4proto {{ tcp, udp }} meta l4proto . th {dir} @{SET_ALG_PORTS} meta mark set {MARK_ALG:#010x} {alg_queue}"
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pinhole_key = "ip saddr . meta l4proto . ip daddr . th dport";
+    let chains: [(&str, &str, Vec<String>); 6] = [
         (
             "gate",
             "type filter hook prerouting priority -160; policy accept;",
@@ -133,6 +190,8 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
                 // A claimed flow whose reply has not been seen yet is still `new`
                 // (conntrack), e.g. a retransmitted SYN: its NAT binding exists.
                 "ct status dnat accept".into(),
+                // Data and media flows an ALG opened (they never claim).
+                format!("ct state new meta l4proto {{ tcp, udp }} {pinhole_key} @{MAP_PINHOLES} accept"),
                 format!(
                     "ct state new meta l4proto {{ tcp, udp }} ip daddr . meta l4proto . th dport @{SET_RESV_SVC} meta mark set {MARK_QUEUED:#010x} {queue}"
                 ),
@@ -148,17 +207,32 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
         (
             "dstnat",
             "type nat hook prerouting priority dstnat; policy accept;",
-            vec![format!(
-                "meta mark & 0xffff0000 == {MARK_CLAIMED_TAG:#010x} dnat to meta mark map @{MAP_HOST_BY_MARK}"
-            )],
+            vec![
+                format!(
+                    "meta mark & 0xffff0000 == {MARK_CLAIMED_TAG:#010x} dnat to meta mark map @{MAP_HOST_BY_MARK}"
+                ),
+                format!(
+                    "iifname \"{wan}\" meta l4proto {{ tcp, udp }} dnat ip to {pinhole_key} map @{MAP_PINHOLES}"
+                ),
+            ],
         ),
         (
             "srcnat",
             "type nat hook postrouting priority srcnat; policy accept;",
-            vec![format!(
-                "oifname \"{wan}\" ip saddr {} snat to {}",
-                cfg.lan.network, cfg.wan.service_address
-            )],
+            vec![
+                format!(
+                    "oifname \"{wan}\" meta l4proto {{ tcp, udp }} snat ip to ip saddr . meta l4proto . th sport . ip daddr map @{MAP_PINHOLE_SNAT}"
+                ),
+                format!(
+                    "oifname \"{wan}\" ip saddr {} snat to {}",
+                    cfg.lan.network, cfg.wan.service_address
+                ),
+            ],
+        ),
+        (
+            "alg",
+            "type filter hook forward priority -160; policy accept;",
+            alg_rules,
         ),
         (
             "forward",
@@ -216,14 +290,29 @@ pub fn render_replace(cfg: &Config, via: QueueVia) -> String {
     )
 }
 
-/// The iptables-nft rule that queues marked packets when nft has no `queue`.
-pub fn xt_queue_rule(cfg: &Config) -> Vec<String> {
-    [
+/// The iptables-nft (mangle table) rules that queue marked packets when nft
+/// has no `queue`: first packets in PREROUTING, ALG flows in FORWARD.
+/// `all`: also the ALG rule when `[alg]` is off (for removal).
+pub fn xt_queue_rules(cfg: &Config, all: bool) -> Vec<Vec<String>> {
+    let mut rules = vec![xt_rule(
+        cfg,
         "PREROUTING",
+        MARK_QUEUED,
+        cfg.dataplane.queue_num,
+    )];
+    if cfg.alg.enabled || all {
+        rules.push(xt_rule(cfg, "FORWARD", MARK_ALG, cfg.alg.queue_num));
+    }
+    rules
+}
+
+fn xt_rule(cfg: &Config, chain: &str, mark: u32, queue_num: u16) -> Vec<String> {
+    [
+        chain,
         "-m",
         "mark",
         "--mark",
-        &format!("{MARK_QUEUED:#010x}"),
+        &format!("{mark:#010x}"),
         "-m",
         "comment",
         "--comment",
@@ -231,7 +320,7 @@ pub fn xt_queue_rule(cfg: &Config) -> Vec<String> {
         "-j",
         "NFQUEUE",
         "--queue-num",
-        &cfg.dataplane.queue_num.to_string(),
+        &queue_num.to_string(),
         "--queue-bypass",
     ]
     .iter()
@@ -262,6 +351,85 @@ mod tests {
             ]
         );
         assert!(ranges(&[]).is_empty());
+    }
+
+    fn shipped_config() -> Config {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/config/rgw.toml");
+        Config::load(&path).expect("the shipped testbed config is valid")
+    }
+
+    /// Runs `nft -c -f -` (check only: the kernel validates, nothing stays)
+    /// in a fresh network namespace, on a thread of its own.
+    fn nft_check_in_private_netns(script: String) -> Result<(), String> {
+        std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new
+            // network namespace; it touches no memory of ours.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "unshare(CLONE_NEWNET) failed (tests need root): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            use std::io::Write;
+            let mut child = std::process::Command::new("nft")
+                .args(["-c", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run nft: {e}"))?;
+            child
+                .stdin
+                .take()
+                .ok_or("no stdin")?
+                .write_all(script.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        })
+        .join()
+        .map_err(|_| "checker thread panicked".to_string())?
+    }
+
+    #[test]
+    fn rendered_ruleset_is_accepted_by_the_kernel() {
+        let cfg = shipped_config();
+        let text = render(&cfg, QueueVia::Xt);
+        assert!(
+            text.contains("@alg_ports meta mark set 0x52410000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dnat ip to ip saddr . meta l4proto . ip daddr . th dport map @pinholes"),
+            "{text}"
+        );
+        assert!(text.contains("@pinhole_snat"), "{text}");
+        assert!(
+            text.contains("ip saddr . meta l4proto . ip daddr . th dport @pinholes accept"),
+            "{text}"
+        );
+        nft_check_in_private_netns(text).expect("nft accepts the ruleset");
+        let mut off = cfg.clone();
+        off.alg.enabled = false;
+        let text = render(&off, QueueVia::Xt);
+        assert!(
+            !text.contains("0x52410000"),
+            "ALG off: nothing is queued\n{text}"
+        );
+        nft_check_in_private_netns(text).expect("nft accepts the ruleset without ALG");
+        assert_eq!(xt_queue_rules(&off, false).len(), 1);
+        assert_eq!(
+            xt_queue_rules(&off, true).len(),
+            2,
+            "removal covers the ALG rule"
+        );
+        let alg_rule = &xt_queue_rules(&cfg, false)[1];
+        assert_eq!(alg_rule[0], "FORWARD");
+        assert!(alg_rule.contains(&cfg.alg.queue_num.to_string()));
     }
 
     #[test]

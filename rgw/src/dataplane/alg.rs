@@ -1,0 +1,334 @@
+//! The I/O shell of the ALG engine ([`rgw_alg::engine`]): every packet of an
+//! ALG control flow (both directions, forward hook, see
+//! [`super::ruleset`]) comes through NFQUEUE; the engine decides; pinholes
+//! are written into the `pinholes` / `pinhole_snat` maps before the verdict,
+//! so the data connection that follows a rewritten message finds its
+//! mapping. No other packet enters userspace.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
+use rgw_alg::{Direction, Pinhole, Protocol, Role, Transport};
+use tracing::{debug, error, info, warn};
+
+use super::nlset::{data_addr_port, key_addr, key_pinhole, key_pinhole_snat, SetWriter};
+use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
+use crate::config::{AlgConfig, Config};
+use crate::gateway::Gateway;
+
+/// How long a claim is remembered for the ALG: the engine asks for it when
+/// it sees the flow's first packet in the forward hook, right after the claim.
+const CLAIM_MEMORY: Duration = Duration::from_secs(60);
+/// Bound of the claim table.
+const MAX_CLAIMS: usize = 16_384;
+
+/// Claims of ALG control flows, so the engine knows which public (pool)
+/// address the peer used: `(proto, peer, peer port, private port) →
+/// (public address, time)`.
+#[derive(Default)]
+pub struct AlgClaims {
+    map: HashMap<(u8, Ipv4Addr, u16, u16), (Ipv4Addr, Instant)>,
+}
+
+impl AlgClaims {
+    pub fn note(&mut self, key: (u8, Ipv4Addr, u16, u16), public: Ipv4Addr, now: Instant) {
+        if self.map.len() >= MAX_CLAIMS {
+            self.map
+                .retain(|_, (_, t)| now.saturating_duration_since(*t) < CLAIM_MEMORY);
+            if self.map.len() >= MAX_CLAIMS {
+                self.map.clear();
+            }
+        }
+        self.map.insert(key, (public, now));
+    }
+
+    pub fn get(&self, key: &(u8, Ipv4Addr, u16, u16), now: Instant) -> Option<Ipv4Addr> {
+        self.map
+            .get(key)
+            .filter(|(_, t)| now.saturating_duration_since(*t) < CLAIM_MEMORY)
+            .map(|(a, _)| *a)
+    }
+}
+
+/// Counters of the shell (the engine keeps its own).
+#[derive(Default)]
+pub struct AlgShellStats {
+    pub packets: AtomicU64,
+    pub replaced: AtomicU64,
+    pub dropped: AtomicU64,
+    pub pinholes_written: AtomicU64,
+    pub pinhole_errors: AtomicU64,
+}
+
+/// The engine and the shell's counters, shared with `rgw status` / metrics.
+pub struct AlgState {
+    pub engine: Mutex<Engine>,
+    pub stats: AlgShellStats,
+}
+
+pub fn engine_config(a: &AlgConfig) -> EngineConfig {
+    let mut ports = Vec::new();
+    ports.extend(
+        a.ftp_ports
+            .iter()
+            .map(|&p| (Transport::Tcp, p, Protocol::Ftp)),
+    );
+    for &p in &a.sip_ports {
+        ports.push((Transport::Udp, p, Protocol::Sip));
+        ports.push((Transport::Tcp, p, Protocol::Sip));
+    }
+    ports.extend(
+        a.rtsp_ports
+            .iter()
+            .map(|&p| (Transport::Tcp, p, Protocol::Rtsp)),
+    );
+    EngineConfig {
+        ports,
+        flow_idle: a.flow_idle,
+        max_flows: a.max_flows,
+        max_pinholes_per_flow: a.max_pinholes_per_flow,
+        max_hold: a.max_hold,
+        ftp_data_lifetime: a.ftp_data_lifetime,
+        media_lifetime: a.media_lifetime,
+        ..EngineConfig::default()
+    }
+}
+
+impl AlgState {
+    pub fn new(a: &AlgConfig) -> Arc<AlgState> {
+        Arc::new(AlgState {
+            engine: Mutex::new(Engine::new(engine_config(a))),
+            stats: AlgShellStats::default(),
+        })
+    }
+
+    pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the engine asks the gateway about a flow.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    gw: &'a Gateway,
+    now: Instant,
+}
+
+impl FlowContext for Ctx<'_> {
+    fn public_addr(
+        &self,
+        private: SocketAddrV4,
+        peer: SocketAddrV4,
+        transport: Transport,
+        role: Role,
+    ) -> Option<Ipv4Addr> {
+        match role {
+            // Outbound flows leave through the SNAT to the service address.
+            Role::PrivateClient => Some(self.cfg.wan.service_address),
+            // Inbound flows came through a claimed reservation.
+            Role::PrivateServer => self.gw.alg_claim(
+                &(transport.number(), *peer.ip(), peer.port(), private.port()),
+                self.now,
+            ),
+        }
+    }
+
+    fn host_fqdn(&self, private: Ipv4Addr) -> Option<String> {
+        let zone = self.cfg.zone.name.trim_end_matches('.');
+        self.cfg
+            .hosts
+            .iter()
+            .find(|h| h.ipv4 == private && !h.name.is_empty())
+            .map(|h| format!("{}.{zone}", h.name))
+    }
+}
+
+/// Opens and binds the ALG queue (before nftables is touched, like the gate).
+pub fn open(a: &AlgConfig) -> Result<nfq::Queue> {
+    let q = a.queue_num;
+    let mut queue = nfq::Queue::open().context("opening the ALG NFQUEUE netlink socket")?;
+    queue.bind(q).with_context(|| {
+        format!("binding the ALG NFQUEUE {q}: is another rgw running in this network namespace?")
+    })?;
+    // Whole packets: the engine rewrites payloads.
+    queue
+        .set_copy_range(q, 0xffff)
+        .context("ALG NFQUEUE copy range")?;
+    queue
+        .set_queue_max_len(q, 4096)
+        .context("ALG NFQUEUE length")?;
+    queue
+        .set_recv_enobufs(false)
+        .context("ALG NFQUEUE enobufs")?;
+    Ok(queue)
+}
+
+fn ifindex(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+fn write_pinhole(w: &mut SetWriter, table: &str, p: &Pinhole) -> Result<()> {
+    let proto = p.transport.number();
+    let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
+    let data = data_addr_port(p.private_addr, p.private_port);
+    w.add_map_many(
+        table,
+        MAP_PINHOLES,
+        &[(&key[..], &data[..])],
+        Some(p.lifetime),
+    )?;
+    if p.snat {
+        let key = key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer);
+        let data = key_addr(p.public_addr);
+        w.add_map_many(
+            table,
+            MAP_PINHOLE_SNAT,
+            &[(&key[..], &data[..])],
+            Some(p.lifetime),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the ALG on a bound queue in the calling thread until the socket fails.
+pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Result<()> {
+    let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
+        .context("opening the nftables netlink socket for pinholes")?;
+    let mut last_expiry = Instant::now();
+    info!("ALG engine listening");
+    loop {
+        let mut msg = match queue.recv() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                error!(error = %e, "ALG NFQUEUE receive failed");
+                return Err(e.into());
+            }
+        };
+        let snap = gw.snapshot();
+        let cfg = &snap.cfg;
+        let now = Instant::now();
+        let dir = if msg.get_indev() == ifindex(&cfg.lan.interface) {
+            Direction::FromPrivate
+        } else {
+            Direction::FromPublic
+        };
+        let ctx = Ctx { cfg, gw: &gw, now };
+        let decision = {
+            let mut engine = state.engine();
+            if now.saturating_duration_since(last_expiry) >= Duration::from_secs(1) {
+                engine.expire(now);
+                last_expiry = now;
+            }
+            engine.handle(now, dir, msg.get_payload(), &ctx)
+        };
+        state.stats.packets.fetch_add(1, Ordering::Relaxed);
+        for p in &decision.pinholes {
+            match write_pinhole(&mut writer, &cfg.dataplane.table, p) {
+                Ok(()) => {
+                    state.stats.pinholes_written.fetch_add(1, Ordering::Relaxed);
+                    debug!(peer = %p.peer, proto = ?p.transport, public = %p.public_addr, public_port = p.public_port, private = %p.private_addr, private_port = p.private_port, snat = p.snat, "pinhole");
+                }
+                Err(e) => {
+                    state.stats.pinhole_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "pinhole not written");
+                }
+            }
+        }
+        let verdict = match decision.verdict {
+            Verdict::Accept => nfq::Verdict::Accept,
+            Verdict::Replace(bytes) => {
+                state.stats.replaced.fetch_add(1, Ordering::Relaxed);
+                msg.set_payload(bytes);
+                nfq::Verdict::Accept
+            }
+            Verdict::Drop => {
+                state.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                nfq::Verdict::Drop
+            }
+        };
+        msg.set_nfmark(0);
+        msg.set_verdict(verdict);
+        if let Err(e) = queue.verdict(msg) {
+            warn!(error = %e, "ALG NFQUEUE verdict failed");
+        }
+    }
+}
+
+impl AlgState {
+    /// Engine and shell counters, `(name, value)`, for status and metrics.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.engine().stats();
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("packets", s.packets),
+            ("unparsed", s.unparsed),
+            ("not_alg", s.not_alg),
+            ("flows_created", s.flows_created),
+            ("flows_expired", s.flows_expired),
+            ("flows_evicted", s.flows_evicted),
+            ("flows_over_limit", s.flows_over_limit),
+            ("no_public_addr", s.no_public_addr),
+            ("rewrites", s.rewrites),
+            ("packets_replaced", s.packets_replaced),
+            ("pinholes_requested", s.pinholes_requested),
+            ("port_alloc_failed", s.port_alloc_failed),
+            ("malformed", s.malformed),
+            ("holds", s.holds),
+            ("hold_overflows", s.hold_overflows),
+            ("dropped", s.dropped),
+            ("dropped_out_of_order", s.dropped_out_of_order),
+            ("dropped_incomplete", s.dropped_incomplete),
+            ("replays", s.replays),
+            ("duplicates", s.duplicates),
+            ("build_errors", s.build_errors),
+            ("pinholes_written", r(&self.stats.pinholes_written)),
+            ("pinhole_errors", r(&self.stats.pinhole_errors)),
+        ]
+    }
+
+    /// The `alg` object of `rgw status --json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        let counters: serde_json::Map<String, serde_json::Value> = self
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        let engine = self.engine();
+        let flows: Vec<serde_json::Value> = engine
+            .flows()
+            .into_iter()
+            .map(|f| {
+                serde_json::json!({
+                    "protocol": format!("{:?}", f.protocol).to_lowercase(),
+                    "role": match f.role { Role::PrivateClient => "outbound", Role::PrivateServer => "inbound" },
+                    "transport": format!("{:?}", f.transport).to_lowercase(),
+                    "private": f.private.to_string(),
+                    "peer": f.peer.to_string(),
+                    "public": f.public.to_string(),
+                    "age_s": f.age.as_secs_f64(),
+                    "rewrites": f.rewrites,
+                    "offset_from_private": f.offset_from_private,
+                })
+            })
+            .collect();
+        let current = engine.stats().flows;
+        serde_json::json!({
+            "flows_active": current,
+            "flows": flows,
+            "counters": counters,
+            // Flat copies of the counters operators look at first.
+            "rewrites": engine.stats().rewrites,
+            "pinholes": self.stats.pinholes_written.load(Ordering::Relaxed),
+        })
+    }
+}
