@@ -989,7 +989,6 @@ impl Cx<'_> {
         fin: bool,
         pinholes: &mut Vec<Pinhole>,
     ) -> Option<(u32, Vec<u8>)> {
-        let p = *snd.parsed_to.get_or_insert(seq);
         let (mut seq, mut payload) = (seq, payload);
         if let Some(a) = snd.acked.filter(|&a| seq_lt(seq, a)) {
             let e = seq.wrapping_add(payload.len() as u32);
@@ -1011,6 +1010,16 @@ impl Cx<'_> {
             // correction points below it are pruned.
             payload = payload.get(dist(seq, a)..).unwrap_or(&[]);
             seq = a;
+        }
+        let mut p = *snd.parsed_to.get_or_insert(seq);
+        if let Some(a) = snd.acked {
+            if seq_lt(p.wrapping_add(snd.hold.len() as u32), a) {
+                // The receiver has more than this engine saw (the flow was
+                // picked up mid-stream): continue from there.
+                p = a;
+                snd.parsed_to = Some(a);
+                snd.hold.clear();
+            }
         }
         let e = seq.wrapping_add(payload.len() as u32);
         let hold_end = p.wrapping_add(snd.hold.len() as u32);

@@ -21,6 +21,9 @@ use rgw_alg::packet::build::{tcp_packet, TcpSpec};
 use rgw_alg::packet::{Packet, TcpFlags, Transport as L4};
 use rgw_alg::{Direction, Role, Transport};
 
+mod common;
+use common::{check_ack, StreamMap};
+
 const PRIV: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const PUB: Ipv4Addr = Ipv4Addr::new(1, 2, 3, 4);
@@ -60,7 +63,8 @@ impl Rng {
 }
 
 /// (original stream, expected rewritten stream)
-fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>) {
+fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>, StreamMap) {
+    let mut map = StreamMap::default();
     let mut orig = Vec::new();
     let mut want = Vec::new();
     for _ in 0..60 {
@@ -95,8 +99,9 @@ fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>) {
         };
         orig.extend_from_slice(o.as_bytes());
         want.extend_from_slice(w.as_bytes());
+        map.push(o.len(), w.len());
     }
-    (orig, want)
+    (orig, want, map)
 }
 
 fn pick(rng: &mut Rng, q: &mut Vec<Vec<u8>>) -> Option<Vec<u8>> {
@@ -121,7 +126,7 @@ fn tcp_of(p: &[u8]) -> (u32, u32, Vec<u8>, Vec<(u32, u32)>) {
 
 fn run(seed: u64, server: bool) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let (orig, want) = streams(&mut rng, server);
+    let (orig, want, map) = streams(&mut rng, server);
     // The data sender is the private host; the receiver the public peer.
     let (private, peer) = if server {
         ((PRIV, 21), (PEER, 50000))
@@ -295,16 +300,22 @@ fn run(seed: u64, server: bool) {
                         Verdict::Drop => panic!("seed {seed}: an ACK was dropped"),
                     };
                     let (_, ack, _, sack) = tcp_of(&out);
-                    let acked = ack.wrapping_sub(base) as usize;
-                    assert!(acked <= nxt, "seed {seed}: ACK {acked} beyond sent {nxt}");
-                    for (l, r) in sack {
-                        let (l, r) = (l.wrapping_sub(base) as usize, r.wrapping_sub(base) as usize);
-                        assert!(
-                            l < r && r <= nxt,
-                            "seed {seed}: SACK {l}..{r} beyond sent {nxt}"
-                        );
-                    }
-                    una = una.max(acked);
+                    let rel: Vec<(u32, u32)> = sack
+                        .iter()
+                        .map(|&(l, r)| (l.wrapping_sub(base), r.wrapping_sub(base)))
+                        .collect();
+                    let what = format!("seed {seed} server {server}");
+                    una = check_ack(
+                        &map,
+                        &got,
+                        rcv_nxt,
+                        una,
+                        nxt,
+                        ack.wrapping_sub(base),
+                        &rel,
+                        &what,
+                    );
+                    assert!(una <= nxt, "{what}: ACK beyond sent");
                 }
             }
         }
