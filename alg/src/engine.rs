@@ -39,6 +39,14 @@
 //!   rewritten message has no counterpart. The retransmission is thus
 //!   byte-identical to what the receiver got the first time, whatever the
 //!   segmentation, and it is independent of the rewriter.
+//! * **Already acknowledged**: the part of a segment below the highest
+//!   position the receiver acknowledged is cut off (the receiver has it; the
+//!   sender resends it only because the ACK was lost behind the gateway).
+//!   This is what lets the tracker and the replay log forget everything
+//!   below that ACK. A segment wholly below it leaves as one byte just below
+//!   the acknowledged point: the receiver discards it unread and answers with
+//!   a duplicate ACK, which is what the sender needs (dropping it would leave
+//!   the sender retransmitting forever).
 //! * **Out of order** (starts beyond the held bytes, i.e. a gap): dropped.
 //!   The bytes in the gap may hold a message whose rewrite changes the
 //!   length, which would shift this segment after it had been forwarded, and
@@ -54,6 +62,15 @@
 //! * Sequence arithmetic is modulo 2^32 ([`seq_lt`]).
 //! * The receive window is passed as is (a few bytes of difference between
 //!   the two sequence spaces are harmless).
+//! * A stale ACK or SACK block (reordered behind a newer one) is unmapped
+//!   with the corrections still kept and may come out below the sender's
+//!   `snd_una`, where TCP ignores it; it never comes out beyond what the
+//!   receiver has.
+//! * A packet made longer than the one the sender sent leaves with Don't
+//!   Fragment cleared ([`packet::allow_fragmentation`]): a held message joined
+//!   with the next segment can exceed the path MTU, and the sender could not
+//!   act on an ICMP "fragmentation needed" for a size it never sent.
+//! * SYN data (TCP Fast Open) passes unparsed.
 //!
 //! # UDP
 //!
@@ -838,7 +855,13 @@ impl Cx<'_> {
             };
         }
         let verdict = match packet::rebuild_udp(&pkt.ip, u, &parsed.out) {
-            Ok(b) => Verdict::Replace(b),
+            Ok(mut b) => {
+                if b.len() > pkt.ip.total_len() {
+                    let id = packet::sum_words(0, &parsed.out) as u16;
+                    packet::allow_fragmentation(&mut b, id);
+                }
+                Verdict::Replace(b)
+            }
             Err(_) => {
                 self.stats.build_errors += 1;
                 Verdict::Accept
@@ -881,7 +904,8 @@ impl Cx<'_> {
                 }
                 *closed = false;
             }
-            snd.parsed_to = Some(isn_next);
+            // SYN data (TCP Fast Open) passes unparsed.
+            snd.parsed_to = Some(isn_next.wrapping_add(t.payload().len() as u32));
         }
 
         // ACK and SACK refer to the opposite stream, in its rewritten space.
@@ -969,7 +993,12 @@ impl Cx<'_> {
             payload: out_payload,
         };
         let verdict = match packet::rebuild_tcp(&pkt.ip, t, &edit) {
-            Ok(b) => Verdict::Replace(b),
+            Ok(mut b) => {
+                if b.len() > pkt.ip.total_len() {
+                    packet::allow_fragmentation(&mut b, out_seq as u16 ^ (out_seq >> 16) as u16);
+                }
+                Verdict::Replace(b)
+            }
             Err(_) => {
                 self.stats.build_errors += 1;
                 Verdict::Accept
@@ -1261,6 +1290,8 @@ mod tests {
         data: Vec<u8>,
         sack: Vec<(u32, u32)>,
         flags: u8,
+        /// Don't Fragment set.
+        df: bool,
     }
 
     fn out_of(d: &Decision, orig: &[u8]) -> Option<Out> {
@@ -1280,6 +1311,7 @@ mod tests {
             data: t.payload().to_vec(),
             sack: t.sack_blocks(),
             flags: t.flags().0,
+            df: bytes[6] & 0x40 != 0,
         })
     }
 
@@ -1329,6 +1361,7 @@ mod tests {
         t.handshake(1000, 5000);
         let o = t.tx(OUT, 1001, 5001, b"USER a\r\n").unwrap();
         assert_eq!((o.seq, o.data.as_slice()), (1001, &b"USER a\r\n"[..]));
+        assert!(o.df);
         let p = t.conn.seg(OUT, 1009, 5001, PA, PORT1);
         let (o, holes) = t.send(OUT, &p);
         let o = o.unwrap();
@@ -1471,6 +1504,7 @@ mod tests {
         };
         let o = o.unwrap();
         assert_eq!((o.seq, o.data.as_slice()), (1007, PORT1_RW));
+        assert!(!o.df, "longer than the segment sent: may be fragmented");
         assert_eq!(holes.len(), 1);
         assert_eq!(t.e.flows()[0].held, (0, 0));
         // A late retransmission of the first segment: NOOP is acknowledged
@@ -1511,6 +1545,15 @@ mod tests {
         let mut want = PORT1_RW.to_vec();
         want.extend_from_slice(b"LIST\r\n");
         assert_eq!((o.seq, o.data), (1001, want));
+    }
+
+    #[test]
+    fn syn_data_passes_and_the_stream_continues_after_it() {
+        let mut t = T::new(CLIENT);
+        let p = t.conn.seg(OUT, 1000, 0, TcpFlags::SYN, b"NOOP\r\n");
+        assert_eq!(t.send(OUT, &p).0.unwrap().data, b"NOOP\r\n");
+        let o = t.tx(OUT, 1007, 5001, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1007, PORT1_RW));
     }
 
     #[test]

@@ -552,6 +552,31 @@ pub fn rebuild_udp(
     Ok(out)
 }
 
+/// Clears Don't Fragment in an IPv4 packet (and gives it a non-zero
+/// Identification if it had none, RFC 6864 §4.1), fixing the header checksum.
+///
+/// For a packet the ALG made longer than the one the sender sent: the
+/// sender's path MTU estimate covers its own segment sizes, not the growth,
+/// and an ICMP "fragmentation needed" for a size the sender never sent cannot
+/// be acted on; a router fragmenting the packet is the lesser evil.
+pub fn allow_fragmentation(packet: &mut [u8], id_hint: u16) {
+    let Ok(ip) = Ipv4Packet::parse(packet) else {
+        return;
+    };
+    let ihl = ip.header_len();
+    let flags = be16(packet, 6);
+    if flags & 0x4000 == 0 {
+        return;
+    }
+    put16(packet, 6, flags & !0x4000);
+    if be16(packet, 4) == 0 {
+        put16(packet, 4, id_hint.max(1));
+    }
+    put16(packet, 10, 0);
+    let sum = finish_checksum(sum_words(0, packet.get(..ihl).unwrap_or(&[])));
+    put16(packet, 10, sum);
+}
+
 /// Test and tooling helpers: build packets from parts.
 pub mod build {
     use super::*;
@@ -780,6 +805,59 @@ mod tests {
         }
         let huge = vec![0u8; 65_536];
         assert_eq!(rebuild_udp(&pkt.ip, &u, &huge), Err(PacketError::TooLong));
+    }
+
+    #[test]
+    fn allow_fragmentation_clears_df() {
+        let mut p = udp_packet((A, 5060), (B, 5060), b"x");
+        assert_eq!(p[6] & 0x40, 0x40);
+        allow_fragmentation(&mut p, 0x1234);
+        let pkt = Packet::parse(&p).unwrap();
+        assert!(pkt.checksums_ok());
+        assert_eq!(p[6] & 0x40, 0);
+        assert_eq!(&p[4..6], &[0x12, 0x34]);
+        assert!(!pkt.ip.is_fragment());
+        // Garbage: untouched, no panic.
+        let mut g = vec![0x45, 0, 0];
+        allow_fragmentation(&mut g, 1);
+        assert_eq!(g, vec![0x45, 0, 0]);
+    }
+
+    #[test]
+    fn ipv4_options_are_kept() {
+        // IHL 6: one 4-byte option (NOP NOP NOP EOL).
+        let p = tcp_packet(&spec(b"data", &[]));
+        let mut q = p[..20].to_vec();
+        q[0] = 0x46;
+        q.extend_from_slice(&[1, 1, 1, 0]);
+        q.extend_from_slice(&p[20..]);
+        let l = (q.len() as u16).to_be_bytes();
+        q[2] = l[0];
+        q[3] = l[1];
+        let pkt = Packet::parse(&q).unwrap();
+        assert_eq!(pkt.ip.header_len(), 24);
+        let Transport::Tcp(t) = pkt.l4 else {
+            panic!("not tcp")
+        };
+        assert_eq!(t.payload(), b"data");
+        let out = rebuild_tcp(
+            &pkt.ip,
+            &t,
+            &TcpEdit {
+                seq: 1,
+                ack: 2,
+                sack: None,
+                payload: b"longer data",
+            },
+        )
+        .unwrap();
+        let r = Packet::parse(&out).unwrap();
+        assert!(r.checksums_ok());
+        assert_eq!(&out[20..24], &[1, 1, 1, 0]);
+        let Transport::Tcp(t) = r.l4 else {
+            panic!("not tcp")
+        };
+        assert_eq!(t.payload(), b"longer data");
     }
 
     #[test]
