@@ -10,7 +10,7 @@
 //!
 //! # TCP
 //!
-//! Each direction of a flow is a [`Stream`]: a [`SeqAdjust`] for its
+//! Each direction of a flow is a stream: a [`SeqAdjust`] for its
 //! sequence numbers, the position up to which its messages have been
 //! decided (`parsed_to`, original sequence space), the bytes of an
 //! incomplete message held back (`hold`), and a replay log of the messages
