@@ -100,7 +100,7 @@ use crate::{
 };
 
 /// Replay log bound per direction, in bytes of rewritten messages.
-const MAX_LOG_BYTES: usize = 64 * 1024;
+const MAX_LOG_BYTES: usize = 32 * 1024;
 /// How many ports above the private one are tried for a pinhole.
 const PORT_TRIES: u32 = 256;
 
@@ -298,11 +298,18 @@ struct Stream {
     rst: bool,
     /// Highest original-space position the receiver acknowledged.
     acked: Option<u32>,
+    /// End of the highest sequence number the sender was seen to send.
+    sent_max: Option<u32>,
 }
 
 impl Stream {
     fn prune(&mut self, ack: u32) {
         let acked = self.adj.unmap_ack(ack);
+        // An ACK beyond anything the sender sent is bogus: not trusted for
+        // trimming or pruning.
+        if self.sent_max.is_some_and(|m| seq_lt(m, acked)) {
+            return;
+        }
         if self.acked.is_none_or(|a| seq_lt(a, acked)) {
             self.acked = Some(acked);
         }
@@ -906,6 +913,11 @@ impl Cx<'_> {
             }
             // SYN data (TCP Fast Open) passes unparsed.
             snd.parsed_to = Some(isn_next.wrapping_add(t.payload().len() as u32));
+        }
+
+        let end = seq.wrapping_add(t.seq_len());
+        if snd.sent_max.is_none_or(|m| seq_lt(m, end)) {
+            snd.sent_max = Some(end);
         }
 
         // ACK and SACK refer to the opposite stream, in its rewritten space.
@@ -1545,6 +1557,25 @@ mod tests {
         let mut want = PORT1_RW.to_vec();
         want.extend_from_slice(b"LIST\r\n");
         assert_eq!((o.seq, o.data), (1001, want));
+    }
+
+    #[test]
+    fn bogus_ack_beyond_sent_data_is_not_trusted() {
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        // The peer claims far more than was sent: passed (unmapped), but
+        // not used to trim retransmissions.
+        assert_eq!(t.tx(IN, 5001, 90_000, b"").unwrap().ack, 90_006);
+        let o = t.tx(OUT, 1001, 5001, PORT1).unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, PORT1_RW));
+        assert_eq!(t.e.stats().duplicates, 0);
+    }
+
+    #[test]
+    fn engine_is_send() {
+        fn send<T: Send>() {}
+        send::<Engine>();
     }
 
     #[test]
