@@ -16,6 +16,7 @@ use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
 use rgw_alg::{Direction, Pinhole, Protocol, Role, Transport};
 use tracing::{debug, error, info, warn};
 
+use super::ctliberal::{CtLiberal, OrigTuple};
 use super::nlset::{data_addr_port, key_addr, key_pinhole, key_pinhole_snat, SetWriter};
 use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
 use crate::config::{AlgConfig, Config};
@@ -63,6 +64,9 @@ pub struct AlgShellStats {
     pub dropped: AtomicU64,
     pub pinholes_written: AtomicU64,
     pub pinhole_errors: AtomicU64,
+    /// ALG TCP flows whose conntrack entry was marked liberal (see ctliberal).
+    pub ct_liberal: AtomicU64,
+    pub ct_liberal_errors: AtomicU64,
 }
 
 /// The engine and the shell's counters, shared with `rgw status` / metrics.
@@ -199,10 +203,49 @@ fn write_pinhole(w: &mut SetWriter, table: &str, p: &Pinhole) -> Result<()> {
     Ok(())
 }
 
+/// For a TCP SYN-ACK of an ALG flow: the conntrack entry's original tuple.
+fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Option<OrigTuple> {
+    let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+    if pkt.first()? >> 4 != 4 || *pkt.get(9)? != 6 || ihl < 20 {
+        return None;
+    }
+    let tcp = pkt.get(ihl..)?;
+    if tcp.get(13)? & 0x12 != 0x12 {
+        return None; // not SYN+ACK
+    }
+    let ip = |o: usize| -> Option<Ipv4Addr> {
+        let b = pkt.get(o..o + 4)?;
+        Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    };
+    let port =
+        |o: usize| -> Option<u16> { Some(u16::from_be_bytes([*tcp.get(o)?, *tcp.get(o + 1)?])) };
+    let (src, dst, sport, dport) = (ip(12)?, ip(16)?, port(0)?, port(2)?);
+    match dir {
+        // The private host opened the flow: its SYN is the original tuple.
+        Direction::FromPublic => Some(OrigTuple {
+            src: dst,
+            sport: dport,
+            dst: src,
+            dport: sport,
+        }),
+        // The peer opened it towards a pool address (before DNAT).
+        Direction::FromPrivate => {
+            let public = gw.alg_claim(&(6, dst, dport, sport), now)?;
+            Some(OrigTuple {
+                src: dst,
+                sport: dport,
+                dst: public,
+                dport: sport,
+            })
+        }
+    }
+}
+
 /// Runs the ALG on a bound queue in the calling thread until the socket fails.
 pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Result<()> {
     let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
         .context("opening the nftables netlink socket for pinholes")?;
+    let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
     info!("ALG engine listening");
     loop {
@@ -232,6 +275,20 @@ pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Res
             engine.handle(now, dir, msg.get_payload(), &ctx)
         };
         state.stats.packets.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = syn_ack_tuple(msg.get_payload(), dir, &gw, now) {
+            match ct.set(&t) {
+                Ok(()) => {
+                    state.stats.ct_liberal.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    state
+                        .stats
+                        .ct_liberal_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(error = %e, tuple = ?t, "conntrack entry not marked liberal");
+                }
+            }
+        }
         for p in &decision.pinholes {
             match write_pinhole(&mut writer, &cfg.dataplane.table, p) {
                 Ok(()) => {
@@ -293,6 +350,8 @@ impl AlgState {
             ("build_errors", s.build_errors),
             ("pinholes_written", r(&self.stats.pinholes_written)),
             ("pinhole_errors", r(&self.stats.pinhole_errors)),
+            ("ct_liberal", r(&self.stats.ct_liberal)),
+            ("ct_liberal_errors", r(&self.stats.ct_liberal_errors)),
         ]
     }
 

@@ -6,6 +6,7 @@
 //! set elements over netlink ([`nlset`]).
 
 pub mod alg;
+pub mod ctliberal;
 pub mod gate;
 pub mod nlset;
 pub mod ruleset;
