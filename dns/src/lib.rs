@@ -7,6 +7,8 @@
 
 pub mod answer;
 pub mod antispoof;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_harness;
 pub mod sfqdn;
 pub mod zone;
 

@@ -68,6 +68,8 @@ struct RawConfig {
     binding_log: Option<RawBindingLog>,
     proxy: Option<RawProxy>,
     #[serde(default)]
+    admission: crate::admission::RawAdmission,
+    #[serde(default)]
     hosts: Vec<RawHost>,
 }
 
@@ -275,6 +277,8 @@ pub struct Config {
     pub binding_log: Option<BindingLogConfig>,
     /// None = no www names and no proxy.
     pub proxy: Option<ProxyConfig>,
+    /// `[admission]`: the admission policy (everything off by default).
+    pub admission: crate::admission::AdmissionConfig,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -354,8 +358,25 @@ const MAX_POOL: usize = 1 << 20;
 impl Config {
     /// Loads and validates `path`. Touches nothing outside the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_from(
+            path,
+            config::File::from(path).format(config::FileFormat::Toml),
+        )
+    }
+
+    /// Parses and validates TOML `text` as if it had been read from `file`
+    /// (which is only named in errors): the loader without the file system,
+    /// for the fuzz target and tests.
+    pub fn from_toml_str(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::load_from(file, config::File::from_str(text, config::FileFormat::Toml))
+    }
+
+    fn load_from<S>(path: &Path, source: S) -> Result<Config, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
         let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(source)
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load {
@@ -789,6 +810,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
+    let host_names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let admission = crate::admission::validate(file, raw.admission, &zone_name, &host_names)?;
     Ok(Config {
         file: file.to_path_buf(),
         zone: ZoneConfig {
@@ -829,6 +852,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen,
         binding_log,
         proxy,
+        admission,
         hosts,
     })
 }

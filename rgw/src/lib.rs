@@ -8,6 +8,8 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod dnsserver;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_harness;
 pub mod gateway;
 pub mod metrics;
 pub mod pool;
