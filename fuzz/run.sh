@@ -23,5 +23,5 @@ for t in $targets; do
     nice -n 15 "$bin/$t" "corpus.new/$t" "corpus/$t" "work/$t" "seeds/$t" \
         -merge=1 -max_len=4096 >/dev/null 2>&1
     rm -rf "corpus/$t" && mv "corpus.new/$t" "corpus/$t" && rmdir corpus.new 2>/dev/null || true
-    echo "$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sk "corpus/$t" | cut -f1) KiB"
+    echo "$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sb "corpus/$t" | cut -f1) bytes"
 done

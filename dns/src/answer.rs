@@ -703,6 +703,17 @@ impl Responder {
             resp.answers.clear();
             resp.authorities.clear();
             resp.additionals.clear();
+            let bytes = match resp.to_vec() {
+                Ok(b) => b,
+                Err(_) => return Action::Drop(DropReason::Malformed),
+            };
+            if bytes.len() <= limit {
+                return Action::Reply { bytes, outcome };
+            }
+            // Only a message with several long questions (a FORMERR) gets
+            // here: echoing them would still exceed the limit, so the
+            // truncated reply carries the header (and OPT) alone.
+            resp.queries.clear();
             return match resp.to_vec() {
                 Ok(bytes) => Action::Reply { bytes, outcome },
                 Err(_) => Action::Drop(DropReason::Malformed),

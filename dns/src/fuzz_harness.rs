@@ -261,6 +261,29 @@ mod tests {
         assert!(n > 0, "fuzz/corpus/sfqdn is empty");
     }
 
+    /// Fuzz crash (dns_message): a UDP query without EDNS with four long
+    /// questions got a FORMERR that echoed them all, 590 bytes > 512; the
+    /// truncated reply now drops the question section when it must.
+    #[test]
+    fn regression_udp_formerr_over_512() {
+        let input = include_bytes!("../../fuzz/regressions/dns_message/udp-formerr-over-512");
+        dns_message(input);
+        let r = Responder::new(zone(false), DeniedPolicy::Drop);
+        let mut a = ScriptedAlloc {
+            script: 0,
+            asked: Vec::new(),
+        };
+        match r.handle(&input[1..], View::Public, Transport::Udp, &mut a) {
+            Action::Reply { bytes, outcome } => {
+                assert_eq!(outcome, Outcome::FormErr);
+                assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+                let m = Message::from_vec(&bytes).expect("reply parses");
+                assert!(m.metadata.truncation);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn harness_checks_hold_on_seeds() {
         // A plain query on each view/transport, and an SFQDN.
