@@ -44,6 +44,8 @@ pub enum DenyReason {
     HostLimit,
     /// The reservation could not be installed in the data plane.
     Dataplane,
+    /// The admission policy refused it (rate, per-resolver limit, reputation).
+    Admission,
 }
 
 /// What the allocator did for one query.

@@ -71,12 +71,20 @@ impl DnsServer {
     /// is replaced by the denial policy's answer.
     fn decide(&self, packet: &[u8], peer: SocketAddr, view: View, transport: Transport) -> Action {
         let snap = self.gw.snapshot();
+        let ctx = self.gw.query_context(peer.ip());
         let (action, installed) = self.gw.with_allocator(|a| {
             a.set_resolver(peer.ip());
-            snap.responder.handle(packet, view, transport, a)
+            snap.responder.handle_in(packet, view, transport, ctx, a)
         });
-        let action =
-            unless_uninstalled(&snap.responder, action, installed, packet, view, transport);
+        let action = unless_uninstalled(
+            &snap.responder,
+            action,
+            installed,
+            packet,
+            view,
+            transport,
+            ctx,
+        );
         self.count(view, &action);
         action
     }
@@ -132,8 +140,9 @@ impl DnsServer {
                     .zip(&bufs)
                     .map(|(&(n, peer), buf)| {
                         a.set_resolver(peer.ip());
+                        let ctx = self.gw.query_context(peer.ip());
                         snap.responder
-                            .handle(&buf[..n], View::Public, Transport::Udp, a)
+                            .handle_in(&buf[..n], View::Public, Transport::Udp, ctx, a)
                     })
                     .collect::<Vec<_>>()
             });
@@ -145,6 +154,7 @@ impl DnsServer {
                     &buf[..n],
                     View::Public,
                     Transport::Udp,
+                    self.gw.query_context(peer.ip()),
                 );
                 self.count(View::Public, &action);
                 if let Action::Reply { bytes, .. } = action {
@@ -260,6 +270,7 @@ impl DnsServer {
 
 /// An answer whose reservation could not be installed is replaced by the
 /// denial policy's answer.
+#[allow(clippy::too_many_arguments)]
 fn unless_uninstalled(
     responder: &Responder,
     action: Action,
@@ -267,12 +278,13 @@ fn unless_uninstalled(
     packet: &[u8],
     view: View,
     transport: Transport,
+    ctx: rgw_dns::QueryContext,
 ) -> Action {
     match action {
         Action::Reply {
             outcome: Outcome::Allocated,
             ..
-        } if !installed => responder.handle(packet, view, transport, &mut DataplaneDown),
+        } if !installed => responder.handle_in(packet, view, transport, ctx, &mut DataplaneDown),
         other => other,
     }
 }

@@ -2,6 +2,7 @@
 //! data plane and the DNS shell. The hard logic (pool, answer policy) is
 //! sans-IO; the rest moves bytes and time in and out.
 
+pub mod admission;
 pub mod bindings;
 pub mod bindlog;
 pub mod config;
