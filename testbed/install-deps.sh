@@ -22,6 +22,7 @@ PKGS=(
     python3 python3-pytest python3-yaml
     libnftnl-dev libmnl-dev pkg-config build-essential
     procps psmisc
+    python3-scapy hping3
 )
 BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
 

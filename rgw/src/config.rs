@@ -68,6 +68,8 @@ struct RawConfig {
     binding_log: Option<RawBindingLog>,
     proxy: Option<RawProxy>,
     #[serde(default)]
+    limits: crate::limits::RawLimits,
+    #[serde(default)]
     admission: crate::admission::RawAdmission,
     #[serde(default)]
     hosts: Vec<RawHost>,
@@ -277,6 +279,8 @@ pub struct Config {
     pub binding_log: Option<BindingLogConfig>,
     /// None = no www names and no proxy.
     pub proxy: Option<ProxyConfig>,
+    /// `[limits]`: resource bounds.
+    pub limits: crate::limits::LimitsConfig,
     /// `[admission]`: the admission policy (everything off by default).
     pub admission: crate::admission::AdmissionConfig,
     pub hosts: Vec<HostConfig>,
@@ -852,6 +856,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen,
         binding_log,
         proxy,
+        limits: crate::limits::validate(file, raw.limits)?,
         admission,
         hosts,
     })

@@ -590,6 +590,12 @@ impl Allocator for GatewayAllocator<'_> {
             let st = core.pool.stats();
             1.0 - st.free as f64 / st.size.max(1) as f64
         };
+        let max_pending = snap.cfg.limits.max_pending as usize;
+        if core.pool.stats().pending >= max_pending {
+            inc(&gw.metrics.denied_pending_limit);
+            info!(host = %h.name, service = %svc_str(service), limit = max_pending, "reservation denied: limits.max_pending reached");
+            return Allocation::Denied(DenyReason::Exhausted);
+        }
         match core.pool.reserve(req, self.now) {
             Ok(r) => {
                 let addr = r.addr;
@@ -647,7 +653,7 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 14] = [
+    let checks: [(&'static str, bool); 16] = [
         ("proxy", cur.proxy != new.proxy),
         ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
@@ -674,6 +680,14 @@ fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
             cur.dataplane.queue_backend != new.dataplane.queue_backend,
         ),
         ("control.socket", cur.control_socket != new.control_socket),
+        (
+            "limits.gate_queue_len",
+            cur.limits.gate_queue_len != new.limits.gate_queue_len,
+        ),
+        (
+            "limits.dns_udp_batch",
+            cur.limits.dns_udp_batch != new.limits.dns_udp_batch,
+        ),
     ];
     checks
         .into_iter()

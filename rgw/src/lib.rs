@@ -12,6 +12,7 @@ pub mod dnsserver;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_harness;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod prometheus;
