@@ -267,3 +267,74 @@ def test_reload_host_list_keeps_flows_and_valid_reservations(topo, fresh, how):
         if fresh.alive():
             topo.run("gw", [str(rgw_binary()), "reload", "--socket", str(fresh.socket)], timeout=10, check=False)
         flows.finish()
+
+
+# Opens N connections to the DNS TCP port; after a moment reports for each
+# whether the server closed it ("closed") or still holds it ("open").
+TCP_HOLD = r"""
+import socket, sys, time
+dst, n = sys.argv[1], int(sys.argv[2])
+conns = []
+for _ in range(n):
+    conns.append(socket.create_connection((dst, 53), timeout=3))
+    time.sleep(0.05)
+time.sleep(0.5)
+out = []
+for s in conns:
+    s.settimeout(0.3)
+    try:
+        out.append("closed" if s.recv(10) == b"" else "data")
+    except socket.timeout:
+        out.append("open")
+    except ConnectionResetError:
+        out.append("closed")
+print(" ".join(out))
+"""
+
+
+def test_limits_are_enforced_and_counted(topo, fresh):
+    """[limits]: the pool's pending maximum, the DNS TCP connection maximum
+    and the gate queue length are enforced, and what they turn away is counted."""
+    limits = "\n[limits]\nmax_pending = 2\ngate_queue_len = 1\ndns_tcp_connections = 2\n"
+    fresh.stop()
+    fresh.start(config_text(fresh.state, tmax="3s") + limits)
+    try:
+        # Two pending reservations at most, whatever host or service: the third is denied.
+        a = resolve(topo, "hosta.gwa.demo")
+        b = resolve(topo, "tcp8.hostb.gwa.demo")
+        assert topo.dig("cli", "tcp22.hosta.gwa.demo", server=GW) == []
+        c = fresh.counters()
+        assert c["denied_pending_limit"] == 1, c
+        # Claiming frees the slots again.
+        assert owner(topo, a, 8) == "hosta"
+        assert owner(topo, b, 8) == "hostb"
+        assert owner(topo, resolve(topo, "tcp22.hosta.gwa.demo"), 22) == "hosta-22"
+
+        # Two DNS TCP connections are held; the third and fourth are closed at once.
+        cp = topo.run("cli", ["/usr/bin/python3", "-c", TCP_HOLD, GW, "4"], timeout=20)
+        assert cp.stdout.split() == ["open", "open", "closed", "closed"], cp.stdout
+        assert fresh.counters()["dns_tcp_refused"] == 2
+        # A query over TCP works again once they are gone (closed by the client).
+        assert topo.dig("cli", "ns.gwa.demo", server=GW, extra=["+tcp"]) == [GW]
+
+        # Gate queue of length 1, daemon stopped (SIGSTOP) so nothing is read:
+        # of a burst of first packets to a reserved address one waits, the
+        # kernel drops the rest (not fail-open: none reaches the host) and
+        # counts them; rgw exports the count once it runs again.
+        r = resolve(topo, "hosta.gwa.demo")
+        claims = fresh.counters()["claims"]
+        os.kill(fresh.proc.pid, signal.SIGSTOP)
+        try:
+            topo.run("cli", ["timeout", "5", "hping3", "-q", "-S", "-p", "8", "-i", "u1000", "-c", "50", r],
+                     timeout=15, check=False)
+        finally:
+            os.kill(fresh.proc.pid, signal.SIGCONT)
+        deadline = time.time() + 3
+        while fresh.counters()["gate_queue_dropped"] < 40 and time.time() < deadline:
+            time.sleep(0.2)
+        c = fresh.counters()
+        assert 40 <= c["gate_queue_dropped"] <= 49, c
+        assert c["claims"] <= claims + 1, c
+    finally:
+        fresh.stop()
+        fresh.start(config_text(fresh.state, tmax="3s"))
