@@ -416,7 +416,8 @@ fn absolute_name(file: &Path, key: &str, s: &str) -> Result<String, ConfigError>
     } else {
         format!("{lower}.")
     };
-    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    // Exactly one trailing dot comes off: `a..` keeps an empty label and is refused.
+    let labels: Vec<&str> = name.strip_suffix('.').unwrap_or(&name).split('.').collect();
     if name.len() > 254 || labels.iter().any(|l| !is_ldh_label(l)) {
         return Err(invalid(
             file,
@@ -469,11 +470,13 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let zone_name = absolute_name(file, "zone.name", &raw.zone.name)?;
     let ns_name = match &raw.zone.ns_name {
         Some(n) => absolute_name(file, "zone.ns_name", n)?,
-        None => format!("ns.{zone_name}"),
+        // Checked like a written name: near 254 characters the prefix would
+        // make the default too long for DNS.
+        None => absolute_name(file, "zone.ns_name", &format!("ns.{zone_name}"))?,
     };
     let hostmaster = match &raw.zone.hostmaster {
         Some(n) => absolute_name(file, "zone.hostmaster", n)?,
-        None => format!("hostmaster.{zone_name}"),
+        None => absolute_name(file, "zone.hostmaster", &format!("hostmaster.{zone_name}"))?,
     };
     if !ns_name.ends_with(&format!(".{zone_name}")) {
         return Err(invalid(

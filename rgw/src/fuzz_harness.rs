@@ -81,6 +81,38 @@ mod tests {
         n
     }
 
+    /// Fuzz crash (config_toml): `zone.name = "gw.examjetlpe.."` passed
+    /// validation (all trailing dots were trimmed before the label check)
+    /// and the gateway's `Name::from_ascii(..).expect(..)` panicked.
+    #[test]
+    fn regression_zone_name_double_dot() {
+        let input = include_bytes!("../../fuzz/regressions/config_toml/zone-name-double-dot.toml");
+        config_toml(input);
+        let text = std::str::from_utf8(input).expect("the input is UTF-8");
+        let e = Config::from_toml_str(Path::new("x.toml"), text).expect_err("refused");
+        assert!(e.to_string().contains("zone.name"), "{e}");
+    }
+
+    /// Found while fixing the one above: a 250-character zone name is valid,
+    /// but the defaults `ns.<zone>` and `hostmaster.<zone>` were then too
+    /// long for DNS.
+    #[test]
+    fn default_names_must_fit() {
+        let label = "a".repeat(60);
+        let zone = format!("{label}.{label}.{label}.{label}.x");
+        let text = std::str::from_utf8(include_bytes!("../../fuzz/seeds/config_toml/good.toml"))
+            .expect("seed is UTF-8")
+            .replace("name = \"gwa.demo\"", &format!("name = \"{zone}\""));
+        assert!(text.contains(&zone));
+        let e = Config::from_toml_str(Path::new("x.toml"), &text).expect_err("refused");
+        let e = e.to_string();
+        assert!(
+            e.contains("zone.hostmaster") || e.contains("zone.ns_name"),
+            "{e}"
+        );
+        config_toml(text.as_bytes());
+    }
+
     #[test]
     fn config_toml_corpus_replays() {
         let n = replay("config_toml", config_toml);
