@@ -207,6 +207,19 @@ struct RawDataplane {
     queue_backend: String,
     #[serde(default)]
     keep_on_exit: bool,
+    #[serde(default)]
+    synproxy: bool,
+    #[serde(default = "default_synproxy_mss")]
+    synproxy_mss: u16,
+    #[serde(default = "default_synproxy_wscale")]
+    synproxy_wscale: u8,
+}
+
+fn default_synproxy_mss() -> u16 {
+    1460
+}
+fn default_synproxy_wscale() -> u8 {
+    7
 }
 
 impl Default for RawDataplane {
@@ -216,6 +229,9 @@ impl Default for RawDataplane {
             queue_num: 0,
             queue_backend: default_backend(),
             keep_on_exit: false,
+            synproxy: false,
+            synproxy_mss: default_synproxy_mss(),
+            synproxy_wscale: default_synproxy_wscale(),
         }
     }
 }
@@ -329,6 +345,13 @@ pub struct DataplaneConfig {
     /// Leave the ruleset in place on a clean exit (for restarts and upgrades:
     /// SNAT and filtering stay, the next start reconciles).
     pub keep_on_exit: bool,
+    /// The kernel's SYN proxy answers SYNs to reserved pool addresses with
+    /// SYN cookies; only a client that completes the handshake reaches the
+    /// claim gate (see `ruleset`). `synproxy_mss`/`synproxy_wscale` are the
+    /// options announced to the client: those of the private hosts.
+    pub synproxy: bool,
+    pub synproxy_mss: u16,
+    pub synproxy_wscale: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -624,6 +647,23 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             ))
         }
     };
+    // RFC 7323 §2.3: a shift above 14 is invalid; an MSS below 536 breaks hosts.
+    if raw.dataplane.synproxy_wscale > 14 {
+        return Err(invalid(
+            file,
+            "dataplane.synproxy_wscale",
+            "a window scale 0..=14",
+            raw.dataplane.synproxy_wscale,
+        ));
+    }
+    if raw.dataplane.synproxy_mss < 536 {
+        return Err(invalid(
+            file,
+            "dataplane.synproxy_mss",
+            "an MSS of at least 536",
+            raw.dataplane.synproxy_mss,
+        ));
+    }
     if let Some(a) = addresses.iter().find(|a| network.contains(*a)) {
         return Err(invalid(
             file,
@@ -851,6 +891,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             queue_num: raw.dataplane.queue_num,
             queue_backend,
             keep_on_exit: raw.dataplane.keep_on_exit,
+            synproxy: raw.dataplane.synproxy,
+            synproxy_mss: raw.dataplane.synproxy_mss,
+            synproxy_wscale: raw.dataplane.synproxy_wscale,
         },
         control_socket: raw
             .control

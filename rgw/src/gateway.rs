@@ -653,7 +653,7 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 16] = [
+    let checks: [(&'static str, bool); 19] = [
         ("proxy", cur.proxy != new.proxy),
         ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
@@ -680,6 +680,18 @@ fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
             cur.dataplane.queue_backend != new.dataplane.queue_backend,
         ),
         ("control.socket", cur.control_socket != new.control_socket),
+        (
+            "dataplane.synproxy",
+            cur.dataplane.synproxy != new.dataplane.synproxy,
+        ),
+        (
+            "dataplane.synproxy_mss",
+            cur.dataplane.synproxy_mss != new.dataplane.synproxy_mss,
+        ),
+        (
+            "dataplane.synproxy_wscale",
+            cur.dataplane.synproxy_wscale != new.dataplane.synproxy_wscale,
+        ),
         (
             "limits.gate_queue_len",
             cur.limits.gate_queue_len != new.limits.gate_queue_len,

@@ -338,3 +338,71 @@ def test_limits_are_enforced_and_counted(topo, fresh):
     finally:
         fresh.stop()
         fresh.start(config_text(fresh.state, tmax="3s"))
+
+
+def conntrack_count(topo, addr):
+    out = topo.run("gw", ["conntrack", "-L", "-d", addr], check=False).stdout
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def synproxy_stats(topo):
+    """Sums of /proc/net/stat/synproxy (hex columns, one row per CPU) in the gateway."""
+    lines = topo.run("gw", ["cat", "/proc/net/stat/synproxy"]).stdout.split("\n")
+    head = lines[0].split()
+    sums = dict.fromkeys(head, 0)
+    for row in lines[1:]:
+        for k, v in zip(head, row.split()):
+            sums[k] += int(v, 16)
+    return sums
+
+
+def test_synproxy_spoofed_syn_flood_neither_tracks_nor_claims(topo, fresh):
+    """dataplane.synproxy: a spoofed SYN flood (hping3 --rand-source) to a
+    reserved pool address creates no conntrack entry and cannot take the
+    reservation; the legitimate client that completes the handshake claims
+    it, exactly once, and reaches the right host."""
+    # Without the proxy the first spoofed SYN takes the reservation: the
+    # real client is then turned away.
+    r = resolve(topo, "tcp7.hosta.gwa.demo")
+    claims = fresh.counters()["claims"]
+    topo.run("cli", ["timeout", "5", "hping3", "-q", "-S", "--rand-source", "-p", "7", "-i", "u500",
+                     "-c", "200", r], timeout=15, check=False)
+    assert fresh.counters()["claims"] == claims + 1
+    assert owner(topo, r, 7) is None
+
+    text = config_text(fresh.state, tmax="4s").replace("[control]", "[dataplane]\nsynproxy = true\n\n[control]", 1)
+    assert "synproxy = true" in text
+    fresh.stop()
+    fresh.start(text)
+    try:
+        assert topo.run("gw", ["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose"]).stdout.strip() == "0"
+        # Plain use: FQDN and SFQDN reservations over TCP, UDP unchanged.
+        for host in ("hosta", "hostb"):
+            assert owner(topo, resolve(topo, f"{host}.gwa.demo"), 8) == host
+            assert owner(topo, resolve(topo, f"tcp7.{host}.gwa.demo"), 7) == host
+            assert owner(topo, resolve(topo, f"udp8.{host}.gwa.demo"), 8, "udp") == host
+
+        r = resolve(topo, "tcp7.hosta.gwa.demo")
+        claims = fresh.counters()["claims"]
+        tracked = conntrack_count(topo, r)
+        before = synproxy_stats(topo)
+        topo.run("cli", ["timeout", "5", "hping3", "-q", "-S", "--rand-source", "-p", "7", "-i", "u500",
+                         "-c", "2000", r], timeout=15, check=False)
+        after = synproxy_stats(topo)
+        # Some random sources (0/8, 127/8, multicast …) never get past the router.
+        assert after["syn_received"] - before["syn_received"] >= 1500, (before, after)
+        assert conntrack_count(topo, r) == tracked, topo.run("gw", ["conntrack", "-L", "-d", r], check=False).stdout
+        assert fresh.counters()["claims"] == claims, "a spoofed SYN claimed the reservation"
+        # The reservation is still there for the real client.
+        assert owner(topo, r, 7) == "hosta"
+        c = fresh.counters()
+        assert c["claims"] == claims + 1, c
+        assert synproxy_stats(topo)["cookie_valid"] > after["cookie_valid"]
+        # Single use: a second handshake to the same reservation is not admitted.
+        assert owner(topo, r, 7) is None
+    finally:
+        fresh.stop()
+        fresh.start(config_text(fresh.state, tmax="3s"))
+    # Off again: the sysctl is back to the default, the chains are gone.
+    assert topo.run("gw", ["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose"]).stdout.strip() == "1"
+    assert "sp_raw" not in topo.run("gw", ["nft", "list", "table", "ip", "rgw"]).stdout

@@ -104,19 +104,40 @@ pub fn install(cfg: &Config, via: QueueVia) -> Result<()> {
         Err(e) => return Err(e),
     }
     if via == QueueVia::Xt {
-        let rule = ruleset::xt_queue_rule(cfg);
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        let mut check = vec!["-t", "mangle", "-C"];
-        check.extend(&rule);
-        if !iptables(&check)? {
-            let mut add = vec!["-t", "mangle", "-A"];
-            add.extend(&rule);
-            if !iptables(&add)? {
-                bail!("iptables-nft could not add the NFQUEUE rule (is the xt NFQUEUE target available?)");
+        let mut rules = vec![ruleset::xt_queue_rule(cfg)];
+        if cfg.dataplane.synproxy {
+            rules.push(ruleset::xt_output_queue_rule(cfg));
+        }
+        for rule in &rules {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            let mut check = vec!["-t", "mangle", "-C"];
+            check.extend(&rule);
+            if !iptables(&check)? {
+                let mut add = vec!["-t", "mangle", "-A"];
+                add.extend(&rule);
+                if !iptables(&add)? {
+                    bail!("iptables-nft could not add the NFQUEUE rule (is the xt NFQUEUE target available?)");
+                }
             }
         }
     }
+    if cfg.dataplane.synproxy {
+        set_tcp_loose(false)?;
+        info!(
+            "SYN proxy in front of the pool: nf_conntrack_tcp_loose = 0 in this network namespace"
+        );
+    }
     Ok(())
+}
+
+const TCP_LOOSE: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose";
+
+/// `nf_conntrack_tcp_loose` of this network namespace: with the SYN proxy it
+/// must be 0, so the handshake's final ACK is invalid (and goes to the proxy)
+/// instead of starting a tracked flow mid-stream.
+fn set_tcp_loose(on: bool) -> Result<()> {
+    std::fs::write(TCP_LOOSE, if on { "1\n" } else { "0\n" })
+        .with_context(|| format!("writing {TCP_LOOSE} (needed by dataplane.synproxy)"))
 }
 
 /// Rewrites the mark → host map after a reload (one transaction).
@@ -140,14 +161,24 @@ pub fn conntrack_dump() -> Result<String> {
 /// Removes everything `install` created (clean shutdown).
 pub fn remove(cfg: &Config) -> Result<()> {
     let t = &cfg.dataplane.table;
-    let rule = ruleset::xt_queue_rule(cfg);
-    let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-    let mut del = vec!["-t", "mangle", "-D"];
-    del.extend(&rule);
-    // Delete every copy; stops when none is left (or iptables is absent).
-    while matches!(iptables(&del), Ok(true)) {}
+    for rule in [
+        ruleset::xt_queue_rule(cfg),
+        ruleset::xt_output_queue_rule(cfg),
+    ] {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let mut del = vec!["-t", "mangle", "-D"];
+        del.extend(&rule);
+        // Delete every copy; stops when none is left (or iptables is absent).
+        while matches!(iptables(&del), Ok(true)) {}
+    }
     if table_exists(t) {
         nft_script(&format!("delete table ip {t}\n"), false)?;
+    }
+    if cfg.dataplane.synproxy {
+        // Back to the kernel's default, as before the daemon started.
+        if let Err(e) = set_tcp_loose(true) {
+            warn!(error = %e, "could not restore nf_conntrack_tcp_loose");
+        }
     }
     info!(table = %t, "nftables ruleset removed");
     Ok(())
