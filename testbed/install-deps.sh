@@ -27,6 +27,7 @@ PKGS=(
     python3-pyftpdlib lftp sip-tester tcpdump ffmpeg
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    python3-scapy hping3
 )
 BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
 

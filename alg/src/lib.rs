@@ -17,6 +17,8 @@
 
 pub mod engine;
 pub mod ftp;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_harness;
 pub mod packet;
 pub mod rtsp;
 pub mod sdp;

@@ -9,12 +9,14 @@
 //! authority section; names outside the zone are REFUSED on the public view.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::antispoof::{AliasError, AliasTarget, AliasZone, AntiSpoof};
 use crate::sfqdn::ServiceKey;
 use crate::zone::{Lookup, ZoneData};
 
@@ -42,6 +44,8 @@ pub enum DenyReason {
     HostLimit,
     /// The reservation could not be installed in the data plane.
     Dataplane,
+    /// The admission policy refused it (rate, per-resolver limit, reputation).
+    Admission,
 }
 
 /// What the allocator did for one query.
@@ -65,6 +69,31 @@ pub struct AllocRequest {
 /// Makes Circular Pool reservations (implemented by the daemon: pool + nftables).
 pub trait Allocator {
     fn allocate(&mut self, req: AllocRequest) -> Allocation;
+
+    /// Told of each anti-spoofing decision (for counters and logs); no-op by default.
+    fn note(&mut self, _event: SpoofEvent) {}
+}
+
+/// An anti-spoofing decision on the answer path (see [`crate::antispoof`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpoofEvent {
+    /// An allocating UDP query answered TC=1.
+    TcSent,
+    /// An allocating UDP query answered with a fresh alias.
+    AliasIssued,
+    /// A valid alias was queried: its reservation is asked for.
+    AliasFollowed,
+    /// An alias query that does not allocate, and why.
+    AliasRejected(AliasError),
+}
+
+/// Who asked and when: what the anti-spoofing answers need beyond the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryContext {
+    /// Source address of the query.
+    pub resolver: Option<IpAddr>,
+    /// Time since an epoch the caller fixes (alias tokens carry their expiry in it).
+    pub now: Duration,
 }
 
 /// What to send when a reservation is denied.
@@ -92,6 +121,10 @@ pub enum Outcome {
     BadVers,
     /// A denied reservation answered with SERVFAIL/REFUSED by policy.
     Denied(DenyReason),
+    /// Anti-spoofing: TC=1 so the resolver retries over TCP.
+    Truncated,
+    /// Anti-spoofing: a CNAME to an alias that allocates when queried.
+    Alias,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,11 +153,22 @@ const EDNS_PAYLOAD: u16 = 1232;
 pub struct Responder {
     zone: ZoneData,
     on_denied: DeniedPolicy,
+    antispoof: AntiSpoof,
 }
 
 impl Responder {
     pub fn new(zone: ZoneData, on_denied: DeniedPolicy) -> Self {
-        Responder { zone, on_denied }
+        Responder {
+            zone,
+            on_denied,
+            antispoof: AntiSpoof::Off,
+        }
+    }
+
+    /// Answers allocating UDP queries of the public view with TC or an alias.
+    pub fn with_antispoof(mut self, antispoof: AntiSpoof) -> Self {
+        self.antispoof = antispoof;
+        self
     }
 
     pub fn zone(&self) -> &ZoneData {
@@ -132,11 +176,24 @@ impl Responder {
     }
 
     /// Decides what to do with one DNS message. Never panics on any input.
+    /// Without a [`QueryContext`]: anti-spoofing sees no resolver and time 0.
     pub fn handle(
         &self,
         packet: &[u8],
         view: View,
         transport: Transport,
+        alloc: &mut dyn Allocator,
+    ) -> Action {
+        self.handle_in(packet, view, transport, QueryContext::default(), alloc)
+    }
+
+    /// [`Responder::handle`] with the query's source and the time.
+    pub fn handle_in(
+        &self,
+        packet: &[u8],
+        view: View,
+        transport: Transport,
+        ctx: QueryContext,
         alloc: &mut dyn Allocator,
     ) -> Action {
         let req = match Message::from_vec(packet) {
@@ -177,6 +234,18 @@ impl Responder {
         let query = &req.queries[0];
         let (qname, qtype) = (query.name().clone(), query.query_type());
         let client_subnet = client_subnet(&req);
+
+        if view == View::Public {
+            if let AntiSpoof::Cname(az) = &self.antispoof {
+                if az.name.zone_of(&qname) {
+                    return self.alias_query(&req, transport, ctx, az, client_subnet, alloc);
+                }
+            }
+        }
+        // Over UDP on the public view, allocating answers need proof of the source first.
+        let challenge = view == View::Public
+            && transport == Transport::Udp
+            && !matches!(self.antispoof, AntiSpoof::Off);
 
         let lookup = self.zone.lookup(&qname);
         if lookup == Lookup::OutOfZone {
@@ -250,6 +319,14 @@ impl Responder {
                         s.answer.push(self.private_a(&qname, host));
                     }
                     Outcome::Static
+                } else if challenge {
+                    return self.challenge(
+                        &req,
+                        transport,
+                        ctx,
+                        AliasTarget { host, service },
+                        alloc,
+                    );
                 } else {
                     match self.address_for(
                         view,
@@ -320,6 +397,30 @@ impl Responder {
                             )
                         }
                     };
+                    if challenge {
+                        match &self.antispoof {
+                            AntiSpoof::Tc => {
+                                alloc.note(SpoofEvent::TcSent);
+                                return self.truncated(&req, transport);
+                            }
+                            // The SRV alone: the resolver asks the target's A
+                            // next, which gets an alias.
+                            _ => {
+                                s.answer.push(Record::from_rdata(
+                                    qname.clone(),
+                                    0,
+                                    RData::SRV(SRV::new(0, 0, service.port, target)),
+                                ));
+                                return self.finish(
+                                    &req,
+                                    transport,
+                                    ResponseCode::NoError,
+                                    Outcome::Static,
+                                    s,
+                                );
+                            }
+                        }
+                    }
                     match self.address_for(
                         view,
                         AllocRequest {
@@ -349,6 +450,137 @@ impl Responder {
             return self.finish(&req, transport, ResponseCode::NoError, Outcome::NoData, s);
         }
         self.finish(&req, transport, ResponseCode::NoError, outcome, s)
+    }
+
+    /// An allocating UDP query under anti-spoofing: TC=1, or a CNAME to a fresh alias.
+    fn challenge(
+        &self,
+        req: &Message,
+        transport: Transport,
+        ctx: QueryContext,
+        target: AliasTarget,
+        alloc: &mut dyn Allocator,
+    ) -> Action {
+        match &self.antispoof {
+            AntiSpoof::Cname(az) => {
+                alloc.note(SpoofEvent::AliasIssued);
+                self.alias_answer(req, transport, ctx, az, target)
+            }
+            _ => {
+                alloc.note(SpoofEvent::TcSent);
+                self.truncated(req, transport)
+            }
+        }
+    }
+
+    /// TC=1, question only (RFC 7766 §5: the resolver retries over TCP).
+    fn truncated(&self, req: &Message, transport: Transport) -> Action {
+        let s = Sections {
+            tc: true,
+            ..Sections::default()
+        };
+        self.finish(req, transport, ResponseCode::NoError, Outcome::Truncated, s)
+    }
+
+    /// `qname CNAME <token>.<alias zone>` with TTL 0, so no cache keeps it.
+    fn alias_answer(
+        &self,
+        req: &Message,
+        transport: Transport,
+        ctx: QueryContext,
+        az: &AliasZone,
+        target: AliasTarget,
+    ) -> Action {
+        let Some(qname) = req.queries.first().map(|q| q.name().clone()) else {
+            return Action::Drop(DropReason::Malformed);
+        };
+        let token = az.key.issue(target, ctx.now, az.lifetime, ctx.resolver);
+        let alias = match Name::from_ascii(&token).and_then(|t| t.append_domain(&az.name)) {
+            Ok(n) => n,
+            Err(_) => return Action::Drop(DropReason::Malformed),
+        };
+        let mut s = Sections::default();
+        s.answer
+            .push(Record::from_rdata(qname, 0, RData::CNAME(CNAME(alias))));
+        self.finish(req, transport, ResponseCode::NoError, Outcome::Alias, s)
+    }
+
+    /// A query for a name in the alias zone: only a valid alias's `A` allocates.
+    fn alias_query(
+        &self,
+        req: &Message,
+        transport: Transport,
+        ctx: QueryContext,
+        az: &AliasZone,
+        client_subnet: Option<(IpAddr, u8)>,
+        alloc: &mut dyn Allocator,
+    ) -> Action {
+        let Some(query) = req.queries.first() else {
+            return Action::Drop(DropReason::Malformed);
+        };
+        let (qname, qtype) = (query.name(), query.query_type());
+        let depth = qname.num_labels().saturating_sub(az.name.num_labels());
+        let label = qname.iter().next().unwrap_or_default();
+        let mut s = Sections::default();
+        let known_host =
+            |t: &AliasTarget| self.zone.host(t.host).is_some_and(|h| !h.name.is_empty());
+        let target = match depth {
+            // The alias zone's own name exists (empty non-terminal): NODATA.
+            0 => None,
+            1 => match az.key.verify(label, ctx.now, ctx.resolver) {
+                Ok(t) if known_host(&t) => Some(Ok(t)),
+                // A host removed by a reload since the alias was issued.
+                Ok(_) | Err(AliasError::Forged) => {
+                    alloc.note(SpoofEvent::AliasRejected(AliasError::Forged));
+                    None
+                }
+                Err(e) => az
+                    .key
+                    .target_of(label)
+                    .filter(known_host)
+                    .map(|t| Err((e, t))),
+            },
+            _ => None,
+        };
+        let target = match (depth, target) {
+            (0, _) => {
+                s.authority.push(self.soa_record(self.zone.negative_ttl));
+                return self.finish(req, transport, ResponseCode::NoError, Outcome::NoData, s);
+            }
+            (_, Some(t)) => t,
+            (_, None) => {
+                s.authority.push(self.soa_record(self.zone.negative_ttl));
+                return self.finish(req, transport, ResponseCode::NXDomain, Outcome::NxDomain, s);
+            }
+        };
+        if qtype != RecordType::A {
+            s.authority.push(self.soa_record(self.zone.negative_ttl));
+            return self.finish(req, transport, ResponseCode::NoError, Outcome::NoData, s);
+        }
+        match target {
+            Ok(t) => {
+                alloc.note(SpoofEvent::AliasFollowed);
+                let ask = AllocRequest {
+                    host: t.host,
+                    service: t.service,
+                    client_subnet,
+                };
+                match self.address_for(View::Public, ask, alloc) {
+                    Ok((addr, ttl, outcome)) => {
+                        s.answer
+                            .push(Record::from_rdata(qname.clone(), ttl, RData::A(A(addr))));
+                        self.finish(req, transport, ResponseCode::NoError, outcome, s)
+                    }
+                    Err(reason) => self.denied(req, transport, reason),
+                }
+            }
+            // Ours but late, or followed from another network: a fresh alias
+            // for this querier (who proves its address by following it).
+            Err((e, t)) => {
+                alloc.note(SpoofEvent::AliasRejected(e));
+                self.alias_answer(req, transport, ctx, az, t)
+            }
+        }
     }
 
     /// The address to answer for a host (or service) and the TTL to give it.
@@ -440,8 +672,14 @@ impl Responder {
         let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
         resp.metadata.authoritative = matches!(
             outcome,
-            Outcome::Static | Outcome::Allocated | Outcome::NoData | Outcome::NxDomain
+            Outcome::Static
+                | Outcome::Allocated
+                | Outcome::NoData
+                | Outcome::NxDomain
+                | Outcome::Truncated
+                | Outcome::Alias
         );
+        resp.metadata.truncation = s.tc;
         resp.metadata.recursion_desired = req.metadata.recursion_desired;
         resp.metadata.checking_disabled = req.metadata.checking_disabled;
         resp.metadata.response_code = rcode;
@@ -467,6 +705,17 @@ impl Responder {
             resp.answers.clear();
             resp.authorities.clear();
             resp.additionals.clear();
+            let bytes = match resp.to_vec() {
+                Ok(b) => b,
+                Err(_) => return Action::Drop(DropReason::Malformed),
+            };
+            if bytes.len() <= limit {
+                return Action::Reply { bytes, outcome };
+            }
+            // Only a message with several long questions (a FORMERR) gets
+            // here: echoing them would still exceed the limit, so the
+            // truncated reply carries the header (and OPT) alone.
+            resp.queries.clear();
             return match resp.to_vec() {
                 Ok(bytes) => Action::Reply { bytes, outcome },
                 Err(_) => Action::Drop(DropReason::Malformed),
@@ -481,6 +730,8 @@ struct Sections {
     answer: Vec<Record>,
     authority: Vec<Record>,
     additional: Vec<Record>,
+    /// Set TC (anti-spoofing's "retry over TCP").
+    tc: bool,
 }
 
 #[inline]
@@ -932,5 +1183,236 @@ mod tests {
             let _ = r.handle(&p, View::Public, Transport::Udp, &mut a);
         }
         assert!(a.asked.len() <= 5000);
+    }
+
+    fn antispoof_responder(mode: &str) -> (Responder, crate::antispoof::AliasKey) {
+        let key = crate::antispoof::AliasKey::default();
+        let a = match mode {
+            "tc" => AntiSpoof::Tc,
+            _ => AntiSpoof::Cname(AliasZone {
+                name: Name::from_ascii("alias.gwa.demo.").expect("valid"),
+                lifetime: Duration::from_secs(5),
+                key: key.clone(),
+            }),
+        };
+        (responder().with_antispoof(a), key)
+    }
+
+    fn ctx(ip: &str, secs: u64) -> QueryContext {
+        QueryContext {
+            resolver: Some(ip.parse().expect("test address")),
+            now: Duration::from_secs(secs),
+        }
+    }
+
+    /// Counts what the responder noted.
+    #[derive(Default)]
+    struct Notes(Vec<SpoofEvent>, FakeAllocInner);
+    #[derive(Default)]
+    struct FakeAllocInner(usize);
+    impl Allocator for Notes {
+        fn allocate(&mut self, _req: AllocRequest) -> Allocation {
+            self.1 .0 += 1;
+            Allocation::Granted(Ipv4Addr::new(198, 51, 100, 17))
+        }
+        fn note(&mut self, e: SpoofEvent) {
+            self.0.push(e);
+        }
+    }
+
+    fn reply(a: Action) -> (Message, Outcome) {
+        match a {
+            Action::Reply { bytes, outcome } => {
+                (Message::from_vec(&bytes).expect("parses"), outcome)
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tc_mode_truncates_allocating_udp_queries_and_allocates_over_tcp() {
+        let (r, _) = antispoof_responder("tc");
+        let mut n = Notes::default();
+        let c = ctx("203.0.113.54", 1);
+        for name in ["hosta.gwa.demo.", "tcp22.hostb.gwa.demo."] {
+            let (m, o) = reply(r.handle_in(
+                &query(name, RecordType::A),
+                View::Public,
+                Transport::Udp,
+                c,
+                &mut n,
+            ));
+            assert_eq!(o, Outcome::Truncated);
+            assert!(m.metadata.truncation && m.answers.is_empty());
+        }
+        let (m, o) = reply(r.handle_in(
+            &query("_ssh._tcp.hosta.gwa.demo.", RecordType::SRV),
+            View::Public,
+            Transport::Udp,
+            c,
+            &mut n,
+        ));
+        assert!(m.metadata.truncation && o == Outcome::Truncated);
+        assert_eq!(n.1 .0, 0, "nothing allocated over UDP");
+        assert_eq!(n.0, vec![SpoofEvent::TcSent; 3]);
+        // Static data is still answered over UDP.
+        let (m, _) = reply(r.handle_in(
+            &query("gwa.demo.", RecordType::SOA),
+            View::Public,
+            Transport::Udp,
+            c,
+            &mut n,
+        ));
+        assert!(!m.metadata.truncation && m.answers.len() == 1);
+        // TCP allocates; the private view is not challenged.
+        let (m, o) = reply(r.handle_in(
+            &query("hosta.gwa.demo.", RecordType::A),
+            View::Public,
+            Transport::Tcp,
+            c,
+            &mut n,
+        ));
+        assert_eq!(
+            (o, a_of(&m)),
+            (
+                Outcome::Allocated,
+                vec![(Ipv4Addr::new(198, 51, 100, 17), 0)]
+            )
+        );
+        let (_, o) = reply(r.handle_in(
+            &query("hosta.gwa.demo.", RecordType::A),
+            View::Private,
+            Transport::Udp,
+            c,
+            &mut n,
+        ));
+        assert_eq!(o, Outcome::Static);
+        assert_eq!(n.1 .0, 1);
+    }
+
+    fn cname_of(m: &Message) -> Name {
+        match &m.answers.first().expect("an answer").data {
+            RData::CNAME(c) => c.0.clone(),
+            other => panic!("not a CNAME: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cname_mode_allocates_only_when_the_alias_is_followed() {
+        let (r, _) = antispoof_responder("cname");
+        let mut n = Notes::default();
+        let (m, o) = reply(r.handle_in(
+            &query("tcp22.hosta.gwa.demo.", RecordType::A),
+            View::Public,
+            Transport::Udp,
+            ctx("203.0.113.54", 10),
+            &mut n,
+        ));
+        assert_eq!(o, Outcome::Alias);
+        assert_eq!(m.answers[0].ttl, 0);
+        let alias = cname_of(&m);
+        assert!(alias.to_ascii().ends_with(".alias.gwa.demo."), "{alias}");
+        assert_eq!(n.1 .0, 0);
+        // The follow-up from the same resolver (another address of its /24) allocates.
+        let q = query(&alias.to_ascii(), RecordType::A);
+        let (m, o) = reply(r.handle_in(
+            &q,
+            View::Public,
+            Transport::Udp,
+            ctx("203.0.113.55", 11),
+            &mut n,
+        ));
+        assert_eq!(o, Outcome::Allocated);
+        assert_eq!(m.answers[0].name, alias);
+        assert_eq!(a_of(&m), vec![(Ipv4Addr::new(198, 51, 100, 17), 0)]);
+        assert_eq!(n.1 .0, 1);
+        // From another network: a fresh alias for that querier, no allocation.
+        let (m, o) = reply(r.handle_in(
+            &q,
+            View::Public,
+            Transport::Udp,
+            ctx("192.0.2.1", 11),
+            &mut n,
+        ));
+        assert_eq!(o, Outcome::Alias);
+        assert_ne!(cname_of(&m), alias);
+        // Late: a fresh alias too.
+        let (_, o) = reply(r.handle_in(
+            &q,
+            View::Public,
+            Transport::Udp,
+            ctx("203.0.113.54", 60),
+            &mut n,
+        ));
+        assert_eq!(o, Outcome::Alias);
+        assert_eq!(n.1 .0, 1);
+        assert_eq!(
+            n.0,
+            vec![
+                SpoofEvent::AliasIssued,
+                SpoofEvent::AliasFollowed,
+                SpoofEvent::AliasRejected(AliasError::ResolverMismatch),
+                SpoofEvent::AliasRejected(AliasError::Expired),
+            ]
+        );
+    }
+
+    #[test]
+    fn cname_mode_forged_aliases_get_nxdomain_and_the_alias_zone_exists() {
+        let (r, _) = antispoof_responder("cname");
+        let mut n = Notes::default();
+        let c = ctx("203.0.113.54", 10);
+        let forged = format!(
+            "{}.alias.gwa.demo.",
+            "a".repeat(crate::antispoof::TOKEN_CHARS)
+        );
+        for name in [
+            forged.as_str(),
+            "guess.alias.gwa.demo.",
+            "x.y.alias.gwa.demo.",
+        ] {
+            let (m, o) = reply(r.handle_in(
+                &query(name, RecordType::A),
+                View::Public,
+                Transport::Udp,
+                c,
+                &mut n,
+            ));
+            assert_eq!(
+                (m.metadata.response_code, o),
+                (ResponseCode::NXDomain, Outcome::NxDomain),
+                "{name}"
+            );
+        }
+        let (m, o) = reply(r.handle_in(
+            &query("alias.gwa.demo.", RecordType::A),
+            View::Public,
+            Transport::Udp,
+            c,
+            &mut n,
+        ));
+        assert_eq!(
+            (m.metadata.response_code, o),
+            (ResponseCode::NoError, Outcome::NoData)
+        );
+        assert_eq!(n.1 .0, 0);
+        // SRV over UDP: the record without the target's address (no reservation).
+        let (m, o) = reply(r.handle_in(
+            &query("_ssh._tcp.hosta.gwa.demo.", RecordType::SRV),
+            View::Public,
+            Transport::Udp,
+            c,
+            &mut n,
+        ));
+        assert_eq!((o, m.additionals.len(), n.1 .0), (Outcome::Static, 0, 0));
+        // TCP allocates directly.
+        let (_, o) = reply(r.handle_in(
+            &query("hosta.gwa.demo.", RecordType::A),
+            View::Public,
+            Transport::Tcp,
+            c,
+            &mut n,
+        ));
+        assert_eq!((o, n.1 .0), (Outcome::Allocated, 1));
     }
 }

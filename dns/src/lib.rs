@@ -6,12 +6,16 @@
 //! query, or forward it upstream. Sockets live in the `rgw` crate.
 
 pub mod answer;
+pub mod antispoof;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_harness;
 pub mod sfqdn;
 pub mod zone;
 
 pub use answer::{
     Action, AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, DropReason, Outcome,
-    Responder, Transport, View,
+    QueryContext, Responder, SpoofEvent, Transport, View,
 };
+pub use antispoof::{AliasError, AliasKey, AliasZone, AntiSpoof};
 pub use sfqdn::{L4Proto, ServiceKey};
 pub use zone::{Host, Lookup, ZoneData, ZoneSettings};

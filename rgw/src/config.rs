@@ -70,6 +70,10 @@ struct RawConfig {
     #[serde(default)]
     alg: RawAlg,
     #[serde(default)]
+    limits: crate::limits::RawLimits,
+    #[serde(default)]
+    admission: crate::admission::RawAdmission,
+    #[serde(default)]
     hosts: Vec<RawHost>,
 }
 
@@ -324,6 +328,19 @@ struct RawDataplane {
     queue_backend: String,
     #[serde(default)]
     keep_on_exit: bool,
+    #[serde(default)]
+    synproxy: bool,
+    #[serde(default = "default_synproxy_mss")]
+    synproxy_mss: u16,
+    #[serde(default = "default_synproxy_wscale")]
+    synproxy_wscale: u8,
+}
+
+fn default_synproxy_mss() -> u16 {
+    1460
+}
+fn default_synproxy_wscale() -> u8 {
+    7
 }
 
 impl Default for RawDataplane {
@@ -333,6 +350,9 @@ impl Default for RawDataplane {
             queue_num: 0,
             queue_backend: default_backend(),
             keep_on_exit: false,
+            synproxy: false,
+            synproxy_mss: default_synproxy_mss(),
+            synproxy_wscale: default_synproxy_wscale(),
         }
     }
 }
@@ -397,6 +417,10 @@ pub struct Config {
     /// None = no www names and no proxy.
     pub proxy: Option<ProxyConfig>,
     pub alg: AlgConfig,
+    /// `[limits]`: resource bounds.
+    pub limits: crate::limits::LimitsConfig,
+    /// `[admission]`: the admission policy (everything off by default).
+    pub admission: crate::admission::AdmissionConfig,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -443,6 +467,13 @@ pub struct DataplaneConfig {
     /// Leave the ruleset in place on a clean exit (for restarts and upgrades:
     /// SNAT and filtering stay, the next start reconciles).
     pub keep_on_exit: bool,
+    /// The kernel's SYN proxy answers SYNs to reserved pool addresses with
+    /// SYN cookies; only a client that completes the handshake reaches the
+    /// claim gate (see `ruleset`). `synproxy_mss`/`synproxy_wscale` are the
+    /// options announced to the client: those of the private hosts.
+    pub synproxy: bool,
+    pub synproxy_mss: u16,
+    pub synproxy_wscale: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,8 +507,25 @@ const MAX_POOL: usize = 1 << 20;
 impl Config {
     /// Loads and validates `path`. Touches nothing outside the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_from(
+            path,
+            config::File::from(path).format(config::FileFormat::Toml),
+        )
+    }
+
+    /// Parses and validates TOML `text` as if it had been read from `file`
+    /// (which is only named in errors): the loader without the file system,
+    /// for the fuzz target and tests.
+    pub fn from_toml_str(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::load_from(file, config::File::from_str(text, config::FileFormat::Toml))
+    }
+
+    fn load_from<S>(path: &Path, source: S) -> Result<Config, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
         let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(source)
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load {
@@ -513,7 +561,8 @@ fn absolute_name(file: &Path, key: &str, s: &str) -> Result<String, ConfigError>
     } else {
         format!("{lower}.")
     };
-    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    // Exactly one trailing dot comes off: `a..` keeps an empty label and is refused.
+    let labels: Vec<&str> = name.strip_suffix('.').unwrap_or(&name).split('.').collect();
     if name.len() > 254 || labels.iter().any(|l| !is_ldh_label(l)) {
         return Err(invalid(
             file,
@@ -637,11 +686,13 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let zone_name = absolute_name(file, "zone.name", &raw.zone.name)?;
     let ns_name = match &raw.zone.ns_name {
         Some(n) => absolute_name(file, "zone.ns_name", n)?,
-        None => format!("ns.{zone_name}"),
+        // Checked like a written name: near 254 characters the prefix would
+        // make the default too long for DNS.
+        None => absolute_name(file, "zone.ns_name", &format!("ns.{zone_name}"))?,
     };
     let hostmaster = match &raw.zone.hostmaster {
         Some(n) => absolute_name(file, "zone.hostmaster", n)?,
-        None => format!("hostmaster.{zone_name}"),
+        None => absolute_name(file, "zone.hostmaster", &format!("hostmaster.{zone_name}"))?,
     };
     if !ns_name.ends_with(&format!(".{zone_name}")) {
         return Err(invalid(
@@ -789,6 +840,23 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             ))
         }
     };
+    // RFC 7323 §2.3: a shift above 14 is invalid; an MSS below 536 breaks hosts.
+    if raw.dataplane.synproxy_wscale > 14 {
+        return Err(invalid(
+            file,
+            "dataplane.synproxy_wscale",
+            "a window scale 0..=14",
+            raw.dataplane.synproxy_wscale,
+        ));
+    }
+    if raw.dataplane.synproxy_mss < 536 {
+        return Err(invalid(
+            file,
+            "dataplane.synproxy_mss",
+            "an MSS of at least 536",
+            raw.dataplane.synproxy_mss,
+        ));
+    }
     if let Some(a) = addresses.iter().find(|a| network.contains(*a)) {
         return Err(invalid(
             file,
@@ -984,6 +1052,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
+    let host_names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let admission = crate::admission::validate(file, raw.admission, &zone_name, &host_names)?;
     Ok(Config {
         file: file.to_path_buf(),
         zone: ZoneConfig {
@@ -1016,6 +1086,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             queue_num: raw.dataplane.queue_num,
             queue_backend,
             keep_on_exit: raw.dataplane.keep_on_exit,
+            synproxy: raw.dataplane.synproxy,
+            synproxy_mss: raw.dataplane.synproxy_mss,
+            synproxy_wscale: raw.dataplane.synproxy_wscale,
         },
         control_socket: raw
             .control
@@ -1025,6 +1098,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         binding_log,
         proxy,
         alg,
+        limits: crate::limits::validate(file, raw.limits)?,
+        admission,
         hosts,
     })
 }

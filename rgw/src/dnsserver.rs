@@ -6,6 +6,7 @@
 //! and the LAN view (which forwards names outside the zone) run on tokio.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +22,6 @@ use crate::metrics::inc;
 
 /// Idle time after which a DNS-over-TCP connection is closed (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Queries a WAN worker answers together (one lock, one netlink batch).
-const BATCH: usize = 32;
 /// How long a forwarded query waits for the upstream resolver.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -71,12 +70,20 @@ impl DnsServer {
     /// is replaced by the denial policy's answer.
     fn decide(&self, packet: &[u8], peer: SocketAddr, view: View, transport: Transport) -> Action {
         let snap = self.gw.snapshot();
+        let ctx = self.gw.query_context(peer.ip());
         let (action, installed) = self.gw.with_allocator(|a| {
             a.set_resolver(peer.ip());
-            snap.responder.handle(packet, view, transport, a)
+            snap.responder.handle_in(packet, view, transport, ctx, a)
         });
-        let action =
-            unless_uninstalled(&snap.responder, action, installed, packet, view, transport);
+        let action = unless_uninstalled(
+            &snap.responder,
+            action,
+            installed,
+            packet,
+            view,
+            transport,
+            ctx,
+        );
         self.count(view, &action);
         action
     }
@@ -95,7 +102,7 @@ impl DnsServer {
         Ok(())
     }
 
-    /// Receives up to [`BATCH`] queries that are already waiting, answers them
+    /// Receives up to `limits.dns_udp_batch` queries that are already waiting, answers them
     /// with one pool lock and one netlink batch for all their reservations,
     /// then sends the answers. With one query in flight this is one query.
     fn wan_udp_loop(&self, sock: UdpSocket) {
@@ -103,11 +110,12 @@ impl DnsServer {
             warn!(error = %e, "DNS worker: cannot make the socket non-blocking");
             return;
         }
-        let mut bufs = vec![[0u8; 4096]; BATCH];
-        let mut meta: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+        let batch = (self.gw.snapshot().cfg.limits.dns_udp_batch as usize).max(1);
+        let mut bufs = vec![[0u8; 4096]; batch];
+        let mut meta: Vec<(usize, SocketAddr)> = Vec::with_capacity(batch);
         loop {
             meta.clear();
-            while meta.len() < BATCH {
+            while meta.len() < batch {
                 match sock.recv_from(&mut bufs[meta.len()]) {
                     Ok(got) => meta.push(got),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -132,8 +140,9 @@ impl DnsServer {
                     .zip(&bufs)
                     .map(|(&(n, peer), buf)| {
                         a.set_resolver(peer.ip());
+                        let ctx = self.gw.query_context(peer.ip());
                         snap.responder
-                            .handle(&buf[..n], View::Public, Transport::Udp, a)
+                            .handle_in(&buf[..n], View::Public, Transport::Udp, ctx, a)
                     })
                     .collect::<Vec<_>>()
             });
@@ -145,6 +154,7 @@ impl DnsServer {
                     &buf[..n],
                     View::Public,
                     Transport::Udp,
+                    self.gw.query_context(peer.ip()),
                 );
                 self.count(View::Public, &action);
                 if let Action::Reply { bytes, .. } = action {
@@ -204,6 +214,8 @@ impl DnsServer {
     ) -> Result<()> {
         let listener = tcp_listener(addr)?;
         info!(%addr, ?view, "DNS on TCP");
+        // Open connections of this listener, bounded by `limits.dns_tcp_connections`.
+        let open = Arc::new(AtomicUsize::new(0));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -213,8 +225,19 @@ impl DnsServer {
                     continue;
                 }
             };
+            let limit = self.gw.snapshot().cfg.limits.dns_tcp_connections as usize;
+            if open.load(Ordering::Relaxed) >= limit {
+                // Closed at once: a slow or idle client cannot hold more
+                // than `limit` tasks and sockets (RFC 7766 §6.2.2).
+                inc(&self.gw.metrics.dns_tcp_refused);
+                debug!(%peer, limit, "DNS TCP connection refused: limits.dns_tcp_connections");
+                drop(stream);
+                continue;
+            }
+            let slot = OpenSlot::take(&open);
             let me = Arc::clone(&self);
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = me.tcp_conn(stream, peer, view, upstream).await {
                     debug!(%peer, error = %e, "DNS TCP connection ended");
                 }
@@ -258,8 +281,25 @@ impl DnsServer {
     }
 }
 
+/// One open DNS-over-TCP connection, counted until the task ends (or panics).
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl OpenSlot {
+    fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenSlot(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// An answer whose reservation could not be installed is replaced by the
 /// denial policy's answer.
+#[allow(clippy::too_many_arguments)]
 fn unless_uninstalled(
     responder: &Responder,
     action: Action,
@@ -267,12 +307,13 @@ fn unless_uninstalled(
     packet: &[u8],
     view: View,
     transport: Transport,
+    ctx: rgw_dns::QueryContext,
 ) -> Action {
     match action {
         Action::Reply {
             outcome: Outcome::Allocated,
             ..
-        } if !installed => responder.handle(packet, view, transport, &mut DataplaneDown),
+        } if !installed => responder.handle_in(packet, view, transport, ctx, &mut DataplaneDown),
         other => other,
     }
 }

@@ -13,10 +13,12 @@ use std::time::Instant;
 use std::time::SystemTime;
 
 use rgw_dns::{
-    AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, Host, Responder, ServiceKey,
-    ZoneData, ZoneSettings,
+    AliasKey, AliasZone, AllocRequest, Allocation, Allocator, AntiSpoof, DeniedPolicy, DenyReason,
+    Host, QueryContext, Responder, ServiceKey, SpoofEvent, ZoneData, ZoneSettings,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::admission::{ecs_admits, Admission, AntiSpoofMode, Asker, Kind};
 
 use crate::bindlog::{BindingRecord, BindingSender};
 use crate::config::{Config, ExhaustedPolicy, HostConfig};
@@ -102,8 +104,9 @@ impl ReservationSink for KernelSets {
 struct Core {
     pool: CircularPool,
     sink: Box<dyn ReservationSink>,
-    /// Who asked for each pending reservation (for the binding log).
+    /// Who asked for each pending reservation (for the binding log and the admission policy).
     origins: HashMap<u64, Origin>,
+    admission: Admission,
 }
 
 /// The query behind a reservation: the resolver that sent it and the EDNS
@@ -114,6 +117,15 @@ pub struct Origin {
     pub client_subnet: Option<(IpAddr, u8)>,
 }
 
+impl Origin {
+    fn asker(self) -> Asker {
+        Asker {
+            resolver: self.resolver,
+            client_subnet: self.client_subnet,
+        }
+    }
+}
+
 /// What a reload replaces at once: the configuration and the DNS answers
 /// built from it. Readers take an `Arc` and keep a consistent view.
 pub struct Snapshot {
@@ -122,14 +134,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(cfg: Config) -> Snapshot {
+    fn new(cfg: Config, key: &AliasKey) -> Snapshot {
         let policy = match cfg.pool.on_exhausted {
             ExhaustedPolicy::Drop => DeniedPolicy::Drop,
             ExhaustedPolicy::Servfail => DeniedPolicy::Servfail,
             ExhaustedPolicy::Refused => DeniedPolicy::Refused,
         };
+        let antispoof = match &cfg.admission.antispoof {
+            AntiSpoofMode::Off => AntiSpoof::Off,
+            AntiSpoofMode::Tc => AntiSpoof::Tc,
+            AntiSpoofMode::Cname { zone, lifetime } => AntiSpoof::Cname(AliasZone {
+                name: hickory_proto::rr::Name::from_ascii(zone)
+                    .expect("config validated the alias zone as a name inside the zone"),
+                lifetime: *lifetime,
+                key: key.clone(),
+            }),
+        };
         Snapshot {
-            responder: Responder::new(zone_from_config(&cfg), policy),
+            responder: Responder::new(zone_from_config(&cfg), policy).with_antispoof(antispoof),
             cfg,
         }
     }
@@ -157,6 +179,10 @@ pub struct Gateway {
     alg_claims: Mutex<crate::dataplane::alg::AlgClaims>,
     /// The ALG engine, when `[alg]` is enabled (set once at start).
     pub alg: OnceLock<Arc<crate::dataplane::alg::AlgState>>,
+    /// Signs anti-spoofing aliases; kept across reloads.
+    alias_key: AliasKey,
+    /// The epoch of [`QueryContext::now`].
+    epoch: Instant,
 }
 
 /// Display helper for log lines: `tcp/22` or `any`.
@@ -185,20 +211,38 @@ pub struct PreparedReload {
 impl Gateway {
     pub fn new(cfg: Config, sink: Box<dyn ReservationSink>) -> Arc<Self> {
         let pool = CircularPool::new(cfg.pool.addresses.iter().copied(), cfg.pool.tmax);
+        let alias_key = AliasKey::default();
+        let admission = Admission::new(cfg.admission.clone());
         Arc::new(Gateway {
-            state: RwLock::new(Arc::new(Snapshot::new(cfg))),
+            state: RwLock::new(Arc::new(Snapshot::new(cfg, &alias_key))),
             metrics: Metrics::default(),
             core: Mutex::new(Core {
                 pool,
                 sink,
                 origins: HashMap::new(),
+                admission,
             }),
             bindings: OnceLock::new(),
             proxy_stats: Arc::default(),
             reload_lock: Mutex::new(()),
             alg_claims: Mutex::default(),
             alg: OnceLock::new(),
+            alias_key,
+            epoch: Instant::now(),
         })
+    }
+
+    /// What the answer policy needs to know about a query besides its bytes.
+    pub fn query_context(&self, resolver: IpAddr) -> QueryContext {
+        QueryContext {
+            resolver: Some(resolver),
+            now: self.epoch.elapsed(),
+        }
+    }
+
+    /// Resolvers and client subnets the admission policy tracks.
+    pub fn admission_tracked(&self) -> (usize, usize) {
+        self.core().admission.tracked()
     }
 
     /// Records every claim from now on (see [`crate::bindlog`]).
@@ -285,14 +329,18 @@ impl Gateway {
                 .collect();
             for r in &doomed {
                 core.pool.cancel(r.id);
-                core.origins.remove(&r.id);
+                if let Some(o) = core.origins.remove(&r.id) {
+                    core.admission.on_cancelled(o.asker());
+                }
                 if let Err(e) = core.sink.remove(r) {
                     warn!(r = %r.addr, error = %e, "cancelled reservation's kernel element not removed (it expires by itself)");
                 }
             }
             report.cancelled = doomed.len();
+            core.admission.reconfigure(cfg.admission.clone());
             // Swapped under the core lock: no allocation sees the old hosts after this.
-            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot::new(cfg));
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(Snapshot::new(cfg, &self.alias_key));
         }
         info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, cancelled = report.cancelled, "configuration reloaded");
         report
@@ -330,7 +378,9 @@ impl Gateway {
         if let Err(e) = core.sink.install(&made) {
             for r in &made {
                 core.pool.cancel(r.id);
-                core.origins.remove(&r.id);
+                if let Some(o) = core.origins.remove(&r.id) {
+                    core.admission.on_cancelled(o.asker());
+                }
             }
             drop(core);
             inc(&self.metrics.dataplane_errors);
@@ -352,6 +402,21 @@ impl Gateway {
     pub fn claim(&self, pkt: &FirstPacket, now: Instant) -> Option<u32> {
         let mut core = self.core();
         self.sweep(&mut core, now);
+        if core.admission.config().ecs_binding {
+            // ECS binding: a reservation asked for with a client subnet admits
+            // only sources inside it; others are dropped and it stays pending.
+            let bound = core
+                .pool
+                .matching(pkt.dst, pkt.proto, pkt.dport)
+                .and_then(|r| core.origins.get(&r.id))
+                .and_then(|o| o.client_subnet);
+            if let Some(subnet) = bound.filter(|&sn| !ecs_admits(sn, pkt.src)) {
+                drop(core);
+                inc(&self.metrics.ecs_binding_dropped);
+                info!(src = %pkt.src, dst = %pkt.dst, proto = pkt.proto, dport = ?pkt.dport, subnet = %subnet.0, prefix = subnet.1, "first packet outside the query's client subnet dropped");
+                return None;
+            }
+        }
         let Some(r) = core.pool.claim(pkt.dst, pkt.proto, pkt.dport, now) else {
             drop(core);
             inc(&self.metrics.claim_rejected);
@@ -360,6 +425,7 @@ impl Gateway {
         };
         let removed = core.sink.remove(&r);
         let origin = core.origins.remove(&r.id).unwrap_or_default();
+        core.admission.on_claimed(origin.asker(), now);
         drop(core);
         if let Err(e) = removed {
             inc(&self.metrics.dataplane_errors);
@@ -444,7 +510,9 @@ impl Gateway {
         }
         let snap = self.snapshot();
         for r in expired {
-            core.origins.remove(&r.id);
+            if let Some(o) = core.origins.remove(&r.id) {
+                core.admission.on_expired(o.asker(), now);
+            }
             inc(&self.metrics.expiries);
             info!(id = r.id, host = %snap.host_name(r.host), r = %r.addr, service = %svc_str(r.service), "expired unclaimed");
         }
@@ -492,6 +560,22 @@ impl GatewayAllocator<'_> {
     pub fn set_resolver(&mut self, resolver: IpAddr) {
         self.resolver = Some(resolver);
     }
+
+    /// A reservation refused by the admission policy: counted and logged.
+    fn refuse(
+        &self,
+        asker: Asker,
+        host: &str,
+        service: Option<ServiceKey>,
+        reason: &str,
+        count: impl FnOnce(),
+    ) -> Allocation {
+        count();
+        self.gw.metrics.count_denied(DenyReason::Admission);
+        let subnet = asker.client_subnet.map(|(a, l)| format!("{a}/{l}"));
+        info!(host, service = %svc_str(service), resolver = ?asker.resolver, ecs = ?subnet, reason, "reservation refused by admission policy");
+        Allocation::Denied(DenyReason::Admission)
+    }
 }
 
 impl Allocator for GatewayAllocator<'_> {
@@ -521,9 +605,45 @@ impl Allocator for GatewayAllocator<'_> {
             service,
             host_limit: h.max_pending,
         };
+        let asker = Asker {
+            resolver: self.resolver,
+            client_subnet,
+        };
+        let policy = snap.cfg.admission.checks_reservations();
+        if policy {
+            if let Err(refusal) = core.admission.precheck(self.resolver, now) {
+                return self.refuse(asker, &h.name, service, refusal.as_str(), || {
+                    gw.metrics.count_refusal(refusal)
+                });
+            }
+        }
+        let load_before = {
+            let st = core.pool.stats();
+            1.0 - st.free as f64 / st.size.max(1) as f64
+        };
+        let max_pending = snap.cfg.limits.max_pending as usize;
+        if core.pool.stats().pending >= max_pending {
+            inc(&gw.metrics.denied_pending_limit);
+            info!(host = %h.name, service = %svc_str(service), limit = max_pending, "reservation denied: limits.max_pending reached");
+            return Allocation::Denied(DenyReason::Exhausted);
+        }
         match core.pool.reserve(req, self.now) {
             Ok(r) => {
                 let addr = r.addr;
+                if policy {
+                    let kind = match service {
+                        None => Kind::Fqdn,
+                        Some(_) if core.pool.holders(addr) > 1 => Kind::Shared,
+                        Some(_) => Kind::Sfqdn,
+                    };
+                    if let Err(refusal) = core.admission.judge(asker, kind, load_before, now) {
+                        core.pool.cancel(r.id);
+                        return self.refuse(asker, &h.name, service, refusal.as_str(), || {
+                            gw.metrics.count_refusal(refusal)
+                        });
+                    }
+                    core.admission.on_reserved(asker, now);
+                }
                 core.origins.insert(
                     r.id,
                     Origin {
@@ -545,6 +665,11 @@ impl Allocator for GatewayAllocator<'_> {
             }
         }
     }
+
+    fn note(&mut self, event: SpoofEvent) {
+        self.gw.metrics.count_spoof_event(event);
+        debug!(resolver = ?self.resolver, ?event, "anti-spoofing");
+    }
 }
 
 /// Denies every reservation: used to re-answer queries whose reservation
@@ -559,7 +684,7 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 15] = [
+    let checks: [(&'static str, bool); 20] = [
         ("proxy", cur.proxy != new.proxy),
         ("alg", cur.alg != new.alg),
         ("binding_log", cur.binding_log != new.binding_log),
@@ -587,6 +712,26 @@ fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
             cur.dataplane.queue_backend != new.dataplane.queue_backend,
         ),
         ("control.socket", cur.control_socket != new.control_socket),
+        (
+            "dataplane.synproxy",
+            cur.dataplane.synproxy != new.dataplane.synproxy,
+        ),
+        (
+            "dataplane.synproxy_mss",
+            cur.dataplane.synproxy_mss != new.dataplane.synproxy_mss,
+        ),
+        (
+            "dataplane.synproxy_wscale",
+            cur.dataplane.synproxy_wscale != new.dataplane.synproxy_wscale,
+        ),
+        (
+            "limits.gate_queue_len",
+            cur.limits.gate_queue_len != new.limits.gate_queue_len,
+        ),
+        (
+            "limits.dns_udp_batch",
+            cur.limits.dns_udp_batch != new.limits.dns_udp_batch,
+        ),
     ];
     checks
         .into_iter()

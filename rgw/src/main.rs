@@ -356,7 +356,7 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         &format!("table ip {} in this network namespace", cfg.dataplane.table),
     )?;
     // Bound before the ruleset is touched: a second daemon stops here.
-    let queue = gate::open(cfg.dataplane.queue_num)?;
+    let queue = gate::open(cfg.dataplane.queue_num, cfg.limits.gate_queue_len)?;
     let alg_queue = if cfg.alg.enabled {
         Some(dataplane::alg::open(&cfg.alg)?)
     } else {
@@ -446,11 +446,19 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         let ctl_path = cfg.control_socket.clone();
         tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl).await });
         let exp_gw = Arc::clone(&gw);
+        let queue_num = cfg.dataplane.queue_num;
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
                 exp_gw.expire(Instant::now());
+                // The kernel counts first packets it dropped because the gate
+                // queue was full (limits.gate_queue_len): exported as ours.
+                if let Some(q) = rgw::limits::read_nfqueue(queue_num) {
+                    let m = &exp_gw.metrics;
+                    m.gate_queue_dropped.store(q.queue_dropped, std::sync::atomic::Ordering::Relaxed);
+                    m.gate_queue_user_dropped.store(q.user_dropped, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         });
         if let Some(p) = &cfg.proxy {

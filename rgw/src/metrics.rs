@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rgw_dns::{DenyReason, DropReason, Outcome};
+use rgw_dns::{AliasError, DenyReason, DropReason, Outcome, SpoofEvent};
+
+use crate::admission::{Kind, Refusal};
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
@@ -43,6 +45,25 @@ counters!(
     gate_unparsable,
     expiries,
     dataplane_errors,
+    denied_pending_limit,
+    dns_tcp_refused,
+    gate_queue_dropped,
+    gate_queue_user_dropped,
+    dns_truncated,
+    dns_alias,
+    denied_admission,
+    admission_rate_limited,
+    admission_resolver_limit,
+    admission_reputation_fqdn,
+    admission_reputation_sfqdn,
+    admission_reputation_shared,
+    antispoof_tc,
+    antispoof_alias_issued,
+    antispoof_alias_followed,
+    antispoof_alias_forged,
+    antispoof_alias_expired,
+    antispoof_alias_mismatch,
+    ecs_binding_dropped,
 );
 
 #[inline]
@@ -62,6 +83,8 @@ impl Metrics {
             Outcome::NotImp => &self.dns_notimp,
             Outcome::BadVers => &self.dns_badvers,
             Outcome::Denied(_) => &self.dns_denied_answered,
+            Outcome::Truncated => &self.dns_truncated,
+            Outcome::Alias => &self.dns_alias,
         });
     }
 
@@ -78,6 +101,30 @@ impl Metrics {
             DenyReason::Exhausted => &self.denied_exhausted,
             DenyReason::HostLimit => &self.denied_host_limit,
             DenyReason::Dataplane => &self.denied_dataplane,
+            DenyReason::Admission => &self.denied_admission,
+        });
+    }
+
+    pub fn count_refusal(&self, r: Refusal) {
+        inc(match r {
+            Refusal::RateLimited => &self.admission_rate_limited,
+            Refusal::ResolverLimit => &self.admission_resolver_limit,
+            Refusal::Reputation(Kind::Fqdn) => &self.admission_reputation_fqdn,
+            Refusal::Reputation(Kind::Sfqdn) => &self.admission_reputation_sfqdn,
+            Refusal::Reputation(Kind::Shared) => &self.admission_reputation_shared,
+        });
+    }
+
+    pub fn count_spoof_event(&self, e: SpoofEvent) {
+        inc(match e {
+            SpoofEvent::TcSent => &self.antispoof_tc,
+            SpoofEvent::AliasIssued => &self.antispoof_alias_issued,
+            SpoofEvent::AliasFollowed => &self.antispoof_alias_followed,
+            SpoofEvent::AliasRejected(AliasError::Forged) => &self.antispoof_alias_forged,
+            SpoofEvent::AliasRejected(AliasError::Expired) => &self.antispoof_alias_expired,
+            SpoofEvent::AliasRejected(AliasError::ResolverMismatch) => {
+                &self.antispoof_alias_mismatch
+            }
         });
     }
 }

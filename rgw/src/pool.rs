@@ -329,6 +329,37 @@ impl CircularPool {
         self.release(id)
     }
 
+    /// The reservation a packet to `dst` would claim (same matching as
+    /// [`CircularPool::claim`]), left pending. Does not expire anything: call
+    /// [`CircularPool::expire`] first for an up-to-date answer.
+    pub fn matching(&self, dst: Ipv4Addr, l4proto: u8, dport: Option<u16>) -> Option<&Reservation> {
+        let slot = self.slots.get(*self.index.get(&dst)?)?;
+        let service = Proto::from_number(l4proto)
+            .zip(dport)
+            .map(|(proto, port)| Service { proto, port });
+        let id = match (&slot.state, service) {
+            (SlotState::Shared(map), Some(service)) => map.get(&service).copied(),
+            (SlotState::Exclusive(id), _) => Some(*id),
+            _ => None,
+        }?;
+        self.pending.get(&id)
+    }
+
+    /// Pending reservations on `addr` (0 free, 1 exclusive or one service, more when shared).
+    pub fn holders(&self, addr: Ipv4Addr) -> usize {
+        match self.index.get(&addr).and_then(|&i| self.slots.get(i)) {
+            Some(Slot {
+                state: SlotState::Shared(map),
+                ..
+            }) => map.len(),
+            Some(Slot {
+                state: SlotState::Exclusive(_),
+                ..
+            }) => 1,
+            _ => 0,
+        }
+    }
+
     /// Releases every reservation that has expired by `now`
     /// (`expires <= now`) and returns them in expiry order.
     pub fn expire(&mut self, now: Instant) -> Vec<Reservation> {

@@ -341,6 +341,18 @@ const DATAPLANE_ERRORS: Family = Family {
     help: "Netlink operations on the reservation sets that failed \
            (a refused install, or a claimed element not removed).",
 };
+const ADMISSION_REFUSED: Family = Family {
+    name: "rgw_admission_refused_total",
+    help: "Reservations refused by the admission policy, by reason (rate_limited, resolver_limit, reputation_fqdn/sfqdn/shared).",
+};
+const ANTISPOOF: Family = Family {
+    name: "rgw_antispoof_total",
+    help: "Anti-spoofing decisions on allocating queries: tc (TC=1 sent), alias_issued, alias_followed, alias_forged, alias_expired, alias_mismatch.",
+};
+const ECS_BINDING_DROPPED: Family = Family {
+    name: "rgw_ecs_binding_dropped_total",
+    help: "First packets dropped because their source is outside the EDNS Client Subnet of the reservation's query.",
+};
 const KERNEL_DROPS: Family = Family {
     name: "rgw_kernel_dropped_packets_total",
     help: "Packets dropped by rgw's nftables rules, by reason (the table's named counters).",
@@ -423,6 +435,65 @@ const COUNTERS: &[Row] = &[
     ("gate_unparsable", &GATE_UNPARSABLE, &[]),
     ("expiries", &EXPIRIES, &[]),
     ("dataplane_errors", &DATAPLANE_ERRORS, &[]),
+    ("dns_truncated", &DNS_RESPONSES, &[("outcome", "truncated")]),
+    ("dns_alias", &DNS_RESPONSES, &[("outcome", "alias")]),
+    (
+        "denied_admission",
+        &RESERVATIONS_DENIED,
+        &[("reason", "admission")],
+    ),
+    (
+        "admission_rate_limited",
+        &ADMISSION_REFUSED,
+        &[("reason", "rate_limited")],
+    ),
+    (
+        "admission_resolver_limit",
+        &ADMISSION_REFUSED,
+        &[("reason", "resolver_limit")],
+    ),
+    (
+        "admission_reputation_fqdn",
+        &ADMISSION_REFUSED,
+        &[("reason", "reputation_fqdn")],
+    ),
+    (
+        "admission_reputation_sfqdn",
+        &ADMISSION_REFUSED,
+        &[("reason", "reputation_sfqdn")],
+    ),
+    (
+        "admission_reputation_shared",
+        &ADMISSION_REFUSED,
+        &[("reason", "reputation_shared")],
+    ),
+    ("antispoof_tc", &ANTISPOOF, &[("decision", "tc")]),
+    (
+        "antispoof_alias_issued",
+        &ANTISPOOF,
+        &[("decision", "alias_issued")],
+    ),
+    (
+        "antispoof_alias_followed",
+        &ANTISPOOF,
+        &[("decision", "alias_followed")],
+    ),
+    (
+        "antispoof_alias_forged",
+        &ANTISPOOF,
+        &[("decision", "alias_forged")],
+    ),
+    (
+        "antispoof_alias_expired",
+        &ANTISPOOF,
+        &[("decision", "alias_expired")],
+    ),
+    (
+        "antispoof_alias_mismatch",
+        &ANTISPOOF,
+        &[("decision", "alias_mismatch")],
+    ),
+    ("ecs_binding_dropped", &ECS_BINDING_DROPPED, &[]),
 ];
 
 /// The nft named counters of rgw's table (`ruleset::COUNTER_*`).
@@ -1153,7 +1224,7 @@ mod tests {
     // ---- rgw's families --------------------------------------------------
 
     /// `Metrics::snapshot()` names as of this module (rgw/src/metrics.rs).
-    const CURRENT: [&str; 25] = [
+    const CURRENT: [&str; 40] = [
         "dns_queries_public",
         "dns_queries_private",
         "dns_answers_static",
@@ -1179,6 +1250,21 @@ mod tests {
         "gate_unparsable",
         "expiries",
         "dataplane_errors",
+        "dns_truncated",
+        "dns_alias",
+        "denied_admission",
+        "admission_rate_limited",
+        "admission_resolver_limit",
+        "admission_reputation_fqdn",
+        "admission_reputation_sfqdn",
+        "admission_reputation_shared",
+        "antispoof_tc",
+        "antispoof_alias_issued",
+        "antispoof_alias_followed",
+        "antispoof_alias_forged",
+        "antispoof_alias_expired",
+        "antispoof_alias_mismatch",
+        "ecs_binding_dropped",
     ];
 
     const KERNEL: [&str; 3] = ["unreserved", "no_daemon", "forward_drop"];
@@ -1237,10 +1323,12 @@ mod tests {
     #[test]
     fn gateway_families_are_the_documented_ones() {
         let text = all_current();
-        assert_eq!(check_exposition(&text), Ok(25 + 5 + 3));
+        assert_eq!(check_exposition(&text), Ok(40 + 5 + 3));
         assert_eq!(
             families(&text),
             [
+                "rgw_admission_refused_total",
+                "rgw_antispoof_total",
                 "rgw_claims_rejected_total",
                 "rgw_claims_total",
                 "rgw_dataplane_errors_total",
@@ -1249,6 +1337,7 @@ mod tests {
                 "rgw_dns_forwarded_total",
                 "rgw_dns_queries_total",
                 "rgw_dns_responses_total",
+                "rgw_ecs_binding_dropped_total",
                 "rgw_expiries_total",
                 "rgw_gate_unparsable_total",
                 "rgw_kernel_dropped_packets_total",
@@ -1607,7 +1696,7 @@ mod tests {
         assert!(out.status.success(), "curl failed: {out:?}");
         let got = String::from_utf8(out.stdout).unwrap();
         assert_eq!(got, text);
-        assert_eq!(check_exposition(&got), Ok(33));
+        assert_eq!(check_exposition(&got), Ok(48));
 
         let meta = |extra: &[&str]| {
             let mut a: Vec<String> = ["-s", "--noproxy", "*", "-o", "/dev/null", "-w"]

@@ -68,7 +68,13 @@ impl FirstPacket {
 /// Opens and binds the queue. Binding is exclusive per network namespace
 /// (EBUSY for a second binder), so doing it before touching nftables keeps a
 /// second `rgw` from flushing the running daemon's reservations.
-pub fn open(queue_num: u16) -> Result<nfq::Queue> {
+///
+/// At most `max_len` first packets wait (`limits.gate_queue_len`). The queue
+/// is not fail-open: beyond that the kernel drops the packet (a SYN is
+/// retransmitted by its sender) rather than let it through unclaimed, and
+/// counts it (`/proc/net/netfilter/nfnetlink_queue`, exported as
+/// `gate_queue_dropped`).
+pub fn open(queue_num: u16, max_len: u32) -> Result<nfq::Queue> {
     let mut queue = nfq::Queue::open().context("opening the NFQUEUE netlink socket")?;
     queue.bind(queue_num).with_context(|| {
         format!("binding NFQUEUE {queue_num}: is another rgw running in this network namespace?")
@@ -78,7 +84,7 @@ pub fn open(queue_num: u16) -> Result<nfq::Queue> {
         .set_copy_range(queue_num, 128)
         .context("NFQUEUE copy range")?;
     queue
-        .set_queue_max_len(queue_num, 4096)
+        .set_queue_max_len(queue_num, max_len)
         .context("NFQUEUE length")?;
     queue.set_recv_enobufs(false).context("NFQUEUE enobufs")?;
     Ok(queue)

@@ -119,7 +119,23 @@ pub fn install(cfg: &Config, via: QueueVia) -> Result<()> {
             }
         }
     }
+    if cfg.dataplane.synproxy {
+        set_tcp_loose(false)?;
+        info!(
+            "SYN proxy in front of the pool: nf_conntrack_tcp_loose = 0 in this network namespace"
+        );
+    }
     Ok(())
+}
+
+const TCP_LOOSE: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose";
+
+/// `nf_conntrack_tcp_loose` of this network namespace: with the SYN proxy it
+/// must be 0, so the handshake's final ACK is invalid (and goes to the proxy)
+/// instead of starting a tracked flow mid-stream.
+fn set_tcp_loose(on: bool) -> Result<()> {
+    std::fs::write(TCP_LOOSE, if on { "1\n" } else { "0\n" })
+        .with_context(|| format!("writing {TCP_LOOSE} (needed by dataplane.synproxy)"))
 }
 
 /// Rewrites the mark → host map after a reload (one transaction).
@@ -152,6 +168,12 @@ pub fn remove(cfg: &Config) -> Result<()> {
     }
     if table_exists(t) {
         nft_script(&format!("delete table ip {t}\n"), false)?;
+    }
+    if cfg.dataplane.synproxy {
+        // Back to the kernel's default, as before the daemon started.
+        if let Err(e) = set_tcp_loose(true) {
+            warn!(error = %e, "could not restore nf_conntrack_tcp_loose");
+        }
     }
     info!(table = %t, "nftables ruleset removed");
     Ok(())

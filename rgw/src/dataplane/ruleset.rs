@@ -10,6 +10,19 @@
 //!              -140 gate_tail mark still RQ (no daemon bound: bypass) → counted drop
 //!              -100 dstnat    mark RC|host → dnat to host (mark → address map)
 //! ```
+//! With `dataplane.synproxy` (optional) TCP is claimed after a handshake with
+//! the kernel's SYN proxy instead (see [`render_synproxy`]):
+//! ```text
+//!  prerouting  -300 sp_raw    pure SYN to a pool address → notrack
+//!              -160 gate      untracked/invalid TCP to a reserved address → accept
+//!                             (to anything else: the counted drop as before)
+//!  input, forward -10 sp_*    SYN → SYN cookie; the client's ACK → cookie checked,
+//!                             the kernel sends its own SYN to the pool address
+//!  output      -160 gate_out  that SYN: ct new + reserved → mark RQ, queue (claim)
+//!              -150 (xt mode) iptables-nft mangle OUTPUT: mark RQ → NFQUEUE
+//!              -140 gate_out_tail  mark still RQ → counted drop
+//!              -100 dstnat_out     mark RC|host → dnat to host
+//! ```
 //! The daemon answers each queued first packet in order, so one reservation
 //! admits exactly one flow even when first packets from several sources race
 //! (property 1). Reservations are set elements with timeouts: they expire in
@@ -179,6 +192,14 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
     } else {
         Vec::new()
     };
+    let synproxy_pass: [String; 2] = if cfg.dataplane.synproxy {
+        [
+            format!("meta l4proto tcp ct state invalid,untracked ip daddr . meta l4proto . th dport @{SET_RESV_SVC} accept"),
+            format!("meta l4proto tcp ct state invalid,untracked ip daddr @{SET_RESV_ADDR} accept"),
+        ]
+    } else {
+        Default::default()
+    };
     let pinhole_key = "ip saddr . meta l4proto . ip daddr . th dport";
     let chains: [(&str, &str, Vec<String>); 6] = [
         (
@@ -192,12 +213,19 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
                 "ct status dnat accept".into(),
                 // Data and media flows an ALG opened (they never claim).
                 format!("ct state new meta l4proto {{ tcp, udp }} {pinhole_key} @{MAP_PINHOLES} accept"),
+                // With the SYN proxy: the handshake to a reserved address
+                // goes on to the proxy (an accept here, a drop is final).
+                synproxy_pass[0].clone(),
+                synproxy_pass[1].clone(),
                 format!(
                     "ct state new meta l4proto {{ tcp, udp }} ip daddr . meta l4proto . th dport @{SET_RESV_SVC} meta mark set {MARK_QUEUED:#010x} {queue}"
                 ),
                 format!("ct state new ip daddr @{SET_RESV_ADDR} meta mark set {MARK_QUEUED:#010x} {queue}"),
                 format!("counter name {COUNTER_UNRESERVED} drop"),
-            ],
+            ]
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect(),
         ),
         (
             "gate_tail",
@@ -255,6 +283,101 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
             let _ = writeln!(out, "add rule ip {t} {name} {r}");
         }
     }
+    out.push_str(&render_synproxy(cfg, via));
+    out
+}
+
+/// Chains of the optional SYN proxy (`dataplane.synproxy`). Switched off,
+/// they are deleted (an earlier run may have left them): add, flush, delete
+/// is idempotent.
+///
+/// Why the claim moves to OUTPUT: a pure SYN to a pool address is not
+/// tracked (raw), so a spoofed SYN flood creates no conntrack entry and
+/// cannot take a reservation; the gate lets untracked and invalid TCP to a
+/// *reserved* address through to the SYN proxy (anything else stays a
+/// counted drop), which answers with a SYN cookie. Only when the client's
+/// ACK carries a valid cookie does the kernel send its own SYN (client →
+/// pool address) through OUTPUT, where conntrack sees it as new: that
+/// packet is queued and claimed exactly once, like a first packet in
+/// prerouting, and the claim mark DNATs it to the host. The proxy then
+/// completes the handshake with the host and shifts sequence numbers for
+/// the rest of the flow (conntrack seqadj). UDP and ICMP are claimed in
+/// prerouting as before. Needs `nf_conntrack_tcp_loose = 0` (set by
+/// [`super::install`]) so the handshake's ACK is invalid, not a new flow.
+pub fn render_synproxy(cfg: &Config, via: QueueVia) -> String {
+    let t = &cfg.dataplane.table;
+    let d = &cfg.dataplane;
+    let mut out = String::new();
+    let synproxy = format!(
+        "synproxy mss {} wscale {} timestamp sack-perm",
+        d.synproxy_mss, d.synproxy_wscale
+    );
+    let queue = match via {
+        QueueVia::Nft => format!("queue num {} bypass", d.queue_num),
+        QueueVia::Xt => "accept".to_string(),
+    };
+    let proxy_rules = vec![
+        format!("ip daddr @{SET_POOL} meta l4proto tcp ct state invalid,untracked {synproxy}"),
+        format!("ip daddr @{SET_POOL} meta l4proto tcp ct state invalid,untracked counter name {COUNTER_UNRESERVED} drop"),
+    ];
+    let chains: [(&str, &str, Vec<String>); 6] = [
+        (
+            "sp_raw",
+            "type filter hook prerouting priority raw; policy accept;",
+            vec![format!(
+                "ip daddr @{SET_POOL} tcp flags & (fin | syn | rst | ack) == syn notrack"
+            )],
+        ),
+        // The pool may route out again (the default route) or be local.
+        (
+            "sp_forward",
+            "type filter hook forward priority -10; policy accept;",
+            proxy_rules.clone(),
+        ),
+        (
+            "sp_input",
+            "type filter hook input priority -10; policy accept;",
+            proxy_rules,
+        ),
+        (
+            "gate_out",
+            "type filter hook output priority -160; policy accept;",
+            vec![
+                format!("ip daddr != @{SET_POOL} return"),
+                "ct state established,related accept".into(),
+                "ct status dnat accept".into(),
+                format!(
+                    "ct state new meta l4proto tcp ip daddr . meta l4proto . th dport @{SET_RESV_SVC} meta mark set {MARK_QUEUED:#010x} {queue}"
+                ),
+                format!("ct state new meta l4proto tcp ip daddr @{SET_RESV_ADDR} meta mark set {MARK_QUEUED:#010x} {queue}"),
+                // The reservation expired (or was taken) between SYN and ACK.
+                format!("meta l4proto tcp counter name {COUNTER_UNRESERVED} drop"),
+            ],
+        ),
+        (
+            "gate_out_tail",
+            "type filter hook output priority -140; policy accept;",
+            vec![format!("meta mark {MARK_QUEUED:#010x} counter name {COUNTER_NO_DAEMON} drop")],
+        ),
+        (
+            "dstnat_out",
+            "type nat hook output priority -100; policy accept;",
+            vec![format!(
+                "meta mark & 0xffff0000 == {MARK_CLAIMED_TAG:#010x} dnat to meta mark map @{MAP_HOST_BY_MARK}"
+            )],
+        ),
+    ];
+    for (name, hook, rules) in chains {
+        let _ = writeln!(out, "add chain ip {t} {name} {{ {hook} }}");
+        let _ = writeln!(out, "flush chain ip {t} {name}");
+        if d.synproxy {
+            for r in rules {
+                let _ = writeln!(out, "add rule ip {t} {name} {r}");
+            }
+        } else {
+            let _ = writeln!(out, "delete chain ip {t} {name}");
+        }
+    }
     out
 }
 
@@ -291,19 +414,28 @@ pub fn render_replace(cfg: &Config, via: QueueVia) -> String {
 }
 
 /// The iptables-nft (mangle table) rules that queue marked packets when nft
-/// has no `queue`: first packets in PREROUTING, ALG flows in FORWARD.
-/// `all`: also the ALG rule when `[alg]` is off (for removal).
+/// has no `queue`: first packets in PREROUTING (and in OUTPUT with the SYN
+/// proxy), ALG flows in FORWARD. `all`: every rule whatever the
+/// configuration enables (for removal).
 pub fn xt_queue_rules(cfg: &Config, all: bool) -> Vec<Vec<String>> {
-    let mut rules = vec![xt_rule(
-        cfg,
-        "PREROUTING",
-        MARK_QUEUED,
-        cfg.dataplane.queue_num,
-    )];
+    let mut rules = vec![xt_queue_rule(cfg)];
+    if cfg.dataplane.synproxy || all {
+        rules.push(xt_output_queue_rule(cfg));
+    }
     if cfg.alg.enabled || all {
         rules.push(xt_rule(cfg, "FORWARD", MARK_ALG, cfg.alg.queue_num));
     }
     rules
+}
+
+/// The first-packet rule (PREROUTING).
+pub fn xt_queue_rule(cfg: &Config) -> Vec<String> {
+    xt_rule(cfg, "PREROUTING", MARK_QUEUED, cfg.dataplane.queue_num)
+}
+
+/// The same rule in OUTPUT, for the SYN the SYN proxy sends ([`render_synproxy`]).
+pub fn xt_output_queue_rule(cfg: &Config) -> Vec<String> {
+    xt_rule(cfg, "OUTPUT", MARK_QUEUED, cfg.dataplane.queue_num)
 }
 
 fn xt_rule(cfg: &Config, chain: &str, mark: u32, queue_num: u16) -> Vec<String> {
@@ -424,12 +556,61 @@ mod tests {
         assert_eq!(xt_queue_rules(&off, false).len(), 1);
         assert_eq!(
             xt_queue_rules(&off, true).len(),
-            2,
-            "removal covers the ALG rule"
+            3,
+            "removal covers the ALG and SYN proxy rules"
         );
-        let alg_rule = &xt_queue_rules(&cfg, false)[1];
+        let alg_rule = xt_queue_rules(&cfg, false).pop().expect("the ALG rule");
         assert_eq!(alg_rule[0], "FORWARD");
         assert!(alg_rule.contains(&cfg.alg.queue_num.to_string()));
+    }
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            "[zone]\nname = \"gwa.demo\"\n[wan]\ninterface = \"wan0\"\nservice_address = \"198.51.100.2\"\n\
+             [lan]\ninterface = \"lan0\"\naddress = \"192.168.0.1\"\nnetwork = \"192.168.0.0/24\"\n\
+             upstream_resolver = \"203.0.113.54\"\n[pool]\naddresses = [\"198.51.100.17-198.51.100.22\"]\n\
+             [dataplane]\nqueue_num = 3\n{extra}\n[[hosts]]\nname = \"hosta\"\nipv4 = \"192.168.0.101\"\n"
+        );
+        Config::from_toml_str(std::path::Path::new("t.toml"), &text).expect("test config is valid")
+    }
+
+    #[test]
+    fn synproxy_moves_the_tcp_claim_to_output() {
+        let on = render(&cfg("synproxy = true\nsynproxy_mss = 1400"), QueueVia::Nft);
+        assert!(on.contains("add rule ip rgw sp_raw ip daddr @pool tcp flags & (fin | syn | rst | ack) == syn notrack"), "{on}");
+        assert!(on.contains("synproxy mss 1400 wscale 7 timestamp sack-perm"));
+        assert!(on.contains("add rule ip rgw sp_forward "));
+        assert!(on.contains("add rule ip rgw sp_input "));
+        assert!(on.contains("add rule ip rgw gate_out ct state new meta l4proto tcp ip daddr @resv_addr meta mark set 0x52510000 queue num 3 bypass"));
+        assert!(on.contains("add rule ip rgw dstnat_out meta mark & 0xffff0000 == 0x52430000 dnat to meta mark map @host_by_mark"));
+        // The gate passes the handshake to a reserved address before its final drop.
+        let gate: Vec<&str> = on
+            .lines()
+            .filter(|l| l.starts_with("add rule ip rgw gate "))
+            .collect();
+        let pass = gate
+            .iter()
+            .position(|l| l.contains("invalid,untracked ip daddr @resv_addr accept"));
+        let drop = gate
+            .iter()
+            .position(|l| l.contains("counter name unreserved drop"));
+        assert!(pass.is_some() && pass < drop, "{gate:#?}");
+        assert!(!on.contains("delete chain"));
+
+        let off = render(&cfg(""), QueueVia::Xt);
+        for c in [
+            "sp_raw",
+            "sp_forward",
+            "sp_input",
+            "gate_out",
+            "gate_out_tail",
+            "dstnat_out",
+        ] {
+            assert!(off.contains(&format!("delete chain ip rgw {c}\n")), "{c}");
+            assert!(!off.contains(&format!("add rule ip rgw {c} ")), "{c}");
+        }
+        assert!(!off.contains("untracked"));
+        assert_eq!(xt_output_queue_rule(&cfg(""))[0], "OUTPUT");
     }
 
     #[test]
