@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod sfqdn;
+pub mod synth;
 pub mod zone;
 
 pub use answer::{

@@ -5,11 +5,11 @@
 //! documents each key with its default.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 use crate::pool::{Proto, Service};
@@ -67,6 +67,7 @@ struct RawConfig {
     metrics: RawMetrics,
     binding_log: Option<RawBindingLog>,
     proxy: Option<RawProxy>,
+    rgw64: Option<crate::rgw64::config::RawRgw64>,
     #[serde(default)]
     hosts: Vec<RawHost>,
 }
@@ -226,7 +227,12 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawHost {
     name: String,
-    ipv4: Ipv4Addr,
+    /// Absent for an IPv6-only host (needs `[rgw64]`).
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    /// An IPv6-only host's static proxy IPv4 address inside `rgw64.pool4`
+    /// (default: the next free one from the start of the range).
+    proxy4: Option<Ipv4Addr>,
     max_pending: Option<u32>,
     #[serde(default)]
     services: BTreeMap<String, String>,
@@ -275,6 +281,8 @@ pub struct Config {
     pub binding_log: Option<BindingLogConfig>,
     /// None = no www names and no proxy.
     pub proxy: Option<ProxyConfig>,
+    /// None = no NAT64/NAT46 (RGW64).
+    pub rgw64: Option<crate::rgw64::config::Rgw64Config>,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -327,7 +335,13 @@ pub struct DataplaneConfig {
 pub struct HostConfig {
     /// Lower-case single label, e.g. `hosta`.
     pub name: String,
+    /// Where inbound IPv4 for this host goes: its own address, or for an
+    /// IPv6-only host its static proxy address in `rgw64.pool4` (the
+    /// translator carries the flow on to [`HostConfig::ipv6`]).
     pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    /// The host has no IPv4 address of its own (`ipv4` is its proxy address).
+    pub ipv6_only: bool,
     /// Pending reservations allowed at once; 0 = unlimited.
     pub max_pending: u32,
     /// Explicit service names (`ssh` → tcp/22), lower-case labels.
@@ -341,6 +355,8 @@ impl HostConfig {
         HostConfig {
             name: String::new(),
             ipv4: Ipv4Addr::UNSPECIFIED,
+            ipv6: None,
+            ipv6_only: false,
             max_pending: 0,
             services: BTreeMap::new(),
         }
@@ -366,7 +382,7 @@ impl Config {
     }
 }
 
-fn invalid(file: &Path, key: &str, expected: &str, found: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn invalid(file: &Path, key: &str, expected: &str, found: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
         key: key.to_string(),
@@ -699,6 +715,10 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let mut rgw64 = match raw.rgw64 {
+        None => None,
+        Some(r) => crate::rgw64::config::validate(file, r, network, &addresses)?,
+    };
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -726,30 +746,66 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 &h.name,
             ));
         }
-        if !network.contains(&h.ipv4) {
-            return Err(invalid(
-                file,
-                &format!("hosts[{i}].ipv4"),
-                &format!("an address inside lan.network {network}"),
-                h.ipv4,
-            ));
-        }
-        if h.ipv4 == raw.lan.address || h.ipv4 == network.network() || h.ipv4 == network.broadcast()
-        {
-            return Err(invalid(
-                file,
-                &format!("hosts[{i}].ipv4"),
-                "a host address (not lan.address, nor the network or broadcast address)",
-                h.ipv4,
-            ));
-        }
-        if let Some(o) = hosts.iter().find(|o| o.ipv4 == h.ipv4) {
+        let (ipv4, ipv6_only) = match h.ipv4 {
+            Some(ipv4) => {
+                if !network.contains(&ipv4) {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].ipv4"),
+                        &format!("an address inside lan.network {network}"),
+                        ipv4,
+                    ));
+                }
+                if ipv4 == raw.lan.address
+                    || ipv4 == network.network()
+                    || ipv4 == network.broadcast()
+                {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].ipv4"),
+                        "a host address (not lan.address, nor the network or broadcast address)",
+                        ipv4,
+                    ));
+                }
+                if let Some(p) = h.proxy4 {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].proxy4"),
+                        "no proxy4 on a host with ipv4 (only IPv6-only hosts get a proxy address)",
+                        p,
+                    ));
+                }
+                (ipv4, false)
+            }
+            None => {
+                let proxy = crate::rgw64::config::host_proxy4(
+                    file,
+                    i,
+                    h.ipv6,
+                    h.proxy4,
+                    rgw64.as_mut(),
+                )?;
+                (proxy, true)
+            }
+        };
+        if let Some(o) = hosts.iter().find(|o| o.ipv4 == ipv4) {
             return Err(invalid(
                 file,
                 &format!("hosts[{i}].ipv4"),
                 &format!("an address not used by host {}", o.name),
-                h.ipv4,
+                ipv4,
             ));
+        }
+        if let Some(v6) = h.ipv6 {
+            crate::rgw64::config::check_host_ipv6(file, i, v6, rgw64.as_ref())?;
+            if let Some(o) = hosts.iter().find(|o| o.ipv6 == Some(v6)) {
+                return Err(invalid(
+                    file,
+                    &format!("hosts[{i}].ipv6"),
+                    &format!("an address not used by host {}", o.name),
+                    v6,
+                ));
+            }
         }
         let mut services = BTreeMap::new();
         for (label, spec) in &h.services {
@@ -783,7 +839,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         hosts.push(HostConfig {
             name,
-            ipv4: h.ipv4,
+            ipv4,
+            ipv6: h.ipv6,
+            ipv6_only,
             max_pending: h.max_pending.unwrap_or(raw.pool.default_max_pending),
             services,
         });
@@ -829,6 +887,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen,
         binding_log,
         proxy,
+        rgw64,
         hosts,
     })
 }

@@ -528,7 +528,7 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 14] = [
+    let checks: [(&'static str, bool); 15] = [
         ("proxy", cur.proxy != new.proxy),
         ("binding_log", cur.binding_log != new.binding_log),
         ("metrics.listen", cur.metrics_listen != new.metrics_listen),
@@ -555,6 +555,8 @@ fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
             cur.dataplane.queue_backend != new.dataplane.queue_backend,
         ),
         ("control.socket", cur.control_socket != new.control_socket),
+        // The translator's static mappings and the TUN are built at start.
+        ("rgw64", cur.rgw64 != new.rgw64),
     ];
     checks
         .into_iter()
@@ -573,6 +575,7 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
         .map(|h| Host {
             name: h.name.clone(),
             ipv4: h.ipv4,
+            ipv6: h.ipv6,
             services: h.services.clone(),
         })
         .collect();
