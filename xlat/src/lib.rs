@@ -303,11 +303,10 @@ impl Translator {
         let map = mapping::MappingTable::new(&cfg)?;
         let mut prefix96 = [0u8; 12];
         prefix96.copy_from_slice(&cfg.prefix64.octets()[..12]);
-        let mut stats = XlatStats {
+        let stats = XlatStats {
             mappings_static: cfg.static_map.len(),
             ..XlatStats::default()
         };
-        stats.mappings_static = cfg.static_map.len();
         Ok(Translator {
             cfg,
             prefix96,
@@ -385,15 +384,14 @@ impl Translator {
     /// otherwise. `None` when the pool or `max_dynamic` is full (counted in
     /// `mapping_overflows`) or when `v6` is inside prefix64 (use [`Translator::extract`]).
     pub fn map_v6(&mut self, now: Instant, v6: Ipv6Addr) -> Option<Ipv4Addr> {
-        if self.extract(v6).is_some() {
+        if self.extract(v6).is_some() || !wire::v6_unicast(v6) {
             return None;
         }
-        let r = self.map.get_or_create(now, v6, MappingOrigin::Dns);
-        self.sync_map_stats();
-        r
+        self.map.get_or_create(now, v6, MappingOrigin::Dns)
     }
 
-    /// The IPv6 address bound to the proxy IPv4 `v4`, if a binding is live.
+    /// The IPv6 address bound to the proxy IPv4 `v4`, if there is a binding (an idle
+    /// one stays until [`Translator::expire`] or the next packet finds it dead).
     pub fn lookup_v4(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
         self.map.peek_v4(v4)
     }
@@ -406,24 +404,21 @@ impl Translator {
     /// Forget dynamic bindings idle for `dynamic_timeout` or longer.
     pub fn expire(&mut self, now: Instant) {
         self.map.expire(now);
-        self.sync_map_stats();
     }
 
     /// Counters (packets/bytes each way, drops by reason, ICMP, fragments, bindings).
     pub fn stats(&self) -> XlatStats {
-        self.stats.clone()
+        let mut s = self.stats.clone();
+        s.mappings_dynamic = self.map.dynamic_len();
+        s.mappings_created = self.map.created;
+        s.mappings_expired = self.map.expired;
+        s.mapping_overflows = self.map.overflows;
+        s
     }
 
     /// All bindings, static first then dynamic by proxy IPv4 (for `rgw status`).
     pub fn mappings(&self) -> Vec<MappingInfo> {
         self.map.list()
-    }
-
-    fn sync_map_stats(&mut self) {
-        self.stats.mappings_dynamic = self.map.dynamic_len();
-        self.stats.mappings_created = self.map.created;
-        self.stats.mappings_expired = self.map.expired;
-        self.stats.mapping_overflows = self.map.overflows;
     }
 
     /// An empty output buffer, reused when possible.
