@@ -55,15 +55,6 @@ pub(crate) fn addr6(a: Ipv6Addr) -> u32 {
     sum(&a.octets())
 }
 
-/// IPv4 pseudo-header sum (RFC 793 / RFC 768).
-#[cfg(test)]
-pub(crate) fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u32) -> u32 {
-    add(
-        add(addr4(src), addr4(dst)),
-        u32::from(proto) + (len >> 16) + (len & 0xffff),
-    )
-}
-
 /// IPv6 pseudo-header sum (RFC 8200 §8.1).
 pub(crate) fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: u32) -> u32 {
     add(

@@ -78,10 +78,11 @@ impl XlatConfig {
 }
 
 impl Default for XlatConfig {
-    /// Example values: fd64:6464:6464::/96, 10.64.0.0/24, 300 s, 1024 bindings, MTU 1500 both sides.
+    /// Example values: fd64:6464:6464::/96, 10.64.0.0/24, 300 s, 1024 bindings, MTU
+    /// 1500 both sides, own_v4 10.64.1.1 (set it to the gateway's IPv4 address).
     fn default() -> Self {
         let prefix64 = Ipv6Addr::new(0xfd64, 0x6464, 0x6464, 0, 0, 0, 0, 0);
-        let own_v4 = Ipv4Addr::new(10, 64, 0, 1);
+        let own_v4 = Ipv4Addr::new(10, 64, 1, 1);
         XlatConfig {
             prefix64,
             pool4: Ipv4Addr::new(10, 64, 0, 0),
