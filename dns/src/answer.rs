@@ -771,12 +771,36 @@ mod tests {
     fn host_aaaa_on_the_private_view_only_for_a_ula() {
         let r = responder();
         let mut a = alloc(1);
-        let (m, o) = ask(&r, "hostb.gwa.demo.", RecordType::AAAA, View::Private, &mut a);
+        let (m, o) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Private,
+            &mut a,
+        );
         assert_eq!(o, Outcome::Static);
-        assert!(matches!(&m.answers[..], [rec] if rec.data == RData::AAAA(AAAA("fd00:192:168::102".parse().expect("ip")))));
-        let (m, o) = ask(&r, "hostb.gwa.demo.", RecordType::AAAA, View::Public, &mut a);
-        assert_eq!((m.answers.len(), o), (0, Outcome::NoData), "a ULA is not published");
-        let (m, _) = ask(&r, "hosta.gwa.demo.", RecordType::AAAA, View::Private, &mut a);
+        assert!(
+            matches!(&m.answers[..], [rec] if rec.data == RData::AAAA(AAAA("fd00:192:168::102".parse().expect("ip"))))
+        );
+        let (m, o) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!(
+            (m.answers.len(), o),
+            (0, Outcome::NoData),
+            "a ULA is not published"
+        );
+        let (m, _) = ask(
+            &r,
+            "hosta.gwa.demo.",
+            RecordType::AAAA,
+            View::Private,
+            &mut a,
+        );
         assert!(m.answers.is_empty(), "hosta has no IPv6");
         let mut zone = demo_zone();
         let mut hosts: Vec<_> = (0..2).filter_map(|i| zone.host(i).cloned()).collect();
@@ -794,7 +818,13 @@ mod tests {
             hosts,
         );
         let r = Responder::new(zone, DeniedPolicy::Drop);
-        let (m, _) = ask(&r, "hostb.gwa.demo.", RecordType::AAAA, View::Public, &mut a);
+        let (m, _) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Public,
+            &mut a,
+        );
         assert_eq!(m.answers.len(), 1, "a global address is published");
         assert!(a.asked.is_empty(), "AAAA never allocates");
     }

@@ -88,7 +88,9 @@ impl Synth {
         if r.metadata.message_type != MessageType::Response
             || r.metadata.id != q.metadata.id
             || r.metadata.response_code != ResponseCode::NoError
-            || r.answers.iter().any(|rec| rec.record_type() == question.query_type())
+            || r.answers
+                .iter()
+                .any(|rec| rec.record_type() == question.query_type())
         {
             // Real records exist (or the name does not): never synthesise.
             return Step::Pass;
@@ -269,7 +271,10 @@ mod tests {
         let real = reply(&q, vec![aaaa("v4only.demo.", "2001:db8::1", 60)]);
         assert_eq!(s.after_first(&q, &real, Family::V6), Step::Pass);
         let mx = query("v4only.demo.", RecordType::MX);
-        assert_eq!(s.after_first(&mx, &reply(&mx, vec![]), Family::V6), Step::Pass);
+        assert_eq!(
+            s.after_first(&mx, &reply(&mx, vec![]), Family::V6),
+            Step::Pass
+        );
         // NXDOMAIN passes.
         let mut nx = Message::from_vec(&first).expect("parses");
         nx.metadata.response_code = ResponseCode::NXDomain;
@@ -289,11 +294,7 @@ mod tests {
         let second = reply(
             &q2,
             vec![
-                Record::from_rdata(
-                    n("v6only.demo."),
-                    60,
-                    RData::CNAME(CNAME(n("web6.demo."))),
-                ),
+                Record::from_rdata(n("v6only.demo."), 60, RData::CNAME(CNAME(n("web6.demo.")))),
                 aaaa("web6.demo.", "2001:db8:0:113::80", 10),
             ],
         );
@@ -304,7 +305,10 @@ mod tests {
                 Some(Ipv4Addr::new(10, 64, 0, 9))
             })
             .expect("synthesised");
-        assert_eq!(asked, vec!["2001:db8:0:113::80".parse::<Ipv6Addr>().expect("ip")]);
+        assert_eq!(
+            asked,
+            vec!["2001:db8:0:113::80".parse::<Ipv6Addr>().expect("ip")]
+        );
         let m = Message::from_vec(&out).expect("parses");
         assert_eq!(m.answers.len(), 2, "the CNAME chain is kept");
         assert_eq!(m.answers[1].ttl, 10);

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::Ipv4Net;
 use serde::Deserialize;
 
 use crate::pool::{Proto, Service};
@@ -382,7 +382,12 @@ impl Config {
     }
 }
 
-pub(crate) fn invalid(file: &Path, key: &str, expected: &str, found: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn invalid(
+    file: &Path,
+    key: &str,
+    expected: &str,
+    found: impl std::fmt::Display,
+) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
         key: key.to_string(),
@@ -778,13 +783,8 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 (ipv4, false)
             }
             None => {
-                let proxy = crate::rgw64::config::host_proxy4(
-                    file,
-                    i,
-                    h.ipv6,
-                    h.proxy4,
-                    rgw64.as_mut(),
-                )?;
+                let proxy =
+                    crate::rgw64::config::host_proxy4(file, i, h.ipv6, h.proxy4, rgw64.as_mut())?;
                 (proxy, true)
             }
         };

@@ -183,7 +183,9 @@ impl DnsServer {
                     let (me, sock) = (Arc::clone(&self), Arc::clone(&sock));
                     tokio::spawn(async move {
                         let ask = |q: Vec<u8>| async move { forward_udp(&q, upstream).await };
-                        match crate::rgw64::dns::forward(me.rgw64.as_deref(), &packet, peer, ask).await {
+                        match crate::rgw64::dns::forward(me.rgw64.as_deref(), &packet, peer, ask)
+                            .await
+                        {
                             Ok(reply) => {
                                 let _ = sock.send_to(&reply, peer).await;
                             }

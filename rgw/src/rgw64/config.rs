@@ -276,28 +276,28 @@ pub(crate) fn host_proxy4(
     let taken = |a: Ipv4Addr, r: &Rgw64Config| r.statics.iter().any(|s| s.ipv4 == a);
     let addr = match proxy4 {
         Some(p) => {
-            if !r.pool4.contains(&p) || taken(p, r) {
+            let reserved = p == r.pool4.network() || p == r.pool4.broadcast();
+            if !r.pool4.contains(&p) || reserved || taken(p, r) {
                 return Err(invalid(
                     file,
                     &format!("hosts[{i}].proxy4"),
-                    &format!("a free address inside rgw64.pool4 {}", r.pool4),
+                    &format!(
+                        "a free host address inside rgw64.pool4 {} (not its network or broadcast address)",
+                        r.pool4
+                    ),
                     p,
                 ));
             }
             p
         }
-        None => r
-            .pool4
-            .hosts()
-            .find(|a| !taken(*a, r))
-            .ok_or_else(|| {
-                invalid(
-                    file,
-                    &format!("hosts[{i}].proxy4"),
-                    &format!("a free address in rgw64.pool4 {} (all taken)", r.pool4),
-                    "none",
-                )
-            })?,
+        None => r.pool4.hosts().find(|a| !taken(*a, r)).ok_or_else(|| {
+            invalid(
+                file,
+                &format!("hosts[{i}].proxy4"),
+                &format!("a free address in rgw64.pool4 {} (all taken)", r.pool4),
+                "none",
+            )
+        })?,
     };
     r.statics.push(StaticMap {
         ipv4: addr,
@@ -331,5 +331,181 @@ pub(crate) fn check_host_ipv6(
             v6,
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const BASE: &str = r#"
+[zone]
+name = "gwa.demo"
+[wan]
+interface = "wan0"
+service_address = "198.51.100.2"
+[lan]
+interface = "lan0"
+address = "192.168.0.1"
+network = "192.168.0.0/24"
+upstream_resolver = "203.0.113.54"
+[pool]
+addresses = ["198.51.100.17-198.51.100.19"]
+
+[rgw64]
+prefix64 = "fd64:64::/96"
+pool4 = "10.64.0.0/24"
+lan_prefix6 = "fd00:192:168::/64"
+lan_address6 = "fd00:192:168::1"
+wan_address6 = "2001:db8:0:100::2"
+
+[[hosts]]
+name = "hosta"
+ipv4 = "192.168.0.101"
+ipv6 = "fd00:192:168::101"
+
+[[hosts]]
+name = "hostc"
+ipv6 = "fd00:192:168::103"
+
+[[hosts]]
+name = "hostd"
+ipv6 = "fd00:192:168::104"
+proxy4 = "10.64.0.9"
+"#;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "rgw64-cfg-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let path = dir.join("rgw.toml");
+        std::fs::write(&path, text).expect("temp file is writable");
+        Config::load(&path).map_err(|e| e.to_string())
+    }
+
+    fn err(text: &str) -> String {
+        load(text).expect_err("config must be rejected")
+    }
+
+    #[test]
+    fn ipv6_only_hosts_get_static_proxy_addresses() {
+        let c = load(BASE).expect("valid");
+        let r = c.rgw64.as_ref().expect("section present");
+        assert_eq!(r.tun, "rgw64");
+        assert_eq!(r.synth_ttl, 30);
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
+        // hosta is dual-stack: its own IPv4, its IPv6 for AAAA, no static mapping.
+        assert_eq!(
+            (c.hosts[0].ipv4, c.hosts[0].ipv6_only),
+            (Ipv4Addr::new(192, 168, 0, 101), false)
+        );
+        // hostc: the first free pool4 host address; hostd: the one it asked for.
+        assert_eq!(c.hosts[1].ipv4, Ipv4Addr::new(10, 64, 0, 1));
+        assert!(c.hosts[1].ipv6_only);
+        assert_eq!(c.hosts[2].ipv4, Ipv4Addr::new(10, 64, 0, 9));
+        assert_eq!(
+            r.statics,
+            vec![
+                super::StaticMap {
+                    ipv4: Ipv4Addr::new(10, 64, 0, 1),
+                    ipv6: v6("fd00:192:168::103")
+                },
+                super::StaticMap {
+                    ipv4: Ipv4Addr::new(10, 64, 0, 9),
+                    ipv6: v6("fd00:192:168::104")
+                },
+            ]
+        );
+        assert_eq!(r.dynamic_capacity(), 254);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let cases: [(&str, &str, &str); 10] = [
+            (
+                "proxy4 = \"10.64.0.9\"",
+                "proxy4 = \"10.64.0.255\"",
+                "hosts[2].proxy4",
+            ),
+            ("fd64:64::/96", "64:ff9b::/96", "rgw64.prefix64"),
+            ("fd64:64::/96", "fd64:64::/64", "rgw64.prefix64"),
+            ("10.64.0.0/24", "203.0.113.0/24", "rgw64.pool4"),
+            ("10.64.0.0/24", "192.168.0.0/16", "rgw64.pool4"),
+            (
+                "lan_address6 = \"fd00:192:168::1\"",
+                "lan_address6 = \"fd00:1::1\"",
+                "rgw64.lan_address6",
+            ),
+            (
+                "ipv6 = \"fd00:192:168::103\"",
+                "ipv6 = \"fd00:9::103\"",
+                "hosts[1].ipv6",
+            ),
+            (
+                "proxy4 = \"10.64.0.9\"",
+                "proxy4 = \"10.65.0.9\"",
+                "hosts[2].proxy4",
+            ),
+            (
+                "proxy4 = \"10.64.0.9\"",
+                "proxy4 = \"10.64.0.1\"",
+                "hosts[2].proxy4",
+            ),
+            (
+                "wan_address6 = \"2001:db8:0:100::2\"",
+                "wan_address6 = \"fd00:192:168::7\"",
+                "rgw64.wan_address6",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = err(&BASE.replace(from, to));
+            assert!(e.contains("rgw.toml") && e.contains(key), "{to}: {e}");
+        }
+        // An IPv6-only host needs the section.
+        let no_section = BASE.replace("[rgw64]", "[ignored]");
+        assert!(err(&no_section).contains("ignored"));
+        let disabled = BASE.replace("[rgw64]", "[rgw64]\nenabled = false");
+        let e = err(&disabled);
+        assert!(e.contains("hosts[1].ipv4") && e.contains("[rgw64]"), "{e}");
+        // A host with neither address.
+        let e = err(&BASE.replace("ipv6 = \"fd00:192:168::103\"\n", ""));
+        assert!(e.contains("hosts[1].ipv4"), "{e}");
+        // proxy4 only for IPv6-only hosts.
+        let e = err(&BASE.replace(
+            "ipv6 = \"fd00:192:168::101\"",
+            "ipv6 = \"fd00:192:168::101\"\nproxy4 = \"10.64.0.5\"",
+        ));
+        assert!(e.contains("hosts[0].proxy4"), "{e}");
+        let e = err(&BASE.replace(
+            "ipv6 = \"fd00:192:168::104\"",
+            "ipv6 = \"fd00:192:168::103\"",
+        ));
+        assert!(e.contains("hosts[2].ipv6") && e.contains("hostc"), "{e}");
+    }
+
+    #[test]
+    fn ruleset_carries_pool4_and_the_tun() {
+        let c = load(BASE).expect("valid");
+        let text = crate::dataplane::ruleset::render(&c, crate::dataplane::QueueVia::Xt);
+        assert!(
+            text.contains("ip saddr { 192.168.0.0/24, 10.64.0.0/24 } snat to 198.51.100.2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("iifname \"wan0\" oifname \"rgw64\" ct status dnat accept"),
+            "{text}"
+        );
+        // The claim of an IPv6-only host DNATs to its proxy IPv4.
+        let map = crate::dataplane::ruleset::render_host_map(&c);
+        assert!(map.contains("0x52430002 : 10.64.0.1"), "{map}");
+        let r = c.rgw64.as_ref().expect("section");
+        let six = super::super::plumbing::render6(&c, r);
+        assert!(six.contains(
+            "oifname \"wan0\" ip6 saddr { fd00:192:168::/64, fd64:64::/96 } snat to 2001:db8:0:100::2"
+        ));
     }
 }

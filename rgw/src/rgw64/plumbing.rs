@@ -70,9 +70,15 @@ pub fn install(cfg: &Config, r: &Rgw64Config) -> Result<()> {
     sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
     ip(&["link", "set", "dev", tun, "up", "mtu", &r.mtu.to_string()])?;
     ip(&["-4", "route", "replace", &r.pool4.to_string(), "dev", tun])?;
-    ip(&["-6", "route", "replace", &r.prefix64.to_string(), "dev", tun])?;
-    crate::dataplane::nft_script(&render6(cfg, r), false)
-        .context("installing the ip6 table")?;
+    ip(&[
+        "-6",
+        "route",
+        "replace",
+        &r.prefix64.to_string(),
+        "dev",
+        tun,
+    ])?;
+    crate::dataplane::nft_script(&render6(cfg, r), false).context("installing the ip6 table")?;
     info!(tun, prefix64 = %r.prefix64, pool4 = %r.pool4, wan6 = %r.wan_address6, statics = r.statics.len(), "RGW64 plumbing installed");
     Ok(())
 }
