@@ -2,7 +2,7 @@
 //! errors the translator originates itself.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::checksum;
 use crate::wire::{
@@ -15,6 +15,10 @@ use crate::{Drop, Translator};
 const ICMP4_ERROR_MAX: usize = 576;
 /// RFC 4443 §2.4 (c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
 const ICMP6_ERROR_MAX: usize = 1280;
+
+/// Originated ICMP errors: bucket size and refill period (100 per second).
+pub(crate) const ERROR_BURST: u32 = 100;
+const ERROR_REFILL: Duration = Duration::from_millis(10);
 
 /// RFC 1191 §7 plateau table, for ICMPv4 Fragmentation Needed without an MTU.
 const PLATEAUS: [u16; 10] = [32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68];
@@ -413,8 +417,10 @@ impl Translator {
 
     /// An ICMPv4 error from `own_v4` to the source of the IPv4 packet `pkt` (RFC 1812
     /// §4.3.2: not about ICMP errors, non-first fragments or non-unicast sources).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn icmp4_error(
         &mut self,
+        now: Instant,
         h: &Ipv4Hdr,
         pkt: &[u8],
         typ: u8,
@@ -426,6 +432,9 @@ impl Translator {
             return;
         }
         if h.proto == PROTO_ICMP && pkt.get(h.hlen).is_none_or(|t| is_icmp4_error(*t)) {
+            return;
+        }
+        if !self.icmp_error_allowed(now) {
             return;
         }
         let quote = pkt
@@ -457,8 +466,10 @@ impl Translator {
 
     /// An ICMPv6 error from `own_v6` to the source of the IPv6 packet `pkt` (RFC 4443
     /// §2.4: not about ICMPv6 errors, non-first fragments or non-unicast sources).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn icmp6_error(
         &mut self,
+        now: Instant,
         h: &Ipv6Hdr,
         pkt: &[u8],
         typ: u8,
@@ -470,6 +481,9 @@ impl Translator {
             return;
         }
         if h.proto == PROTO_ICMPV6 && pkt.get(h.l4_off).is_none_or(|t| *t < 128) {
+            return;
+        }
+        if !self.icmp_error_allowed(now) {
             return;
         }
         let quote = pkt
@@ -489,6 +503,31 @@ impl Translator {
         put16(&mut b, 42, checksum::finish(s));
         out.push(b);
         self.stats.icmp_errors_sent += 1;
+    }
+
+    /// Token bucket shared by both families (RFC 4443 §2.4 (f): ICMPv6 errors MUST be
+    /// rate limited; RFC 1812 §4.3.2.8 likewise for ICMPv4).
+    fn icmp_error_allowed(&mut self, now: Instant) -> bool {
+        match self.icmp_refill {
+            None => self.icmp_refill = Some(now),
+            Some(t) => {
+                let elapsed = now.saturating_duration_since(t);
+                let add = elapsed.as_nanos() / ERROR_REFILL.as_nanos();
+                if add >= u128::from(ERROR_BURST) {
+                    self.icmp_tokens = ERROR_BURST;
+                    self.icmp_refill = Some(now);
+                } else if add > 0 {
+                    self.icmp_tokens = (self.icmp_tokens + add as u32).min(ERROR_BURST);
+                    self.icmp_refill = Some(t + ERROR_REFILL * add as u32);
+                }
+            }
+        }
+        if self.icmp_tokens == 0 {
+            self.stats.icmp_errors_rate_limited += 1;
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
     }
 
     fn next_error_ident(&mut self) -> u16 {

@@ -61,9 +61,13 @@ pub struct XlatConfig {
     pub mtu6: u16,
     /// Path MTU assumed on the IPv4 side (>= 576).
     pub mtu4: u16,
-    /// Source address of the ICMPv4 errors the translator originates (gateway's IPv4).
-    /// Also used as the IPv4 source of translated ICMPv6 errors from IPv6 routers that
-    /// have no binding (RFC 7915 §5.1 / RFC 6791), so traceroute does not eat the pool.
+    /// The translator's own IPv4 address (TAYGA's `ipv4-addr`): source of the ICMPv4
+    /// errors it originates, and IPv4 source of translated ICMPv6 errors from IPv6
+    /// routers that have no binding (RFC 7915 §5.1 / RFC 6791), so traceroute does not
+    /// eat the pool. It must NOT be an address of a local interface: Linux drops a
+    /// packet arriving on the TUN with a local source address (martian, unless
+    /// `accept_local`). Typically the first host address of pool4; inside pool4 it is
+    /// reserved and never handed out.
     pub own_v4: Ipv4Addr,
     /// Source address of the ICMPv6 errors the translator originates; the natural
     /// choice is `prefix64::own_v4` ([`XlatConfig::own_v6_default`]).
@@ -78,11 +82,11 @@ impl XlatConfig {
 }
 
 impl Default for XlatConfig {
-    /// Example values: fd64:6464:6464::/96, 10.64.0.0/24, 300 s, 1024 bindings, MTU
-    /// 1500 both sides, own_v4 10.64.1.1 (set it to the gateway's IPv4 address).
+    /// Example values: fd64:6464:6464::/96, 10.64.0.0/24 with own_v4 10.64.0.1 (own_v6
+    /// fd64:6464:6464::a40:1), 300 s, 1024 bindings, MTU 1500 both sides.
     fn default() -> Self {
         let prefix64 = Ipv6Addr::new(0xfd64, 0x6464, 0x6464, 0, 0, 0, 0, 0);
-        let own_v4 = Ipv4Addr::new(10, 64, 1, 1);
+        let own_v4 = Ipv4Addr::new(10, 64, 0, 1);
         XlatConfig {
             prefix64,
             pool4: Ipv4Addr::new(10, 64, 0, 0),
@@ -108,13 +112,13 @@ pub enum XlatError {
     PoolLength(u8),
     #[error("pool4 {0}/{1} is not a private range (10/8, 172.16/12, 192.168/16, 100.64/10)")]
     PoolNotPrivate(Ipv4Addr, u8),
-    #[error("own_v4 {0} lies inside pool4; choose a gateway address outside the proxy range")]
-    OwnV4InPool(Ipv4Addr),
+    #[error("own_v4 {0} is not a unicast address")]
+    OwnV4(Ipv4Addr),
     #[error("static mapping {0} -> {1}: IPv4 address outside pool4")]
     StaticOutsidePool(Ipv4Addr, Ipv6Addr),
     #[error("static mapping {0} -> {1}: IPv6 address inside prefix64 (would loop)")]
     StaticInPrefix64(Ipv4Addr, Ipv6Addr),
-    #[error("static mapping {0} -> {1}: IPv4 address is pool4's network or broadcast address")]
+    #[error("static mapping {0} -> {1}: IPv4 address is pool4's network or broadcast address, or own_v4")]
     StaticReserved(Ipv4Addr, Ipv6Addr),
     #[error("static mapping {0} -> {1}: duplicate IPv4 or IPv6 address")]
     StaticDuplicate(Ipv4Addr, Ipv6Addr),
@@ -248,6 +252,9 @@ pub struct XlatStats {
     pub icmp_6to4: u64,
     /// ICMP errors originated by the translator (Time Exceeded, PTB, Frag Needed, ...).
     pub icmp_errors_sent: u64,
+    /// ICMP errors not sent because of the rate limit (RFC 4443 §2.4 (f), RFC 1812
+    /// §4.3.2.8): 100 per second, bursts of 100.
+    pub icmp_errors_rate_limited: u64,
     /// Input packets that were fragments (either direction).
     pub fragments_in: u64,
     /// Fragments produced by fragmenting a packet larger than the MTU.
@@ -296,6 +303,9 @@ pub struct Translator {
     next_ident: u16,
     /// Spare output buffers handed back through [`Translator::recycle`].
     spare: Vec<Vec<u8>>,
+    /// Token bucket for originated ICMP errors.
+    icmp_tokens: u32,
+    icmp_refill: Option<Instant>,
 }
 
 impl Translator {
@@ -315,6 +325,8 @@ impl Translator {
             stats,
             next_ident: 1,
             spare: Vec::new(),
+            icmp_tokens: icmp::ERROR_BURST,
+            icmp_refill: None,
         })
     }
 
@@ -388,7 +400,7 @@ impl Translator {
         if self.extract(v6).is_some() || !wire::v6_unicast(v6) {
             return None;
         }
-        self.map.get_or_create(now, v6, MappingOrigin::Dns)
+        self.map.get_or_create(now, v6, MappingOrigin::Dns, false)
     }
 
     /// The IPv6 address bound to the proxy IPv4 `v4`, if there is a binding (an idle

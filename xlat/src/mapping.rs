@@ -60,6 +60,8 @@ struct Entry {
 pub(crate) struct MappingTable {
     base: u32,
     mask: u32,
+    /// The translator's own IPv4 (never handed out when inside the pool).
+    own: Ipv4Addr,
     timeout: Duration,
     max_dynamic: usize,
     by_v4: HashMap<Ipv4Addr, Entry>,
@@ -126,6 +128,7 @@ impl MappingTable {
         let mut t = MappingTable {
             base,
             mask,
+            own: cfg.own_v4,
             timeout: cfg.dynamic_timeout,
             max_dynamic: cfg.max_dynamic,
             by_v4: HashMap::new(),
@@ -136,8 +139,8 @@ impl MappingTable {
             expired: 0,
             overflows: 0,
         };
-        if t.in_pool(cfg.own_v4) {
-            return Err(XlatError::OwnV4InPool(cfg.own_v4));
+        if !crate::wire::v4_unicast(cfg.own_v4) {
+            return Err(XlatError::OwnV4(cfg.own_v4));
         }
         let prefix96 = &cfg.prefix64.octets()[..12];
         for &(v4, v6) in &cfg.static_map {
@@ -179,10 +182,10 @@ impl MappingTable {
         u32::from(v4) & self.mask == self.base
     }
 
-    /// Network and broadcast addresses of pool4 are never handed out.
+    /// Network and broadcast addresses of pool4, and own_v4, are never handed out.
     fn reserved(&self, v4: Ipv4Addr) -> bool {
         let host = u32::from(v4) & !self.mask;
-        host == 0 || host == !self.mask
+        host == 0 || host == !self.mask || v4 == self.own
     }
 
     fn dead(&self, e: &Entry, now: Instant) -> bool {
@@ -196,12 +199,14 @@ impl MappingTable {
         self.dynamic
     }
 
-    /// Binding for `v6`, refreshed, created when absent (`None` when full).
+    /// Binding for `v6`, refreshed, created when absent (`None` when full); counts
+    /// one packet through it when `packet`.
     pub(crate) fn get_or_create(
         &mut self,
         now: Instant,
         v6: Ipv6Addr,
         origin: MappingOrigin,
+        packet: bool,
     ) -> Option<Ipv4Addr> {
         if let Some(&v4) = self.by_v6.get(&v6) {
             if let Some(e) = self.by_v4.get_mut(&v4) {
@@ -209,6 +214,7 @@ impl MappingTable {
                     // A binding not yet swept is revived: nobody else can hold its address.
                     e.last_used = Some(now);
                 }
+                e.packets += u64::from(packet);
                 return Some(v4);
             }
         }
@@ -230,7 +236,7 @@ impl MappingTable {
                 origin,
                 created: Some(now),
                 last_used: Some(now),
-                packets: 0,
+                packets: u64::from(packet),
             },
         );
         self.by_v6.insert(v6, v4);
@@ -261,13 +267,6 @@ impl MappingTable {
     pub(crate) fn v6_to_v4(&mut self, now: Instant, v6: Ipv6Addr, touch: bool) -> Option<Ipv4Addr> {
         let v4 = *self.by_v6.get(&v6)?;
         self.v4_to_v6(now, v4, touch).map(|_| v4)
-    }
-
-    /// Count one packet through the binding of `v4` (already known live).
-    pub(crate) fn count(&mut self, v4: Ipv4Addr) {
-        if let Some(e) = self.by_v4.get_mut(&v4) {
-            e.packets += 1;
-        }
     }
 
     pub(crate) fn peek_v4(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {

@@ -348,9 +348,16 @@ fn config_validation() {
         XlatError::PoolNotPrivate(..)
     ));
     assert_eq!(
-        bad(&|c| c.own_v4 = Ipv4Addr::new(10, 64, 0, 1)),
-        XlatError::OwnV4InPool(Ipv4Addr::new(10, 64, 0, 1))
+        bad(&|c| c.own_v4 = Ipv4Addr::new(224, 0, 0, 1)),
+        XlatError::OwnV4(Ipv4Addr::new(224, 0, 0, 1))
     );
+    assert!(matches!(
+        bad(&|c| {
+            c.own_v4 = Ipv4Addr::new(10, 64, 0, 1);
+            c.static_map = vec![(Ipv4Addr::new(10, 64, 0, 1), static6())];
+        }),
+        XlatError::StaticReserved(..)
+    ));
     assert!(matches!(
         bad(&|c| c.static_map = vec![(Ipv4Addr::new(10, 65, 0, 1), static6())]),
         XlatError::StaticOutsidePool(..)
@@ -1461,6 +1468,79 @@ fn small_pool_exhaustion() {
     );
     assert_eq!(t.map_v6(t0, "2001:db8::c".parse().unwrap()), None);
     assert_eq!(t.stats().mapping_overflows, 1);
+    // own_v4 inside pool4 is reserved: a /30 then has a single proxy address.
+    let mut c = cfg();
+    c.pool4_len = 30;
+    c.static_map = vec![];
+    c.own_v4 = Ipv4Addr::new(10, 64, 0, 1);
+    let mut t = Translator::new(c).unwrap();
+    assert_eq!(
+        t.map_v6(t0, "2001:db8::a".parse().unwrap()),
+        Some(Ipv4Addr::new(10, 64, 0, 2))
+    );
+    assert_eq!(t.map_v6(t0, "2001:db8::b".parse().unwrap()), None);
+    // The next IPv6 source is refused with Destination Unreachable (RFC 7915 §5.4).
+    let p = udp_out(b"no room");
+    let out = dropped(&mut t, t0, &p, Drop::PoolExhausted);
+    assert_eq!(out.len(), 1);
+    assert_v6_l4(&out[0]);
+    assert_eq!((out[0][40], out[0][41]), (1, 0));
+    assert_eq!(v6_dst(&out[0]), host6());
+}
+
+#[test]
+fn dead_binding_gets_host_unreachable() {
+    let mut t = xl();
+    let now = Instant::now();
+    let d = Ipv4Addr::new(10, 64, 0, 77);
+    let p = V4::new(REMOTE4, d, 17).build(&udp4(REMOTE4, d, b"late"));
+    let out = dropped(&mut t, now, &p, Drop::DstNotMapped);
+    assert_eq!(out.len(), 1);
+    assert_v4_l4(&out[0]);
+    assert_eq!((v4_src(&out[0]), v4_dst(&out[0])), (OWN4, REMOTE4));
+    assert_eq!((out[0][20], out[0][21]), (3, 1));
+    // Outside pool4 (not ours to answer): silent.
+    let o = Ipv4Addr::new(10, 1, 1, 1);
+    let p = V4::new(REMOTE4, o, 17).build(&udp4(REMOTE4, o, b"x"));
+    assert!(dropped(&mut t, now, &p, Drop::DstNotMapped).is_empty());
+}
+
+#[test]
+fn originated_errors_are_rate_limited() {
+    let mut t = xl();
+    let t0 = Instant::now();
+    let mut h = V4::new(REMOTE4, STATIC4, 17);
+    h.ttl = 1;
+    let p = h.build(&udp4(REMOTE4, STATIC4, b"flood"));
+    let mut sent = 0;
+    for _ in 0..250 {
+        sent += run(&mut t, t0, &p).1.len();
+    }
+    assert_eq!(sent, 100, "burst of 100");
+    assert_eq!(t.stats().icmp_errors_rate_limited, 150);
+    assert_eq!(t.stats().dropped(Drop::TtlExpired), 250);
+    // 100 ms later: 10 more tokens.
+    let later = t0 + Duration::from_millis(100);
+    let mut sent = 0;
+    for _ in 0..50 {
+        sent += run(&mut t, later, &p).1.len();
+    }
+    assert_eq!(sent, 10);
+    // After a long pause the bucket is full again (both families share it).
+    let much_later = t0 + Duration::from_secs(10);
+    let p6 = v6(
+        host6(),
+        p64(REMOTE4),
+        17,
+        1,
+        &[],
+        &udp6(host6(), p64(REMOTE4), b"x"),
+    );
+    let mut sent = 0;
+    for _ in 0..150 {
+        sent += run(&mut t, much_later, &p6).1.len();
+    }
+    assert_eq!(sent, 100);
 }
 
 // ---------------------------------------------------------------- robustness

@@ -35,10 +35,11 @@ impl Translator {
         if !self.map.in_pool(h.dst) {
             return Err(Drop::DstNotMapped);
         }
-        let dst6 = self
-            .map
-            .v4_to_v6(now, h.dst, true)
-            .ok_or(Drop::DstNotMapped)?;
+        let Some(dst6) = self.map.v4_to_v6(now, h.dst, true) else {
+            // RFC 7915 §4.4: no IPv6 address for this destination → Host Unreachable.
+            self.icmp4_error(now, &h, pkt, 3, 1, 0, out);
+            return Err(Drop::DstNotMapped);
+        };
         let src6 = self.v4_source_to_v6(now, h.src)?;
         if h.is_fragment() {
             self.stats.fragments_in += 1;
@@ -47,14 +48,14 @@ impl Translator {
         // RFC 7915 §4.1 "IPv4 options": ignored, except that an unexpired source
         // route makes us drop the packet and send Source Route Failed.
         if has_source_route(options) {
-            self.icmp4_error(&h, pkt, 3, 5, 0, out);
+            self.icmp4_error(now, &h, pkt, 3, 5, 0, out);
             return Err(Drop::SourceRoute);
         }
 
         // RFC 7915 §4.1 "Hop Limit": the translator is a router; decrement once and
         // send Time Exceeded (in transit) when the TTL runs out.
         if h.ttl <= 1 {
-            self.icmp4_error(&h, pkt, 11, 0, 0, out);
+            self.icmp4_error(now, &h, pkt, 11, 0, 0, out);
             return Err(Drop::TtlExpired);
         }
         let hop_limit = h.ttl - 1;
@@ -95,7 +96,7 @@ impl Translator {
             // bytes longer, 28 with a Fragment header).
             self.give_back(buf);
             let mtu = mtu6.saturating_sub(if frag_hdr { 28 } else { 20 });
-            self.icmp4_error(&h, pkt, 3, 4, mtu as u32, out);
+            self.icmp4_error(now, &h, pkt, 3, 4, mtu as u32, out);
             return Err(Drop::FragNeeded);
         }
 

@@ -43,14 +43,14 @@ impl Translator {
         // RFC 7915 §5.1: a Routing header with Segments Left != 0 is not translated;
         // Parameter Problem (code 0) pointing at Segments Left goes back.
         if let Some(ptr) = h.routing_pending {
-            self.icmp6_error(&h, pkt, 4, 0, ptr as u32, out);
+            self.icmp6_error(now, &h, pkt, 4, 0, ptr as u32, out);
             return Err(Drop::RoutingHeader);
         }
 
         // RFC 7915 §5.1 "TTL": Hop Limit minus one (the translator is a router);
         // Time Exceeded (hop limit exceeded in transit) when it runs out.
         if h.hop_limit <= 1 {
-            self.icmp6_error(&h, pkt, 3, 0, 0, out);
+            self.icmp6_error(now, &h, pkt, 3, 0, 0, out);
             return Err(Drop::TtlExpired);
         }
         let ttl = h.hop_limit - 1;
@@ -97,7 +97,7 @@ impl Translator {
             // (RFC 8200 §5: the IPv6 minimum; the packet then fits the DF-clear case).
             self.give_back(buf);
             let mtu = (mtu4 + 20).max(1280);
-            self.icmp6_error(&h, pkt, 2, 0, mtu as u32, out);
+            self.icmp6_error(now, &h, pkt, 2, 0, mtu as u32, out);
             return Err(Drop::PacketTooBig);
         }
 
@@ -107,6 +107,11 @@ impl Translator {
             Ok(a) => a,
             Err(e) => {
                 self.give_back(buf);
+                if e == Drop::PoolExhausted {
+                    // RFC 7915 §5.4: the packet cannot be translated → Destination
+                    // Unreachable, no route to destination.
+                    self.icmp6_error(now, &h, pkt, 1, 0, 0, out);
+                }
                 return Err(e);
             }
         };
@@ -199,9 +204,8 @@ impl Translator {
         }
         let v4 = self
             .map
-            .get_or_create(now, src, MappingOrigin::Packet)
+            .get_or_create(now, src, MappingOrigin::Packet, true)
             .ok_or(Drop::PoolExhausted)?;
-        self.map.count(v4);
         Ok(v4)
     }
 
