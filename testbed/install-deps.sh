@@ -10,7 +10,7 @@
 #
 # Usage: install-deps.sh          the testbed and the tests
 #        install-deps.sh bench    also the benchmark suite's peers and tools
-#                                 (knot, iperf3, python3-matplotlib, linux-perf,
+#                                 (knot, iperf3, tayga, python3-matplotlib, linux-perf,
 #                                 valgrind), see testbed/bench/bench.sh
 set -euo pipefail
 
@@ -23,7 +23,7 @@ PKGS=(
     libnftnl-dev libmnl-dev pkg-config build-essential
     procps psmisc
 )
-BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
+BENCH_PKGS=(knot iperf3 tayga python3-matplotlib linux-perf valgrind)
 
 case "${1:-}" in
     "") ;;
