@@ -541,48 +541,60 @@ fn round_trip_4to6to4() {
     let now = Instant::now();
     let s = Ipv4Addr::new(10, 65, 0, 1);
     let d = Ipv4Addr::new(10, 64, 0, 10);
-    for payload in [
-        udp4(s, d, b"round trip"),
-        tcp4(s, d, &[0x55; 300]),
-        icmp4(8, 0, 0x0042_0007, b"ping data"),
-    ] {
-        let proto = match payload.len() {
-            _ if payload == udp4(s, d, b"round trip") => 17,
-            _ if payload[0] == 8 => 1,
-            _ => 6,
-        };
-        let p4 = V4::new(s, d, proto).build(&payload);
+    let cases: [(u8, Vec<u8>, bool); 5] = [
+        (17, udp4(s, d, b"round trip"), false),
+        (6, tcp4(s, d, &[0x55; 300]), false),
+        (1, icmp4(8, 0, 0x0042_0007, b"ping data"), false),
+        // DF set and above 1260 bytes: DF survives (RFC 7915 §5.1 rule).
+        (17, udp4(s, d, &[0x66; 1300]), true),
+        (1, icmp4(0, 0, 0x0042_0008, b"pong data"), false),
+    ];
+    for (proto, payload, df) in cases {
+        let mut h = V4::new(s, d, proto);
+        h.df = df;
+        let p4 = h.build(&payload);
         let p6 = one(&mut a, now, &p4);
         let back = one(&mut b, now, &p6);
         same_v4_modulo_ttl(&p4, &back, 2);
         assert_v4_l4(&back);
-        // And the other way: 6→4→6 returns the IPv6 packet modulo Hop Limit.
-        let p4b = one(&mut a, now, &{
-            // The IPv6 packet B would produce for the reply direction.
-            let r4 = V4::new(d, s, proto).build(&match proto {
-                17 => udp4(d, s, b"reply"),
-                6 => tcp4(d, s, b"reply"),
-                _ => icmp4(0, 0, 0x0042_0007, b"ping data"),
-            });
-            one(&mut b, now, &r4)
-        });
-        assert_eq!((v4_src(&p4b), v4_dst(&p4b)), (d, s));
-        assert_v4_l4(&p4b);
-        let p6b = one(&mut b, now, &p4b);
-        let orig6 = {
-            let r4 = V4::new(d, s, proto).build(&match proto {
-                17 => udp4(d, s, b"reply"),
-                6 => tcp4(d, s, b"reply"),
-                _ => icmp4(0, 0, 0x0042_0007, b"ping data"),
-            });
-            one(&mut b, now, &r4)
-        };
-        let mut x = p6b.clone();
-        let mut y = orig6.clone();
-        assert_eq!(x[7] + 2, y[7]);
-        x[7] = 0;
-        y[7] = 0;
-        assert_eq!(x, y);
+    }
+    // A fragment keeps even its Identification (low 16 bits of the IPv6 one).
+    let mut h = V4::new(s, d, 17);
+    h.mf = true;
+    h.ident = 0xbeef;
+    let p4 = h.build(&udp4(s, d, &[1; 64]));
+    let back = one(&mut b, now, &one(&mut a, now, &p4));
+    assert_eq!(get16(&back, 4), 0xbeef);
+    same_v4_modulo_ttl(&p4, &back, 2);
+}
+
+#[test]
+fn round_trip_6to4to6() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    let pa: Ipv6Addr = "fd0a::a41:1".parse().unwrap(); // fd0a::10.65.0.1
+    let pb: Ipv6Addr = "fd0b::a40:a".parse().unwrap(); // fd0b::10.64.0.10
+    let payloads: [(u8, Vec<u8>); 3] = [
+        (17, udp6(pb, pa, b"six to four to six")),
+        (6, tcp6(pb, pa, &[0x77; 500])),
+        (58, icmp6(pb, pa, 128, 0, 0x0001_0001, b"echo")),
+    ];
+    for (next, payload) in payloads {
+        let mut p6 = v6(pb, pa, next, 64, &[], &payload);
+        // The flow label does not survive translation (RFC 7915 §4.1 sets 0).
+        p6[1] &= 0xf0;
+        p6[2] = 0;
+        p6[3] = 0;
+        let p4 = one(&mut a, now, &p6);
+        assert_eq!(
+            (v4_src(&p4), v4_dst(&p4)),
+            (Ipv4Addr::new(10, 64, 0, 10), Ipv4Addr::new(10, 65, 0, 1))
+        );
+        assert_v4_l4(&p4);
+        let mut back = one(&mut b, now, &p4);
+        assert_eq!(back[7] + 2, p6[7]);
+        back[7] = p6[7];
+        assert_eq!(back, p6);
     }
 }
 
@@ -900,7 +912,9 @@ fn icmp6_error_time_exceeded_carries_original_packet() {
 #[test]
 fn icmp6_error_codes_and_types() {
     // (v6 type, code, param) → (v4 type, code, rest)
-    let cases: [(u8, u8, u32, u8, u8, u32); 9] = [
+    let cases: [(u8, u8, u32, u8, u8, u32); 11] = [
+        (4, 0, 6, 12, 0, 9 << 24),   // Next Header → Protocol
+        (4, 0, 10, 12, 0, 12 << 24), // inside Source Address
         (1, 0, 0, 3, 1, 0),
         (1, 1, 0, 3, 10, 0),
         (1, 3, 0, 3, 1, 0),
@@ -930,6 +944,34 @@ fn icmp6_error_codes_and_types() {
     let mut t = xl();
     let (_, r, _) = v6_error_for_inbound(&mut t, 1, 5, 0, None, 50);
     assert_eq!(r, Err(Drop::IcmpUntranslatable), "unknown unreachable code");
+}
+
+#[test]
+fn icmp6_error_about_echo_rewrites_inner_echo() {
+    // traceroute -I from an IPv4 host to the static IPv6 host.
+    let mut t = xl();
+    let now = Instant::now();
+    let mut h = V4::new(REMOTE4, STATIC4, 1);
+    h.ttl = 3;
+    let echo4 = h.build(&icmp4(8, 0, 0x0003_0004, b"probe"));
+    let sent6 = one(&mut t, now, &echo4);
+    assert_v6_l4(&sent6);
+    let err = v6(
+        router6(),
+        p64(REMOTE4),
+        58,
+        64,
+        &[],
+        &icmp6(router6(), p64(REMOTE4), 3, 0, 0, &sent6),
+    );
+    let e = one(&mut t, now, &err);
+    assert_v4_l4(&e);
+    assert_eq!((e[20], e[21]), (11, 0));
+    let inner = &e[28..];
+    assert_eq!((inner[20], inner[21]), (8, 0), "inner echo request again");
+    assert_eq!(&inner[24..28], &[0, 3, 0, 4]);
+    assert_v4_l4(inner);
+    same_v4_modulo_ttl(&echo4, inner, 1);
 }
 
 #[test]
