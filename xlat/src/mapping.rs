@@ -56,6 +56,64 @@ struct Entry {
     packets: u64,
 }
 
+/// Bindings indexed by the proxy IPv4's offset in pool4 (at most /16): a lookup
+/// on the packet path is an array access, no hashing.
+#[derive(Debug)]
+struct Slots {
+    base: u32,
+    slots: Vec<Option<Entry>>,
+}
+
+impl Slots {
+    fn new(base: u32, size: u32) -> Self {
+        Slots {
+            base,
+            slots: vec![None; size as usize],
+        }
+    }
+
+    fn index(&self, v4: &Ipv4Addr) -> Option<usize> {
+        let i = u32::from(*v4).checked_sub(self.base)? as usize;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    fn get(&self, v4: &Ipv4Addr) -> Option<&Entry> {
+        self.slots.get(self.index(v4)?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, v4: &Ipv4Addr) -> Option<&mut Entry> {
+        let i = self.index(v4)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    fn contains_key(&self, v4: &Ipv4Addr) -> bool {
+        self.get(v4).is_some()
+    }
+
+    fn insert(&mut self, v4: Ipv4Addr, e: Entry) {
+        if let Some(i) = self.index(&v4) {
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = Some(e);
+            }
+        }
+    }
+
+    fn remove(&mut self, v4: &Ipv4Addr) {
+        if let Some(i) = self.index(v4) {
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = None;
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, &Entry)> + '_ {
+        self.slots.iter().enumerate().filter_map(move |(i, e)| {
+            e.as_ref()
+                .map(|e| (Ipv4Addr::from(self.base + i as u32), e))
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct MappingTable {
     base: u32,
@@ -64,7 +122,7 @@ pub(crate) struct MappingTable {
     own: Ipv4Addr,
     timeout: Duration,
     max_dynamic: usize,
-    by_v4: HashMap<Ipv4Addr, Entry>,
+    by_v4: Slots,
     by_v6: HashMap<Ipv6Addr, Ipv4Addr>,
     /// Free proxy IPv4 addresses; freed ones go to the back so an address is reused
     /// as late as possible (late packets of an old flow do not reach a new host).
@@ -131,7 +189,7 @@ impl MappingTable {
             own: cfg.own_v4,
             timeout: cfg.dynamic_timeout,
             max_dynamic: cfg.max_dynamic,
-            by_v4: HashMap::new(),
+            by_v4: Slots::new(base, 1u32 << (32 - u32::from(cfg.pool4_len))),
             by_v6: HashMap::new(),
             free: VecDeque::new(),
             dynamic: 0,
@@ -279,9 +337,9 @@ impl MappingTable {
 
     pub(crate) fn expire(&mut self, now: Instant) {
         let mut gone = Vec::new();
-        for (v4, e) in &self.by_v4 {
+        for (v4, e) in self.by_v4.iter() {
             if self.dead(e, now) {
-                gone.push((*v4, e.v6));
+                gone.push((v4, e.v6));
             }
         }
         for (v4, v6) in gone {
@@ -298,7 +356,7 @@ impl MappingTable {
             .by_v4
             .iter()
             .map(|(v4, e)| MappingInfo {
-                v4: *v4,
+                v4,
                 v6: e.v6,
                 origin: e.origin,
                 created: e.created,
