@@ -1597,6 +1597,35 @@ impl XorShift {
     }
 }
 
+/// Recompute the IPv4 header checksum and the outer ICMP/ICMPv6 checksum so that
+/// mutated packets get past the checksum checks into the deeper paths.
+fn repair_checksums(p: &mut [u8]) {
+    match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => {
+            let hlen = usize::from(p[0] & 15) * 4;
+            if hlen < 20 || hlen > p.len() {
+                return;
+            }
+            set16(p, 10, 0);
+            let c = ck(&p[..hlen]);
+            set16(p, 10, c);
+            let end = usize::from(get16(p, 2)).min(p.len());
+            if p[9] == 1 && end >= hlen + 4 {
+                set16(p, hlen + 2, 0);
+                let c = ck(&p[hlen..end]);
+                set16(p, hlen + 2, c);
+            }
+        }
+        Some(6) if p.len() >= 44 && p[6] == 58 => {
+            let end = (40 + usize::from(get16(p, 4))).min(p.len());
+            set16(p, 42, 0);
+            let c = ck(&cat(&ph6(v6_src(p), v6_dst(p), 58, end - 40), &p[40..end]));
+            set16(p, 42, c);
+        }
+        _ => {}
+    }
+}
+
 #[test]
 fn malformed_input_never_panics() {
     let mut t = xl();
@@ -1628,6 +1657,40 @@ fn malformed_input_never_panics() {
             &frag_hdr(17, 0, true, 7),
             &[0u8; 40],
         ),
+        // ICMPv6 error about a packet translated 4→6 (inner IPv6 with a Fragment header).
+        v6(
+            router6(),
+            p64(REMOTE4),
+            58,
+            64,
+            &[],
+            &icmp6(
+                router6(),
+                p64(REMOTE4),
+                2,
+                0,
+                1400,
+                &v6(
+                    p64(REMOTE4),
+                    static6(),
+                    44,
+                    9,
+                    &frag_hdr(17, 0, true, 9),
+                    &udp6(p64(REMOTE4), static6(), b"inner"),
+                ),
+            ),
+        ),
+        // ICMPv4 error about a packet translated 6→4 (inner echo with options).
+        V4::new(ROUTER4, STATIC4, 1).build(&icmp4(11, 0, 0, &{
+            let mut h = V4::new(STATIC4, REMOTE4, 1);
+            h.options = vec![1, 1, 1, 0];
+            h.build(&icmp4(8, 0, 5, b"echo"))
+        })),
+        {
+            let mut h = V4::new(REMOTE4, STATIC4, 17);
+            h.options = vec![131, 7, 4, 1, 2, 3, 4, 0];
+            h.build(&udp4(REMOTE4, STATIC4, &[0; 30]))
+        },
     ];
     let mut out = Vec::new();
     for i in 0..60_000u32 {
@@ -1653,14 +1716,28 @@ fn malformed_input_never_panics() {
             let cut = (rng.next() as usize) % (p.len() + 1);
             p.truncate(cut);
         }
+        if rng.next().is_multiple_of(2) {
+            repair_checksums(&mut p);
+        }
         let _ = t.translate(now, &p, &mut out);
+        // Whatever comes in, what goes out is a well-formed IP packet.
         for o in &out {
             assert!(o.len() <= 1500, "never above the MTU");
+            match o[0] >> 4 {
+                4 => assert_v4_header(o),
+                6 => assert_eq!(usize::from(get16(o, 4)) + 40, o.len()),
+                v => panic!("output version {v}"),
+            }
         }
         t.recycle(&mut out);
     }
     let s = t.stats();
-    assert!(s.dropped_total() > 0);
+    assert!(s.dropped_total() > 10_000);
+    // Mutated seeds still reach deep paths: translations and ICMP both ways,
+    // and broken inner packets of ICMP errors.
+    assert!(s.packets_4to6 > 1_000 && s.packets_6to4 > 1_000);
+    assert!(s.icmp_4to6 > 500 && s.icmp_6to4 > 500);
+    assert!(s.dropped(Drop::IcmpInnerUntranslatable) > 100);
 }
 
 #[test]
