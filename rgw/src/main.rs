@@ -180,6 +180,17 @@ fn check(path: PathBuf) -> Result<()> {
         cfg.pool.tmax,
         cfg.hosts.len()
     );
+    if let Some(r) = &cfg.rgw64 {
+        println!(
+            "rgw64: tun {}, prefix64 {}, pool4 {} ({} static, {} dynamic), NAT66 to {}",
+            r.tun,
+            r.prefix64,
+            r.pool4,
+            r.statics.len(),
+            r.dynamic_capacity().min(u64::from(r.max_dynamic)),
+            r.wan_address6
+        );
+    }
     Ok(())
 }
 
