@@ -233,6 +233,33 @@ fn status(target: &Target) -> Result<()> {
     for (k, n) in v["binding_log"].as_object().into_iter().flatten() {
         println!("  binding log {k:<12} {n}");
     }
+    if let Some(r) = v["rgw64"].as_object() {
+        for (k, n) in r.iter().filter(|(k, _)| *k != "mappings" && *k != "drops") {
+            println!("  rgw64 {k:<18} {n}");
+        }
+        for (k, n) in r
+            .get("drops")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            println!("  rgw64 drop {k:<13} {n}");
+        }
+        for m in r
+            .get("mappings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  rgw64 binding {:<15} {:<28} {:<7} {} packets",
+                t(&m["ipv4"]),
+                t(&m["ipv6"]),
+                t(&m["origin"]),
+                m["packets"]
+            );
+        }
+    }
     Ok(())
 }
 
@@ -398,11 +425,11 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 rgw::rgw64::plumbing::remove(&cfg);
                 return Err(e);
             }
-            let (st, stats) = (Arc::clone(&state), Arc::default());
+            let st = Arc::clone(&state);
             std::thread::Builder::new()
                 .name("rgw64".into())
                 .spawn(move || {
-                    if let Err(e) = rgw::rgw64::tun::run(dev, st, stats) {
+                    if let Err(e) = rgw::rgw64::tun::run(dev, st) {
                         error!(error = %format!("{e:#}"), "RGW64 translator stopped");
                         std::process::exit(2);
                     }
@@ -470,7 +497,7 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 }
             });
         }
-        let ctl = Control { gw: Arc::clone(&gw), via, config_path: path.clone(), set_log };
+        let ctl = Control { gw: Arc::clone(&gw), via, config_path: path.clone(), set_log, rgw64: rgw64.clone() };
         let ctl_path = cfg.control_socket.clone();
         tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl).await });
         let exp_gw = Arc::clone(&gw);

@@ -320,3 +320,19 @@ def test_ruleset_and_routes(ns, topo):
     # Unsolicited inbound IPv6 towards the LAN is dropped (no pool for IPv6).
     cp = nsrun(ns.cli, ["socat", "-T2", "-", f"TCP6:[{topo.HC_IP6}]:8,connect-timeout=2"], timeout=10)
     assert "hostc" not in cp.stdout
+
+
+def test_status_shows_the_translator(six, ns, topo):
+    """After the tests above: counters both ways and the bindings of each origin."""
+    st = six.status()["rgw64"]
+    assert st["packets_4to6"] > 0 and st["packets_6to4"] > 0, st
+    assert st["icmp_4to6"] > 0 and st["icmp_6to4"] > 0, st
+    assert st["tun_read_errors"] == 0 and st["tun_write_errors"] == 0, st
+    by_origin = {}
+    for m in st["mappings"]:
+        by_origin.setdefault(m["origin"], []).append(m)
+    (static,) = by_origin["static"]
+    assert (static["ipv4"], static["ipv6"], static["expires_in_s"]) == (HOSTC_PROXY4, topo.HC_IP6, None)
+    assert static["packets"] > 0, static
+    # NAT46 bound at DNS time for v6only.demo.
+    assert any(m["ipv6"] == topo.WEB_IP6 and m["packets"] > 0 for m in by_origin["dns"]), st

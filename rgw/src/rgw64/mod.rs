@@ -43,6 +43,8 @@ pub struct Rgw64 {
     pub cfg: Rgw64Config,
     xlat: Mutex<Translator>,
     pub synth: Synth,
+    /// Errors of the TUN shell (the translator counts its own drops).
+    pub tun_stats: std::sync::Arc<tun::TunStats>,
 }
 
 impl Rgw64 {
@@ -68,6 +70,7 @@ impl Rgw64 {
             synth: Synth::new(cfg.prefix64.network(), cfg.synth_ttl),
             cfg: cfg.clone(),
             xlat: Mutex::new(xlat),
+            tun_stats: std::sync::Arc::default(),
         })
     }
 
@@ -96,11 +99,26 @@ impl Rgw64 {
             .map(|d| (d.as_str().to_string(), s.dropped(*d).into()))
             .filter(|(_, n)| n != &serde_json::Value::from(0u64))
             .collect();
+        let now = Instant::now();
         let mappings: Vec<serde_json::Value> = x
             .mappings()
             .iter()
-            .map(|m| serde_json::Value::String(format!("{m:?}")))
+            .map(|m| {
+                serde_json::json!({
+                    "ipv4": m.v4.to_string(),
+                    "ipv6": m.v6.to_string(),
+                    "origin": match m.origin {
+                        rgw_xlat::MappingOrigin::Static => "static",
+                        rgw_xlat::MappingOrigin::Dns => "dns",
+                        rgw_xlat::MappingOrigin::Packet => "packet",
+                    },
+                    "packets": m.packets,
+                    "expires_in_s": m.expires.map(|e| e.saturating_duration_since(now).as_secs_f64()),
+                })
+            })
             .collect();
+        drop(x);
+        let tun = &self.tun_stats;
         serde_json::json!({
             "packets_4to6": s.packets_4to6,
             "packets_6to4": s.packets_6to4,
@@ -115,6 +133,8 @@ impl Rgw64 {
             "mappings_expired": s.mappings_expired,
             "mapping_overflows": s.mapping_overflows,
             "drops": drops,
+            "tun_read_errors": tun.read_errors.load(std::sync::atomic::Ordering::Relaxed),
+            "tun_write_errors": tun.write_errors.load(std::sync::atomic::Ordering::Relaxed),
             "mappings": mappings,
         })
     }

@@ -30,7 +30,8 @@ pub fn open(r: &Rgw64Config) -> Result<SyncDevice> {
 }
 
 /// Reads, translates, writes, until the device fails for good.
-pub fn run(dev: SyncDevice, rgw: Arc<Rgw64>, stats: Arc<TunStats>) -> Result<()> {
+pub fn run(dev: SyncDevice, rgw: Arc<Rgw64>) -> Result<()> {
+    let stats = Arc::clone(&rgw.tun_stats);
     info!(tun = %rgw.cfg.tun, "RGW64 translator running");
     // Large enough for any packet the TUN hands over (MTU-sized, or up to 64 KiB).
     let mut buf = vec![0u8; 65536];
