@@ -12,7 +12,7 @@
 #
 # Usage: install-deps.sh          the testbed and the tests
 #        install-deps.sh bench    also the benchmark suite's peers and tools
-#                                 (knot, iperf3, python3-matplotlib, linux-perf,
+#                                 (knot, iperf3, tayga, python3-matplotlib, linux-perf,
 #                                 valgrind), see testbed/bench/bench.sh
 set -euo pipefail
 
@@ -29,7 +29,7 @@ PKGS=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     python3-scapy hping3
 )
-BENCH_PKGS=(knot iperf3 python3-matplotlib linux-perf valgrind)
+BENCH_PKGS=(knot iperf3 tayga python3-matplotlib linux-perf valgrind)
 
 case "${1:-}" in
     "") ;;

@@ -8,10 +8,13 @@
 #                                 run cmd inside namespace KEY (cli rtr par res web gw ha hb)
 #   topology.sh run   STATE_DIR -- cmd...
 #                                 up, run cmd (with the env exported), down (always)
+#   topology.sh up6   STATE_DIR   add the RGW64 IPv6 layer to a running testbed
+#   topology.sh down6 STATE_DIR   remove it again (down removes it too)
 #
 # Environment:
 #   RGW_PREFIX   namespace name prefix (default: rgw<4 random hex>-)
 #   RGW_TESTBED_IPV6=1  keep IPv6 enabled in the namespaces (default: disabled)
+#   RGW_TESTBED_RGW64=1 `up` adds the RGW64 IPv6 layer too (see up6)
 #
 # See README.md for the address plan. Never touches the root namespace's
 # routes, addresses or firewall; every namespace carries the per-run prefix.
@@ -41,10 +44,27 @@ HB_IP=192.168.0.102
 ZONE=gwa.demo.
 PARENT_ZONE=demo.
 
+# RGW64 layer (up6): IPv6 on the public segment, the WAN link and the LAN,
+# an IPv6-only private host hostc, the translator's prefix64 and pool4.
+PUB6_NET=2001:db8:0:113::/64
+RTR_IP6=2001:db8:0:113::1
+CLI_IP6=2001:db8:0:113::10
+WEB_IP6=2001:db8:0:113::80
+WAN6_NET=2001:db8:0:100::/64
+RTR_WAN_IP6=2001:db8:0:100::1
+GW_WAN_IP6=2001:db8:0:100::2
+LAN6_NET=fd00:192:168::/64
+GW_LAN_IP6=fd00:192:168::1
+HC_IP6=fd00:192:168::103
+PREFIX64=fd64:64::/96
+POOL4=10.64.0.0/24
+
 NS_KEYS="cli rtr par res web gw ha hb"
+# namespaces of the RGW64 layer (up6 / down6)
+NS6_KEYS="hc"
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -66,7 +86,7 @@ write_env() {
         echo "STATE_DIR='$state'"
         echo "TESTBED_DIR='$TESTBED_DIR'"
         local k K
-        for k in $NS_KEYS; do
+        for k in $NS_KEYS $NS6_KEYS; do
             K=$(printf '%s' "$k" | tr '[:lower:]' '[:upper:]')
             echo "NS_$K='$p$k'"
         done
@@ -96,6 +116,18 @@ UNBOUND_CONF='$state/unbound/unbound.conf'
 NSD_CONF='$state/nsd/nsd.conf'
 ECHO_PORT='7'
 WHOAMI_PORT='8'
+PUB6_NET='$PUB6_NET'
+RTR_IP6='$RTR_IP6'
+CLI_IP6='$CLI_IP6'
+WEB_IP6='$WEB_IP6'
+WAN6_NET='$WAN6_NET'
+RTR_WAN_IP6='$RTR_WAN_IP6'
+GW_WAN_IP6='$GW_WAN_IP6'
+LAN6_NET='$LAN6_NET'
+GW_LAN_IP6='$GW_LAN_IP6'
+HC_IP6='$HC_IP6'
+PREFIX64='$PREFIX64'
+POOL4='$POOL4'
 EOF
     } >"$f.tmp"
     mv "$f.tmp" "$f"
@@ -112,6 +144,11 @@ write_nsd_conf() {
 @        IN NS   ns.demo.
 ns       IN A    $PAR_IP
 www      IN A    $WEB_IP
+; RGW64: one name per family, and one with both
+v4only   IN A    $WEB_IP
+v6only   IN AAAA $WEB_IP6
+dual     IN A    $WEB_IP
+dual     IN AAAA $WEB_IP6
 ; delegation of the realm gateway's zone, with glue
 gwa      IN NS   ns.gwa.demo.
 ns.gwa   IN A    $GW_WAN_IP
@@ -468,9 +505,128 @@ do_up() {
     done
     [ "$ans" = "$WEB_IP" ] || die "resolver does not answer www.demo (got '$ans')"
 
+    if [ "${RGW_TESTBED_RGW64:-0}" = 1 ]; then
+        do_up6 "$state"
+    fi
+
     UP_DONE=1
     trap - EXIT INT TERM HUP
     info "testbed up: prefix=$p, env in $state/env"
+}
+
+# ------------------------------------------------------------ RGW64 layer
+# IPv6 on cli, web, rtr and gw (on again: `up` disables it), the IPv6-only
+# private host hostc (namespace hc, on the gateway's LAN bridge), servers
+# that name the peer they saw (rgw64_servers.py) and sshd on web and hostc.
+# Written with `ip -6`/explicit forms: the containerlab topology mirrors the
+# IPv4 testbed only (tests/test_clab.py reads the `ip -n "$NS_X" ...` lines).
+v6_on() {
+    local ns=$1 f
+    ns_sysctl "$ns" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
+    for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do
+        ip netns exec "$ns" sh -c "echo 0 > $f" 2>/dev/null || true
+    done
+    ns_sysctl "$ns" net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+}
+
+sshd6() {
+    local state=$1 ns=$2 name=$3 dir=$1/ssh
+    mkdir -p "$dir" /run/sshd
+    [ -f "$dir/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C rgw-testbed -f "$dir/client_key"
+    cp "$dir/client_key.pub" "$dir/authorized_keys"
+    [ -f "$dir/${name}_host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$dir/${name}_host_key"
+    cat >"$dir/sshd6_$name.conf" <<EOF6
+Port 2222
+ListenAddress 0.0.0.0
+ListenAddress ::
+HostKey $dir/${name}_host_key
+PidFile $dir/sshd6_$name.pid
+AuthorizedKeysFile $dir/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+EOF6
+    start_bg "$state" "$ns" "$name-sshd6" /usr/sbin/sshd -D -e -f "$dir/sshd6_$name.conf"
+}
+
+do_up6() {
+    local state
+    state=$(cd "$1" && pwd) || die "no such state dir $1"
+    load_env "$state" || die "$state/env missing - is the testbed up?"
+    [ -n "${NS_HC:-}" ] || die "$state/env has no NS_HC: bring the testbed up with this topology.sh"
+    ns_exists "$NS_HC" && die "the RGW64 layer is already up ($NS_HC exists)"
+    info "adding the RGW64 IPv6 layer"
+    local ns hc=$NS_HC gw=$NS_GW
+    for ns in "$NS_CLI" "$NS_WEB" "$NS_RTR" "$NS_GW"; do v6_on "$ns"; done
+    ip -6 -n "$NS_RTR" addr add "$RTR_IP6/64" dev br0 nodad
+    ip -6 -n "$NS_RTR" addr add "$RTR_WAN_IP6/64" dev togw nodad
+    ns_sysctl "$NS_RTR" net.ipv6.conf.all.forwarding=1
+    ip -6 -n "$NS_CLI" addr add "$CLI_IP6/64" dev eth0 nodad
+    ip -6 -n "$NS_WEB" addr add "$WEB_IP6/64" dev eth0 nodad
+    ip -6 -n "$NS_CLI" route add default via "$RTR_IP6"
+    ip -6 -n "$NS_WEB" route add default via "$RTR_IP6"
+    ip -6 -n "$NS_GW" addr add "$GW_WAN_IP6/64" dev wan0 nodad
+    ip -6 -n "$NS_GW" addr add "$GW_LAN_IP6/64" dev lan0 nodad
+    ip -6 -n "$NS_GW" route add default via "$RTR_WAN_IP6"
+    ns_sysctl "$NS_GW" net.ipv6.conf.all.forwarding=1
+    # hostc: IPv6 only, on the gateway's LAN bridge
+    ip netns add "$hc"
+    ip -n "$hc" link set lo up
+    ns_sysctl "$hc" net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+    # Pin the LAN bridge's MAC first: a bridge takes its lowest port MAC, and
+    # a new port must not change it under hosta's and hostb's ARP caches.
+    local mac
+    mac=$(ip -n "$gw" -br link show dev lan0 | awk '{print $3}')
+    ip -n "$gw" link set dev lan0 address "$mac"
+    ip link add eth0 netns "$hc" type veth peer name vhc netns "$gw"
+    ip -n "$hc" link set eth0 up
+    ip -n "$gw" link set dev vhc up
+    ip -n "$gw" link set dev vhc master lan0
+    ip -6 -n "$hc" addr add "$HC_IP6/64" dev eth0 nodad
+    ip -6 -n "$hc" route add default via "$GW_LAN_IP6"
+    resolv_conf "$hc" "$GW_LAN_IP6"
+    # servers: web answers on both families, hostc on IPv6
+    start_bg "$state" "$NS_WEB" web-rgw64 /usr/bin/python3 -u "$TESTBED_DIR/rgw64_servers.py" web \
+        tcp:6:8 udp:6:8 ntp:4:123 ntp:6:123 http:4:8080 http:6:8080
+    sshd6 "$state" "$NS_WEB" web
+    start_bg "$state" "$hc" hostc-rgw64 /usr/bin/python3 -u "$TESTBED_DIR/rgw64_servers.py" hostc \
+        tcp:6:8 udp:6:8 http:6:8080
+    sshd6 "$state" "$hc" hostc
+    wait_port "$NS_WEB" tcp 8080 10 || die "web: http 8080 not listening"
+    wait_port "$NS_WEB" udp 123 5 || die "web: ntp not listening"
+    wait_port "$NS_WEB" tcp 2222 10 || die "web: sshd not listening"
+    wait_port "$hc" tcp 8 10 || die "hostc: tcp/8 not listening"
+    wait_port "$hc" tcp 2222 10 || die "hostc: sshd not listening"
+    nsx "$NS_CLI" ping -6 -n -c 1 -W 2 "$WEB_IP6" >/dev/null || die "cli cannot ping $WEB_IP6"
+    nsx "$hc" ping -6 -n -c 1 -W 2 "$GW_LAN_IP6" >/dev/null || die "hostc cannot ping $GW_LAN_IP6"
+    touch "$state/rgw64.up"
+    info "RGW64 layer up (hostc $HC_IP6 in $hc)"
+}
+
+# Removes the layer: hostc's namespace and its processes, IPv6 off again.
+do_down6() {
+    local state
+    state=$(cd "$1" && pwd) || die "no such state dir $1"
+    load_env "$state" || die "$state/env missing"
+    local hc=${NS_HC:-} ns pid st pns name
+    [ -f "$state/pids" ] && while read -r pid st pns name; do
+        case "$name" in web-rgw64|web-sshd6|hostc-*) ;; *) continue ;; esac
+        if _is_ours "$pid" "$st"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done <"$state/pids"
+    if [ -n "$hc" ] && ns_exists "$hc"; then
+        kill_ns_leftovers "$hc"
+        ip netns del "$hc" 2>/dev/null || warn "could not delete $hc"
+        rm -f "/etc/netns/$hc/resolv.conf"; rmdir "/etc/netns/$hc" 2>/dev/null || true
+    fi
+    for ns in "$NS_CLI" "$NS_WEB" "$NS_RTR" "$NS_GW"; do
+        ns_exists "$ns" || continue
+        ns_sysctl "$ns" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 || true
+    done
+    rm -f "$state/rgw64.up"
+    info "RGW64 layer down"
 }
 
 # ------------------------------------------------------------ down
@@ -487,7 +643,7 @@ do_down() {
         local k K v ns
         # shellcheck disable=SC1091
         ( load_env "$state"
-          for k in $NS_KEYS; do
+          for k in $NS_KEYS ${NS6_KEYS:-}; do
               K=$(printf '%s' "$k" | tr '[:lower:]' '[:upper:]')
               v="NS_$K"; ns=${!v:-}
               [ -n "$ns" ] || continue
@@ -586,6 +742,8 @@ main() {
         up)    [ $# -eq 1 ] || usage; do_up "$1" ;;
         down)  [ $# -eq 1 ] || usage; do_down "$1" ;;
         check) [ $# -eq 1 ] || usage; do_check "$1" ;;
+        up6)   [ $# -eq 1 ] || usage; do_up6 "$1" ;;
+        down6) [ $# -eq 1 ] || usage; do_down6 "$1" ;;
         exec)
             [ $# -ge 3 ] || usage
             local state=$1 key=$2; shift 2

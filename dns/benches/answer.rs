@@ -55,11 +55,13 @@ fn demo_zone() -> ZoneData {
             Host {
                 name: "hosta".into(),
                 ipv4: Ipv4Addr::new(192, 168, 0, 101),
+                ipv6: None,
                 services,
             },
             Host {
                 name: "hostb".into(),
                 ipv4: Ipv4Addr::new(192, 168, 0, 102),
+                ipv6: None,
                 services: BTreeMap::new(),
             },
         ],

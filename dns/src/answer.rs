@@ -8,12 +8,12 @@
 //! Responses follow RFC 1034/2308: NXDOMAIN and NODATA carry the SOA in the
 //! authority section; names outside the zone are REFUSED on the public view.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::antispoof::{AliasError, AliasTarget, AliasZone, AntiSpoof};
@@ -318,6 +318,16 @@ impl Responder {
                     if qtype == RecordType::ANY && view == View::Private {
                         s.answer.push(self.private_a(&qname, host));
                     }
+                    if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+                        // RGW64: a host's IPv6 address, static (no pool behind it).
+                        if let Some(v6) = self.host_aaaa(view, host) {
+                            s.answer.push(Record::from_rdata(
+                                qname.clone(),
+                                static_ttl,
+                                RData::AAAA(AAAA(v6)),
+                            ));
+                        }
+                    }
                     Outcome::Static
                 } else if challenge {
                     return self.challenge(
@@ -599,6 +609,21 @@ impl Responder {
                 Allocation::Granted(addr) => Ok((addr, 0, Outcome::Allocated)),
                 Allocation::Denied(reason) => Err(reason),
             },
+        }
+    }
+
+    /// The AAAA of a host with an IPv6 address: always on the private view;
+    /// on the public view only a global address (a ULA or link-local address
+    /// means nothing outside, and publishing it would leak the LAN's plan).
+    /// Service names never get one: they exist to reserve IPv4 (R, proto, port).
+    fn host_aaaa(&self, view: View, host: usize) -> Option<Ipv6Addr> {
+        let v6 = self.zone.host(host)?.ipv6?;
+        let seg0 = v6.segments()[0];
+        let local = (seg0 & 0xfe00) == 0xfc00 || (seg0 & 0xffc0) == 0xfe80;
+        match view {
+            View::Private => Some(v6),
+            View::Public if !local => Some(v6),
+            View::Public => None,
         }
     }
 
@@ -991,6 +1016,68 @@ mod tests {
             ),
             Action::Forward
         );
+    }
+
+    #[test]
+    fn host_aaaa_on_the_private_view_only_for_a_ula() {
+        let r = responder();
+        let mut a = alloc(1);
+        let (m, o) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Private,
+            &mut a,
+        );
+        assert_eq!(o, Outcome::Static);
+        assert!(
+            matches!(&m.answers[..], [rec] if rec.data == RData::AAAA(AAAA("fd00:192:168::102".parse().expect("ip"))))
+        );
+        let (m, o) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!(
+            (m.answers.len(), o),
+            (0, Outcome::NoData),
+            "a ULA is not published"
+        );
+        let (m, _) = ask(
+            &r,
+            "hosta.gwa.demo.",
+            RecordType::AAAA,
+            View::Private,
+            &mut a,
+        );
+        assert!(m.answers.is_empty(), "hosta has no IPv6");
+        let mut zone = demo_zone();
+        let mut hosts: Vec<_> = (0..2).filter_map(|i| zone.host(i).cloned()).collect();
+        hosts[1].ipv6 = Some("2001:db8:1::102".parse().expect("ip"));
+        zone = ZoneData::new(
+            crate::zone::ZoneSettings {
+                apex: zone.apex.clone(),
+                ns_name: zone.ns_name.clone(),
+                ns_addr: zone.ns_addr,
+                hostmaster: zone.hostmaster.clone(),
+                serial: zone.serial,
+                static_ttl: zone.static_ttl,
+                negative_ttl: zone.negative_ttl,
+            },
+            hosts,
+        );
+        let r = Responder::new(zone, DeniedPolicy::Drop);
+        let (m, _) = ask(
+            &r,
+            "hostb.gwa.demo.",
+            RecordType::AAAA,
+            View::Public,
+            &mut a,
+        );
+        assert_eq!(m.answers.len(), 1, "a global address is published");
+        assert!(a.asked.is_empty(), "AAAA never allocates");
     }
 
     #[test]

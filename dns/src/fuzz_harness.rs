@@ -49,16 +49,19 @@ pub fn zone(www: bool) -> ZoneData {
             Host {
                 name: "hosta".into(),
                 ipv4: Ipv4Addr::new(192, 168, 0, 101),
+                ipv6: None,
                 services,
             },
             Host {
                 name: String::new(),
                 ipv4: Ipv4Addr::UNSPECIFIED,
+                ipv6: None,
                 services: BTreeMap::new(),
             },
             Host {
                 name: "hostb".into(),
                 ipv4: Ipv4Addr::new(192, 168, 0, 102),
+                ipv6: None,
                 services: BTreeMap::new(),
             },
         ],

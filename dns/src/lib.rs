@@ -10,6 +10,7 @@ pub mod antispoof;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_harness;
 pub mod sfqdn;
+pub mod synth;
 pub mod zone;
 
 pub use answer::{

@@ -1,7 +1,7 @@
 //! The zone the gateway is authoritative for, and how a query name maps onto it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
@@ -12,7 +12,11 @@ use crate::sfqdn::{parse_port_label, parse_srv_proto_label, ServiceKey};
 pub struct Host {
     /// Lower-case single label.
     pub name: String,
+    /// For an IPv6-only host (RGW64): its static proxy IPv4 address.
     pub ipv4: Ipv4Addr,
+    /// The host's IPv6 address (AAAA on the private view; on the public view
+    /// only when it is globally reachable, see `answer.rs`).
+    pub ipv6: Option<Ipv6Addr>,
     /// Explicit service names (`ssh` → tcp/22).
     pub services: BTreeMap<String, ServiceKey>,
 }
@@ -243,11 +247,13 @@ pub(crate) mod tests {
                 Host {
                     name: "hosta".into(),
                     ipv4: Ipv4Addr::new(192, 168, 0, 101),
+                    ipv6: None,
                     services,
                 },
                 Host {
                     name: "hostb".into(),
                     ipv4: Ipv4Addr::new(192, 168, 0, 102),
+                    ipv6: Some(Ipv6Addr::new(0xfd00, 0x192, 0x168, 0, 0, 0, 0, 0x102)),
                     services: BTreeMap::new(),
                 },
             ],

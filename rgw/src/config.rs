@@ -5,7 +5,7 @@
 //! documents each key with its default.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ struct RawConfig {
     metrics: RawMetrics,
     binding_log: Option<RawBindingLog>,
     proxy: Option<RawProxy>,
+    rgw64: Option<crate::rgw64::config::RawRgw64>,
     #[serde(default)]
     alg: RawAlg,
     #[serde(default)]
@@ -367,7 +368,12 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawHost {
     name: String,
-    ipv4: Ipv4Addr,
+    /// Absent for an IPv6-only host (needs `[rgw64]`).
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    /// An IPv6-only host's static proxy IPv4 address inside `rgw64.pool4`
+    /// (default: the next free one from the start of the range).
+    proxy4: Option<Ipv4Addr>,
     max_pending: Option<u32>,
     #[serde(default)]
     services: BTreeMap<String, String>,
@@ -421,6 +427,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// `[admission]`: the admission policy (everything off by default).
     pub admission: crate::admission::AdmissionConfig,
+    /// None = no NAT64/NAT46 (RGW64).
+    pub rgw64: Option<crate::rgw64::config::Rgw64Config>,
     pub hosts: Vec<HostConfig>,
 }
 
@@ -480,7 +488,13 @@ pub struct DataplaneConfig {
 pub struct HostConfig {
     /// Lower-case single label, e.g. `hosta`.
     pub name: String,
+    /// Where inbound IPv4 for this host goes: its own address, or for an
+    /// IPv6-only host its static proxy address in `rgw64.pool4` (the
+    /// translator carries the flow on to [`HostConfig::ipv6`]).
     pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    /// The host has no IPv4 address of its own (`ipv4` is its proxy address).
+    pub ipv6_only: bool,
     /// Pending reservations allowed at once; 0 = unlimited.
     pub max_pending: u32,
     /// Explicit service names (`ssh` → tcp/22), lower-case labels.
@@ -494,6 +508,8 @@ impl HostConfig {
         HostConfig {
             name: String::new(),
             ipv4: Ipv4Addr::UNSPECIFIED,
+            ipv6: None,
+            ipv6_only: false,
             max_pending: 0,
             services: BTreeMap::new(),
         }
@@ -536,7 +552,12 @@ impl Config {
     }
 }
 
-fn invalid(file: &Path, key: &str, expected: &str, found: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn invalid(
+    file: &Path,
+    key: &str,
+    expected: &str,
+    found: impl std::fmt::Display,
+) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
         key: key.to_string(),
@@ -962,6 +983,10 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let alg = validate_alg(file, &raw.alg, raw.dataplane.queue_num)?;
 
+    let mut rgw64 = match raw.rgw64 {
+        None => None,
+        Some(r) => crate::rgw64::config::validate(file, r, network, &addresses)?,
+    };
     let mut hosts: Vec<HostConfig> = Vec::new();
     for (i, h) in raw.hosts.iter().enumerate() {
         let name = h.name.to_ascii_lowercase();
@@ -989,30 +1014,61 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 &h.name,
             ));
         }
-        if !network.contains(&h.ipv4) {
-            return Err(invalid(
-                file,
-                &format!("hosts[{i}].ipv4"),
-                &format!("an address inside lan.network {network}"),
-                h.ipv4,
-            ));
-        }
-        if h.ipv4 == raw.lan.address || h.ipv4 == network.network() || h.ipv4 == network.broadcast()
-        {
-            return Err(invalid(
-                file,
-                &format!("hosts[{i}].ipv4"),
-                "a host address (not lan.address, nor the network or broadcast address)",
-                h.ipv4,
-            ));
-        }
-        if let Some(o) = hosts.iter().find(|o| o.ipv4 == h.ipv4) {
+        let (ipv4, ipv6_only) = match h.ipv4 {
+            Some(ipv4) => {
+                if !network.contains(&ipv4) {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].ipv4"),
+                        &format!("an address inside lan.network {network}"),
+                        ipv4,
+                    ));
+                }
+                if ipv4 == raw.lan.address
+                    || ipv4 == network.network()
+                    || ipv4 == network.broadcast()
+                {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].ipv4"),
+                        "a host address (not lan.address, nor the network or broadcast address)",
+                        ipv4,
+                    ));
+                }
+                if let Some(p) = h.proxy4 {
+                    return Err(invalid(
+                        file,
+                        &format!("hosts[{i}].proxy4"),
+                        "no proxy4 on a host with ipv4 (only IPv6-only hosts get a proxy address)",
+                        p,
+                    ));
+                }
+                (ipv4, false)
+            }
+            None => {
+                let proxy =
+                    crate::rgw64::config::host_proxy4(file, i, h.ipv6, h.proxy4, rgw64.as_mut())?;
+                (proxy, true)
+            }
+        };
+        if let Some(o) = hosts.iter().find(|o| o.ipv4 == ipv4) {
             return Err(invalid(
                 file,
                 &format!("hosts[{i}].ipv4"),
                 &format!("an address not used by host {}", o.name),
-                h.ipv4,
+                ipv4,
             ));
+        }
+        if let Some(v6) = h.ipv6 {
+            crate::rgw64::config::check_host_ipv6(file, i, v6, rgw64.as_ref())?;
+            if let Some(o) = hosts.iter().find(|o| o.ipv6 == Some(v6)) {
+                return Err(invalid(
+                    file,
+                    &format!("hosts[{i}].ipv6"),
+                    &format!("an address not used by host {}", o.name),
+                    v6,
+                ));
+            }
         }
         let mut services = BTreeMap::new();
         for (label, spec) in &h.services {
@@ -1046,7 +1102,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         hosts.push(HostConfig {
             name,
-            ipv4: h.ipv4,
+            ipv4,
+            ipv6: h.ipv6,
+            ipv6_only,
             max_pending: h.max_pending.unwrap_or(raw.pool.default_max_pending),
             services,
         });
@@ -1100,6 +1158,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         alg,
         limits: crate::limits::validate(file, raw.limits)?,
         admission,
+        rgw64,
         hosts,
     })
 }

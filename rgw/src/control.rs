@@ -27,6 +27,8 @@ pub struct Control {
     pub via: QueueVia,
     pub config_path: std::path::PathBuf,
     pub set_log: LogSetter,
+    /// RGW64's translator, for its counters and bindings in `status`.
+    pub rgw64: Option<Arc<crate::rgw64::Rgw64>>,
 }
 
 /// Re-reads the configuration file and applies it (also on SIGHUP).
@@ -156,7 +158,13 @@ pub async fn serve(path: &Path, ctl: Control) -> Result<()> {
 fn execute(ctl: &Control, command: &str) -> Value {
     let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
     match verb {
-        "status" => status_json(&ctl.gw, ctl.via),
+        "status" => {
+            let mut v = status_json(&ctl.gw, ctl.via);
+            if let Some(r) = &ctl.rgw64 {
+                v["rgw64"] = r.status();
+            }
+            v
+        }
         "bindings" => bindings_json(&ctl.gw),
         "reload" => match reload(&ctl.gw, &ctl.config_path) {
             Ok(r) => {

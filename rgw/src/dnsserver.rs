@@ -27,6 +27,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub struct DnsServer {
     pub gw: Arc<Gateway>,
+    /// RGW64: synthesis of forwarded answers (None when `[rgw64]` is off).
+    pub rgw64: Option<Arc<crate::rgw64::Rgw64>>,
 }
 
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> Result<Socket> {
@@ -190,7 +192,10 @@ impl DnsServer {
                 Action::Forward => {
                     let (me, sock) = (Arc::clone(&self), Arc::clone(&sock));
                     tokio::spawn(async move {
-                        match forward_udp(&packet, upstream).await {
+                        let ask = |q: Vec<u8>| async move { forward_udp(&q, upstream).await };
+                        match crate::rgw64::dns::forward(me.rgw64.as_deref(), &packet, peer, ask)
+                            .await
+                        {
                             Ok(reply) => {
                                 let _ = sock.send_to(&reply, peer).await;
                             }
@@ -264,7 +269,14 @@ impl DnsServer {
                 // Denied by policy "drop" (or not a query): close without answering.
                 Action::Drop(_) => return Ok(()),
                 Action::Forward => match upstream {
-                    Some(up) => match forward_tcp(&msg, up).await {
+                    Some(up) => match crate::rgw64::dns::forward(
+                        self.rgw64.as_deref(),
+                        &msg,
+                        peer,
+                        |q: Vec<u8>| async move { forward_tcp(&q, up).await },
+                    )
+                    .await
+                    {
                         Ok(r) => r,
                         Err(e) => {
                             inc(&self.gw.metrics.dns_forward_failed);

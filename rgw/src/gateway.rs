@@ -684,7 +684,7 @@ impl Allocator for DataplaneDown {
 
 /// The first key whose change needs a restart, if any.
 fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
-    let checks: [(&'static str, bool); 20] = [
+    let checks: [(&'static str, bool); 21] = [
         ("proxy", cur.proxy != new.proxy),
         ("alg", cur.alg != new.alg),
         ("binding_log", cur.binding_log != new.binding_log),
@@ -732,6 +732,8 @@ fn restart_only_change(cur: &Config, new: &Config) -> Option<&'static str> {
             "limits.dns_udp_batch",
             cur.limits.dns_udp_batch != new.limits.dns_udp_batch,
         ),
+        // The translator's static mappings and the TUN are built at start.
+        ("rgw64", cur.rgw64 != new.rgw64),
     ];
     checks
         .into_iter()
@@ -750,6 +752,7 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
         .map(|h| Host {
             name: h.name.clone(),
             ipv4: h.ipv4,
+            ipv6: h.ipv6,
             services: h.services.clone(),
         })
         .collect();

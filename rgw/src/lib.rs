@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod pool;
 pub mod prometheus;
 pub mod proxy;
+pub mod rgw64;

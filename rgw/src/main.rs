@@ -180,6 +180,17 @@ fn check(path: PathBuf) -> Result<()> {
         cfg.pool.tmax,
         cfg.hosts.len()
     );
+    if let Some(r) = &cfg.rgw64 {
+        println!(
+            "rgw64: tun {}, prefix64 {}, pool4 {} ({} static, {} dynamic), NAT66 to {}",
+            r.tun,
+            r.prefix64,
+            r.pool4,
+            r.statics.len(),
+            r.dynamic_capacity().min(u64::from(r.max_dynamic)),
+            r.wan_address6
+        );
+    }
     Ok(())
 }
 
@@ -221,6 +232,33 @@ fn status(target: &Target) -> Result<()> {
     }
     for (k, n) in v["binding_log"].as_object().into_iter().flatten() {
         println!("  binding log {k:<12} {n}");
+    }
+    if let Some(r) = v["rgw64"].as_object() {
+        for (k, n) in r.iter().filter(|(k, _)| *k != "mappings" && *k != "drops") {
+            println!("  rgw64 {k:<18} {n}");
+        }
+        for (k, n) in r
+            .get("drops")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            println!("  rgw64 drop {k:<13} {n}");
+        }
+        for m in r
+            .get("mappings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  rgw64 binding {:<15} {:<28} {:<7} {} packets",
+                t(&m["ipv4"]),
+                t(&m["ipv6"]),
+                t(&m["origin"]),
+                m["packets"]
+            );
+        }
     }
     Ok(())
 }
@@ -383,8 +421,38 @@ fn run(path: PathBuf, log: String) -> Result<()> {
             Some((tx, writer))
         }
     };
+    // RGW64: the TUN and the translator exist before any rule points at them.
+    let rgw64 = match &cfg.rgw64 {
+        None => None,
+        Some(r) => {
+            let dev = rgw::rgw64::tun::open(r)?;
+            let state = Arc::new(rgw::rgw64::Rgw64::new(r)?);
+            Some((dev, state))
+        }
+    };
     let via = dataplane::choose_queue(&cfg)?;
     dataplane::install(&cfg, via)?;
+    let rgw64 = match (rgw64, &cfg.rgw64) {
+        (Some((dev, state)), Some(r)) => {
+            if let Err(e) = rgw::rgw64::plumbing::install(&cfg, r) {
+                let _ = dataplane::remove(&cfg);
+                rgw::rgw64::plumbing::remove(&cfg);
+                return Err(e);
+            }
+            let st = Arc::clone(&state);
+            std::thread::Builder::new()
+                .name("rgw64".into())
+                .spawn(move || {
+                    if let Err(e) = rgw::rgw64::tun::run(dev, st) {
+                        error!(error = %format!("{e:#}"), "RGW64 translator stopped");
+                        std::process::exit(2);
+                    }
+                })
+                .context("spawning the translator thread")?;
+            Some(state)
+        }
+        _ => None,
+    };
     let sets = KernelSets::open(&cfg.dataplane.table, cfg.pool.tmax)
         .context("opening the nftables netlink socket")?;
     let gw = Gateway::new(cfg.clone(), Box::new(sets));
@@ -423,6 +491,7 @@ fn run(path: PathBuf, log: String) -> Result<()> {
 
     let server = Arc::new(DnsServer {
         gw: Arc::clone(&gw),
+        rgw64: rgw64.clone(),
     });
     let wan = SocketAddr::from((cfg.wan.service_address, cfg.wan.dns_port));
     let lan = SocketAddr::from((cfg.lan.address, cfg.lan.dns_port));
@@ -442,7 +511,22 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         tasks.spawn(Arc::clone(&server).tcp(wan, View::Public, None));
         tasks.spawn(Arc::clone(&server).lan_udp(lan, upstream));
         tasks.spawn(Arc::clone(&server).tcp(lan, View::Private, Some(upstream)));
-        let ctl = Control { gw: Arc::clone(&gw), via, config_path: path.clone(), set_log };
+        if let Some(r) = &cfg.rgw64 {
+            // The LAN's IPv6 hosts ask over IPv6: the family that gets proxy ULAs.
+            let lan6 = SocketAddr::from((r.lan_address6, cfg.lan.dns_port));
+            tasks.spawn(Arc::clone(&server).lan_udp(lan6, upstream));
+            tasks.spawn(Arc::clone(&server).tcp(lan6, View::Private, Some(upstream)));
+        }
+        if let Some(r) = rgw64.clone() {
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    r.expire(Instant::now());
+                }
+            });
+        }
+        let ctl = Control { gw: Arc::clone(&gw), via, config_path: path.clone(), set_log, rgw64: rgw64.clone() };
         let ctl_path = cfg.control_socket.clone();
         tasks.spawn(async move { rgw::control::serve(&ctl_path, ctl).await });
         let exp_gw = Arc::clone(&gw);
@@ -524,6 +608,9 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         info!(table = %cfg.dataplane.table, "keeping the nftables ruleset (dataplane.keep_on_exit)");
         Ok(())
     } else {
+        if cfg.rgw64.is_some() {
+            rgw::rgw64::plumbing::remove(&cfg);
+        }
         dataplane::remove(&cfg)
     };
     let _ = std::fs::remove_file(&cfg.control_socket);

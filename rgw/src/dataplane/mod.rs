@@ -21,7 +21,7 @@ use crate::config::{Config, QueueBackend};
 pub use ruleset::QueueVia;
 
 /// Runs `nft` with a script on stdin; `check` only validates it in the kernel.
-fn nft_script(script: &str, check: bool) -> Result<()> {
+pub(crate) fn nft_script(script: &str, check: bool) -> Result<()> {
     let mut cmd = Command::new("nft");
     if check {
         cmd.arg("-c");

@@ -251,9 +251,15 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
                 format!(
                     "oifname \"{wan}\" meta l4proto {{ tcp, udp }} snat ip to ip saddr . meta l4proto . th sport . ip daddr map @{MAP_PINHOLE_SNAT}"
                 ),
+                // RGW64: IPv4 leaving the translator carries a pool4 source (an IPv6
+                // host's proxy address): it leaves through the same outbound NAT.
                 format!(
                     "oifname \"{wan}\" ip saddr {} snat to {}",
-                    cfg.lan.network, cfg.wan.service_address
+                    match &cfg.rgw64 {
+                        Some(r) => format!("{{ {}, {} }}", cfg.lan.network, r.pool4),
+                        None => cfg.lan.network.to_string(),
+                    },
+                    cfg.wan.service_address
                 ),
             ],
         ),
@@ -272,8 +278,16 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
                 "ct state invalid drop".into(),
                 format!("iifname \"{lan}\" oifname \"{wan}\" accept"),
                 format!("iifname \"{wan}\" oifname \"{lan}\" ct status dnat accept"),
-                format!("iifname \"{wan}\" counter name {COUNTER_FORWARD_DROP} drop"),
-            ],
+            ]
+            .into_iter()
+            .chain(cfg.rgw64.as_ref().map(|r| {
+                // A claim for an IPv6-only host DNATs to its proxy IPv4, routed into the TUN.
+                format!("iifname \"{wan}\" oifname \"{}\" ct status dnat accept", r.tun)
+            }))
+            .chain([format!(
+                "iifname \"{wan}\" counter name {COUNTER_FORWARD_DROP} drop"
+            )])
+            .collect(),
         ),
     ];
     for (name, hook, rules) in chains {

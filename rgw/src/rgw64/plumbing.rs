@@ -1,0 +1,101 @@
+//! Kernel set-up for RGW64 (start and stop only; spawns `ip` and `nft`).
+//!
+//! Routes in the gateway's namespace: `prefix64 → TUN` (IPv6 towards proxy
+//! ULAs) and `pool4 → TUN` (IPv4 towards proxy IPv4 addresses). Our `ip6`
+//! table (same name as the `ip` one) NATs IPv6 leaving the WAN from the LAN
+//! prefix or from prefix64 (translated IPv4 sources) to `wan_address6`
+//! (NAT66), and drops unsolicited inbound IPv6: private hosts are reached
+//! through the Circular Pool, as with IPv4.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+use super::Rgw64Config;
+
+/// Counter of inbound IPv6 dropped in our `ip6` forward chain.
+pub const COUNTER_FORWARD6_DROP: &str = "forward6_drop";
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run `ip` (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn sysctl(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).with_context(|| format!("writing {value} to {path}"))
+}
+
+/// The `ip6` table as one nft transaction (reconciles like the `ip` one).
+pub fn render6(cfg: &Config, r: &Rgw64Config) -> String {
+    let t = &cfg.dataplane.table;
+    let wan = &cfg.wan.interface;
+    format!(
+        "add table ip6 {t}\n\
+         add counter ip6 {t} {COUNTER_FORWARD6_DROP}\n\
+         add chain ip6 {t} srcnat {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         flush chain ip6 {t} srcnat\n\
+         add rule ip6 {t} srcnat oifname \"{wan}\" ip6 saddr {{ {lan6}, {p64} }} snat to {wan6}\n\
+         add chain ip6 {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         flush chain ip6 {t} forward\n\
+         add rule ip6 {t} forward ct state established,related accept\n\
+         add rule ip6 {t} forward ct state invalid drop\n\
+         add rule ip6 {t} forward iifname \"{wan}\" counter name {COUNTER_FORWARD6_DROP} drop\n",
+        lan6 = r.lan_prefix6,
+        p64 = r.prefix64,
+        wan6 = r.wan_address6,
+    )
+}
+
+/// Brings the TUN up with its routes and installs the `ip6` table.
+pub fn install(cfg: &Config, r: &Rgw64Config) -> Result<()> {
+    let tun = r.tun.as_str();
+    // IPv6 on the TUN itself (a namespace may have it off by default), and
+    // forwarding: the translator is a router between the two families.
+    sysctl(&format!("/proc/sys/net/ipv6/conf/{tun}/disable_ipv6"), "0")?;
+    sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    ip(&["link", "set", "dev", tun, "up", "mtu", &r.mtu.to_string()])?;
+    ip(&["-4", "route", "replace", &r.pool4.to_string(), "dev", tun])?;
+    ip(&[
+        "-6",
+        "route",
+        "replace",
+        &r.prefix64.to_string(),
+        "dev",
+        tun,
+    ])?;
+    crate::dataplane::nft_script(&render6(cfg, r), false).context("installing the ip6 table")?;
+    info!(tun, prefix64 = %r.prefix64, pool4 = %r.pool4, wan6 = %r.wan_address6, statics = r.statics.len(), "RGW64 plumbing installed");
+    Ok(())
+}
+
+/// Removes the `ip6` table (the TUN and its routes go with the process).
+pub fn remove(cfg: &Config) {
+    let t = &cfg.dataplane.table;
+    let exists = Command::new("nft")
+        .args(["list", "table", "ip6", t])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if exists {
+        if let Err(e) = crate::dataplane::nft_script(&format!("delete table ip6 {t}\n"), false) {
+            warn!(error = %e, "removing the ip6 table failed");
+        }
+    }
+}
