@@ -13,7 +13,9 @@
 //!   help text, so a new counter in `metrics.rs` shows up without any change
 //!   here; a row only gives it a family, labels and a proper help text.
 //!   Features with gauges of their own append their [`OwnedSample`]s to the
-//!   returned vector before calling [`render_owned`].
+//!   returned vector before calling [`render_owned`]: [`alg_samples`] (the
+//!   ALG engine's and shell's counters, `rgw_alg_*`) and [`rgw64_samples`]
+//!   (the RGW64 translator's, `rgw_rgw64_*`) do so.
 //! - [`serve`] is the HTTP shell: `GET /metrics` answers with the body that
 //!   `collect` returns.
 //!
