@@ -7,9 +7,8 @@ traffic through both, then what an operator sees of it in `rgw status`
   hosta through a Circular Pool address (ftp.hosta.gwa.demo) with curl
   (PASV, connecting to the address of the rewritten 227 reply), then
   Python's ftplib does the same and keeps its control connection open:
-  while it is open, the
-  flow must be listed with its addresses, and the rewrite and the pinhole
-  counted in status and metrics.
+  while it is open, the flow must be listed with its addresses, and the
+  rewrites and pinholes counted in status and metrics.
 - RGW64: pings from cli to the IPv6-only hostc through its pool address
   (4to6 in, 6to4 back) must show in the rgw64 metric families.
 
