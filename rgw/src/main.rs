@@ -233,6 +233,9 @@ fn status(target: &Target) -> Result<()> {
     for (k, n) in v["binding_log"].as_object().into_iter().flatten() {
         println!("  binding log {k:<12} {n}");
     }
+    for line in alg_lines(&v["alg"]) {
+        println!("{line}");
+    }
     if let Some(r) = v["rgw64"].as_object() {
         for (k, n) in r.iter().filter(|(k, _)| *k != "mappings" && *k != "drops") {
             println!("  rgw64 {k:<18} {n}");
@@ -263,6 +266,49 @@ fn status(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// The ALG block of `rgw status`: a summary line, one line per tracked
+/// flow, then the counters that are not zero. Nothing without `[alg]`
+/// (`alg` is `null`).
+fn alg_lines(a: &Value) -> Vec<String> {
+    let Some(a) = a.as_object() else {
+        return Vec::new();
+    };
+    let n = |k: &str| a.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = vec![format!(
+        "alg: {} flows active, {} rewrites, {} pinholes written",
+        n("flows_active"),
+        n("rewrites"),
+        n("pinholes")
+    )];
+    for f in a
+        .get("flows")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push(format!(
+            "  alg flow {:<5} {:<8} {:<21} peer {:<21} public {:<15} {} rewrites, offset {:+}",
+            text(&f["protocol"]),
+            text(&f["role"]),
+            text(&f["private"]),
+            text(&f["peer"]),
+            text(&f["public"]),
+            f["rewrites"].as_u64().unwrap_or(0),
+            f["offset_from_private"].as_i64().unwrap_or(0)
+        ));
+    }
+    for (k, v) in a
+        .get("counters")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.as_u64() != Some(0))
+    {
+        out.push(format!("  alg {k:<20} {v}"));
+    }
+    out
+}
+
 /// Routes `www.<host>.<zone>` to the host's web server on `port`, using the
 /// current configuration (a reload changes routes at once).
 fn www_router(gw: Arc<Gateway>, port: u16) -> Arc<dyn rgw::proxy::Router> {
@@ -281,8 +327,9 @@ fn www_router(gw: Arc<Gateway>, port: u16) -> Arc<dyn rgw::proxy::Router> {
     })
 }
 
-/// The Prometheus exposition of the daemon's counters, pool and kernel drops.
-fn metrics_text(gw: &Gateway) -> String {
+/// The Prometheus exposition of the daemon's counters, pool and kernel
+/// drops, the ALG's and the RGW64 translator's.
+fn metrics_text(gw: &Gateway, rgw64: Option<&rgw::rgw64::Rgw64>) -> String {
     use rgw::dataplane::ruleset::{COUNTER_FORWARD_DROP, COUNTER_NO_DAEMON, COUNTER_UNRESERVED};
     let table = gw.snapshot().cfg.dataplane.table.clone();
     let kernel: Vec<(&'static str, Option<u64>)> =
@@ -312,18 +359,17 @@ fn metrics_text(gw: &Gateway) -> String {
         extra.push(("binding_log_dropped".into(), st.dropped.load(Relaxed)));
         extra.push(("binding_log_errors".into(), st.errors.load(Relaxed)));
     }
-    if let Some(alg) = gw.alg.get() {
-        extra.extend(
-            alg.counters()
-                .into_iter()
-                .map(|(k, v)| (format!("alg_{k}"), v)),
-        );
-        let flows = alg.engine().stats().flows;
-        extra.push(("alg_flows_active".into(), flows as u64));
-    }
     let mut counters: Vec<(&str, u64)> = gw.metrics.snapshot();
     counters.extend(extra.iter().map(|(k, v)| (k.as_str(), *v)));
-    rgw::prometheus::gateway_metrics(&counters, pool, &kernel)
+    let mut samples = rgw::prometheus::gateway_samples(&counters, pool, &kernel);
+    if let Some(alg) = gw.alg.get() {
+        let flows = alg.engine().stats().flows as u64;
+        samples.extend(rgw::prometheus::alg_samples(&alg.counters(), flows));
+    }
+    if let Some(r) = rgw64 {
+        samples.extend(rgw::prometheus::rgw64_samples(&r.metrics()));
+    }
+    rgw::prometheus::render_owned(&samples)
 }
 
 /// Holds an exclusive lock file for the daemon's life: one for the control
@@ -565,7 +611,9 @@ fn run(path: PathBuf, log: String) -> Result<()> {
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
             info!(%addr, "Prometheus metrics on /metrics");
             let gw = Arc::clone(&gw);
-            let collect: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics_text(&gw));
+            let rgw64 = rgw64.clone();
+            let collect: Arc<dyn Fn() -> String + Send + Sync> =
+                Arc::new(move || metrics_text(&gw, rgw64.as_deref()));
             tasks.spawn(rgw::prometheus::serve(listener, collect));
         }
         info!("rgw ready");
@@ -615,4 +663,52 @@ fn run(path: PathBuf, log: String) -> Result<()> {
     };
     let _ = std::fs::remove_file(&cfg.control_socket);
     outcome.and(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alg_block_of_rgw_status() {
+        assert!(alg_lines(&Value::Null).is_empty());
+        let v = serde_json::json!({
+            "flows_active": 1,
+            "rewrites": 2,
+            "pinholes": 1,
+            "flows": [{
+                "protocol": "ftp", "role": "inbound", "transport": "tcp",
+                "private": "192.168.0.101:21", "peer": "198.51.100.10:40312",
+                "public": "100.64.0.5", "age_s": 1.5, "rewrites": 2,
+                "offset_from_private": -3
+            }],
+            "counters": {"packets": 9, "rewrites": 2, "malformed": 0, "pinholes_written": 1}
+        });
+        let lines = alg_lines(&v);
+        assert_eq!(
+            lines[0],
+            "alg: 1 flows active, 2 rewrites, 1 pinholes written"
+        );
+        assert!(
+            lines[1].starts_with("  alg flow ftp   inbound  192.168.0.101:21 "),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].contains("peer 198.51.100.10:40312"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("public 100.64.0.5"), "{}", lines[1]);
+        assert!(lines[1].ends_with("2 rewrites, offset -3"), "{}", lines[1]);
+        // Zero counters are left out (keys in serde_json's sorted order).
+        assert_eq!(
+            &lines[2..],
+            [
+                "  alg packets              9",
+                "  alg pinholes_written     1",
+                "  alg rewrites             2"
+            ]
+        );
+    }
 }

@@ -13,7 +13,9 @@
 //!   help text, so a new counter in `metrics.rs` shows up without any change
 //!   here; a row only gives it a family, labels and a proper help text.
 //!   Features with gauges of their own append their [`OwnedSample`]s to the
-//!   returned vector before calling [`render_owned`].
+//!   returned vector before calling [`render_owned`]: [`alg_samples`] (the
+//!   ALG engine's and shell's counters, `rgw_alg_*`) and [`rgw64_samples`]
+//!   (the RGW64 translator's, `rgw_rgw64_*`) do so.
 //! - [`serve`] is the HTTP shell: `GET /metrics` answers with the body that
 //!   `collect` returns.
 //!
@@ -579,6 +581,280 @@ pub fn gateway_metrics(
     kernel: &[(&'static str, Option<u64>)],
 ) -> String {
     render_owned(&gateway_samples(counters, pool, kernel))
+}
+
+// ---------------------------------------------------------------------------
+// ALG and RGW64 families
+// ---------------------------------------------------------------------------
+
+const ALG_PACKETS: Family = Family {
+    name: "rgw_alg_packets_total",
+    help: "Packets of ALG control flows (FTP, SIP, RTSP ports) the ALG engine looked at.",
+};
+const ALG_UNTRACKED: Family = Family {
+    name: "rgw_alg_untracked_packets_total",
+    help: "Packets the ALG passed unchanged without tracking them, by reason: unparsed (not a whole IPv4 TCP/UDP packet), not_alg (no ALG port, no tracked flow), over_limit (new flow beyond alg.max_flows), no_public_addr (no claim known for an inbound flow).",
+};
+const ALG_FLOWS: Family = Family {
+    name: "rgw_alg_flows_total",
+    help: "ALG control flows by event: created, expired (idle), evicted (closed flows removed early to make room under alg.max_flows).",
+};
+const ALG_REWRITES: Family = Family {
+    name: "rgw_alg_rewrites_total",
+    help:
+        "ALG messages rewritten (an address or port replaced in an FTP, SIP/SDP or RTSP message).",
+};
+const ALG_PACKETS_REPLACED: Family = Family {
+    name: "rgw_alg_packets_replaced_total",
+    help: "ALG packets sent on modified: a rewritten payload, or SEQ/ACK/SACK adjusted after an earlier rewrite changed a length.",
+};
+const ALG_PINHOLE_REQUESTS: Family = Family {
+    name: "rgw_alg_pinhole_requests_total",
+    help: "Pinholes (expected data or media connections) asked for by the ALG engine, by result: granted (a port was given), refused (no free port, or alg.max_pinholes_per_flow reached).",
+};
+const ALG_PINHOLES: Family = Family {
+    name: "rgw_alg_pinholes_total",
+    help: "Pinholes the ALG shell wrote to the kernel maps (pinholes, pinhole_snat), by result: written or error (netlink refused).",
+};
+const ALG_MESSAGES: Family = Family {
+    name: "rgw_alg_messages_total",
+    help: "ALG messages not rewritten, by outcome: malformed (could not be parsed, passed unchanged), hold_overflow (longer than alg.max_hold: the direction is no longer parsed), build_error (the rewritten packet would exceed 65535 bytes: passed unchanged).",
+};
+const ALG_HOLDS: Family = Family {
+    name: "rgw_alg_holds_total",
+    help: "ALG TCP segments whose tail was held back because it ended in an incomplete message.",
+};
+const ALG_DROPPED: Family = Family {
+    name: "rgw_alg_dropped_total",
+    help: "ALG packets dropped, by reason: out_of_order (beyond a gap in the stream), incomplete (held bytes only), other.",
+};
+const ALG_RETRANSMISSIONS: Family = Family {
+    name: "rgw_alg_retransmissions_total",
+    help: "ALG TCP retransmissions, by handling: replayed (rebuilt with the rewritten message), duplicate (already acknowledged data, passed as a one-byte duplicate).",
+};
+const ALG_CT_LIBERAL: Family = Family {
+    name: "rgw_alg_conntrack_liberal_total",
+    help: "ALG TCP flows whose conntrack entry was marked liberal (window checks off after SEQ rewriting), by result: marked or error.",
+};
+const ALG_FLOWS_ACTIVE: &str = "rgw_alg_flows";
+const ALG_FLOWS_ACTIVE_HELP: &str = "ALG control flows tracked now.";
+
+/// Counters of `AlgState::counters()`. `dropped` (all drops) is exported as
+/// its parts: `dropped_out_of_order`, `dropped_incomplete` and the rest
+/// (`dropped_other`, computed by [`alg_samples`]), so the reasons sum to it.
+const ALG_COUNTERS: &[Row] = &[
+    ("packets", &ALG_PACKETS, &[]),
+    ("unparsed", &ALG_UNTRACKED, &[("reason", "unparsed")]),
+    ("not_alg", &ALG_UNTRACKED, &[("reason", "not_alg")]),
+    ("flows_created", &ALG_FLOWS, &[("event", "created")]),
+    ("flows_expired", &ALG_FLOWS, &[("event", "expired")]),
+    ("flows_evicted", &ALG_FLOWS, &[("event", "evicted")]),
+    (
+        "flows_over_limit",
+        &ALG_UNTRACKED,
+        &[("reason", "over_limit")],
+    ),
+    (
+        "no_public_addr",
+        &ALG_UNTRACKED,
+        &[("reason", "no_public_addr")],
+    ),
+    ("rewrites", &ALG_REWRITES, &[]),
+    ("packets_replaced", &ALG_PACKETS_REPLACED, &[]),
+    (
+        "pinholes_requested",
+        &ALG_PINHOLE_REQUESTS,
+        &[("result", "granted")],
+    ),
+    (
+        "port_alloc_failed",
+        &ALG_PINHOLE_REQUESTS,
+        &[("result", "refused")],
+    ),
+    ("malformed", &ALG_MESSAGES, &[("outcome", "malformed")]),
+    ("holds", &ALG_HOLDS, &[]),
+    (
+        "hold_overflows",
+        &ALG_MESSAGES,
+        &[("outcome", "hold_overflow")],
+    ),
+    ("dropped_other", &ALG_DROPPED, &[("reason", "other")]),
+    (
+        "dropped_out_of_order",
+        &ALG_DROPPED,
+        &[("reason", "out_of_order")],
+    ),
+    (
+        "dropped_incomplete",
+        &ALG_DROPPED,
+        &[("reason", "incomplete")],
+    ),
+    ("replays", &ALG_RETRANSMISSIONS, &[("handling", "replayed")]),
+    (
+        "duplicates",
+        &ALG_RETRANSMISSIONS,
+        &[("handling", "duplicate")],
+    ),
+    ("build_errors", &ALG_MESSAGES, &[("outcome", "build_error")]),
+    ("pinholes_written", &ALG_PINHOLES, &[("result", "written")]),
+    ("pinhole_errors", &ALG_PINHOLES, &[("result", "error")]),
+    ("ct_liberal", &ALG_CT_LIBERAL, &[("result", "marked")]),
+    ("ct_liberal_errors", &ALG_CT_LIBERAL, &[("result", "error")]),
+];
+
+/// The ALG's metrics: `counters` from `AlgState::counters()`, `flows` the
+/// number of flows tracked now. Known names go into their family; an
+/// unknown name `x` is exported as `rgw_alg_x_total`, never dropped.
+pub fn alg_samples(counters: &[(&str, u64)], flows: u64) -> Vec<OwnedSample> {
+    let get = |n: &str| {
+        counters
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map_or(0, |(_, v)| *v)
+    };
+    let mut out = Vec::with_capacity(counters.len() + 1);
+    for &(name, value) in counters {
+        let (name, value) = if name == "dropped" {
+            // The parts are counted along with the total (see ALG_COUNTERS).
+            let parts = get("dropped_out_of_order").saturating_add(get("dropped_incomplete"));
+            ("dropped_other", value.saturating_sub(parts))
+        } else {
+            (name, value)
+        };
+        out.push(match lookup(ALG_COUNTERS, name) {
+            Some((_, fam, labels)) => OwnedSample::counter(fam.name, fam.help, labels, value),
+            None => OwnedSample::counter(
+                family_name(&format!("rgw_alg_{name}"), Kind::Counter),
+                format!("ALG counter {name} (not described yet, see docs/metrics.md)."),
+                &[],
+                value,
+            ),
+        });
+    }
+    out.push(OwnedSample::gauge(
+        ALG_FLOWS_ACTIVE,
+        ALG_FLOWS_ACTIVE_HELP,
+        &[],
+        flows as f64,
+    ));
+    out
+}
+
+/// The RGW64 translator's counters and gauges (from `rgw_xlat::XlatStats`
+/// and the TUN shell), as plain numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rgw64Counters {
+    pub packets_4to6: u64,
+    pub packets_6to4: u64,
+    pub bytes_4to6: u64,
+    pub bytes_6to4: u64,
+    pub icmp_4to6: u64,
+    pub icmp_6to4: u64,
+    pub icmp_errors_sent: u64,
+    pub icmp_errors_rate_limited: u64,
+    pub fragments_in: u64,
+    pub fragments_out: u64,
+    /// Every drop reason (`rgw_xlat::Drop::ALL`, by `as_str`), zeros included.
+    pub drops: Vec<(&'static str, u64)>,
+    pub mappings_static: u64,
+    pub mappings_dynamic: u64,
+    pub mappings_created: u64,
+    pub mappings_expired: u64,
+    pub mapping_overflows: u64,
+    pub tun_read_errors: u64,
+    pub tun_write_errors: u64,
+}
+
+const X_PACKETS: Family = Family {
+    name: "rgw_rgw64_packets_total",
+    help: "Packets translated by RGW64 (input packets), by direction: 4to6 (NAT46, and inbound to IPv6-only hosts) or 6to4 (NAT64).",
+};
+const X_BYTES: Family = Family {
+    name: "rgw_rgw64_bytes_total",
+    help: "Bytes of the input packets RGW64 translated, by direction.",
+};
+const X_ICMP: Family = Family {
+    name: "rgw_rgw64_icmp_translated_total",
+    help: "ICMP messages (info and errors) translated by RGW64, by direction.",
+};
+const X_ICMP_ERRORS: Family = Family {
+    name: "rgw_rgw64_icmp_errors_total",
+    help: "ICMP errors originated by the translator (Time Exceeded, Packet Too Big, Fragmentation Needed, ...), by result: sent or rate_limited (not sent, over 100/s).",
+};
+const X_FRAGMENTS: Family = Family {
+    name: "rgw_rgw64_fragments_total",
+    help: "Fragments at the translator, by kind: received (input packets that were fragments) or produced (by fragmenting a packet over the MTU).",
+};
+const X_DROPPED: Family = Family {
+    name: "rgw_rgw64_dropped_total",
+    help: "Packets the RGW64 translator dropped, by reason (rgw_xlat::Drop).",
+};
+const X_MAPPING_EVENTS: Family = Family {
+    name: "rgw_rgw64_mapping_events_total",
+    help: "Dynamic RGW64 bindings by event: created, expired (idle past rgw64.dynamic_timeout), overflow (refused: pool4 or rgw64.max_dynamic full).",
+};
+const X_TUN_ERRORS: Family = Family {
+    name: "rgw_rgw64_tun_errors_total",
+    help: "Failed reads and writes on the RGW64 TUN device, by op.",
+};
+const X_MAPPINGS: &str = "rgw_rgw64_mappings";
+const X_MAPPINGS_HELP: &str =
+    "RGW64 bindings (IPv4 proxy address to IPv6 address) now, by origin: static (configured) or dynamic.";
+
+/// The RGW64 translator's metrics.
+pub fn rgw64_samples(c: &Rgw64Counters) -> Vec<OwnedSample> {
+    let mut out = Vec::with_capacity(24 + c.drops.len());
+    let mut counter = |fam: &Family, labels: &[(&str, &str)], v: u64| {
+        out.push(OwnedSample::counter(fam.name, fam.help, labels, v));
+    };
+    for (dir, p, b, i) in [
+        ("4to6", c.packets_4to6, c.bytes_4to6, c.icmp_4to6),
+        ("6to4", c.packets_6to4, c.bytes_6to4, c.icmp_6to4),
+    ] {
+        counter(&X_PACKETS, &[("direction", dir)], p);
+        counter(&X_BYTES, &[("direction", dir)], b);
+        counter(&X_ICMP, &[("direction", dir)], i);
+    }
+    counter(&X_ICMP_ERRORS, &[("result", "sent")], c.icmp_errors_sent);
+    counter(
+        &X_ICMP_ERRORS,
+        &[("result", "rate_limited")],
+        c.icmp_errors_rate_limited,
+    );
+    counter(&X_FRAGMENTS, &[("kind", "received")], c.fragments_in);
+    counter(&X_FRAGMENTS, &[("kind", "produced")], c.fragments_out);
+    for &(reason, n) in &c.drops {
+        counter(&X_DROPPED, &[("reason", reason)], n);
+    }
+    counter(
+        &X_MAPPING_EVENTS,
+        &[("event", "created")],
+        c.mappings_created,
+    );
+    counter(
+        &X_MAPPING_EVENTS,
+        &[("event", "expired")],
+        c.mappings_expired,
+    );
+    counter(
+        &X_MAPPING_EVENTS,
+        &[("event", "overflow")],
+        c.mapping_overflows,
+    );
+    counter(&X_TUN_ERRORS, &[("op", "read")], c.tun_read_errors);
+    counter(&X_TUN_ERRORS, &[("op", "write")], c.tun_write_errors);
+    for (origin, n) in [
+        ("static", c.mappings_static),
+        ("dynamic", c.mappings_dynamic),
+    ] {
+        out.push(OwnedSample::gauge(
+            X_MAPPINGS,
+            X_MAPPINGS_HELP,
+            &[("origin", origin)],
+            n as f64,
+        ));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1374,6 +1650,235 @@ mod tests {
                 doc.contains(&format!("`{f}`")),
                 "{f} missing in docs/metrics.md"
             );
+        }
+    }
+
+    /// `AlgState::counters()` names, in its order.
+    const ALG_CURRENT: [&str; 25] = [
+        "packets",
+        "unparsed",
+        "not_alg",
+        "flows_created",
+        "flows_expired",
+        "flows_evicted",
+        "flows_over_limit",
+        "no_public_addr",
+        "rewrites",
+        "packets_replaced",
+        "pinholes_requested",
+        "port_alloc_failed",
+        "malformed",
+        "holds",
+        "hold_overflows",
+        "dropped",
+        "dropped_out_of_order",
+        "dropped_incomplete",
+        "replays",
+        "duplicates",
+        "build_errors",
+        "pinholes_written",
+        "pinhole_errors",
+        "ct_liberal",
+        "ct_liberal_errors",
+    ];
+
+    fn alg_text() -> String {
+        // Values 100 + index, except the drops: 10 in all, of which 3 out
+        // of order and 4 incomplete, so `other` must come out as 3.
+        let counters: Vec<(&str, u64)> = ALG_CURRENT
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = match *n {
+                    "dropped" => 10,
+                    "dropped_out_of_order" => 3,
+                    "dropped_incomplete" => 4,
+                    _ => 100 + i as u64,
+                };
+                (*n, v)
+            })
+            .collect();
+        render_owned(&alg_samples(&counters, 7))
+    }
+
+    fn rgw64_text() -> String {
+        let c = Rgw64Counters {
+            packets_4to6: 1,
+            packets_6to4: 2,
+            bytes_4to6: 3,
+            bytes_6to4: 4,
+            icmp_4to6: 5,
+            icmp_6to4: 6,
+            icmp_errors_sent: 7,
+            icmp_errors_rate_limited: 8,
+            fragments_in: 9,
+            fragments_out: 10,
+            drops: vec![("truncated", 0), ("dst_not_mapped", 11)],
+            mappings_static: 12,
+            mappings_dynamic: 13,
+            mappings_created: 14,
+            mappings_expired: 15,
+            mapping_overflows: 16,
+            tun_read_errors: 17,
+            tun_write_errors: 18,
+        };
+        render_owned(&rgw64_samples(&c))
+    }
+
+    #[test]
+    fn alg_counters_map_to_families() {
+        // Every current counter has a row (`dropped` through `dropped_other`).
+        for name in ALG_CURRENT {
+            let row = if name == "dropped" {
+                "dropped_other"
+            } else {
+                name
+            };
+            assert!(lookup(ALG_COUNTERS, row).is_some(), "{name} has no row");
+        }
+        assert_eq!(ALG_COUNTERS.len(), ALG_CURRENT.len());
+        let mut seen = HashSet::new();
+        for (name, fam, labels) in ALG_COUNTERS {
+            assert!(seen.insert((fam.name, *labels)), "{name} repeats a series");
+            assert!(fam.name.starts_with("rgw_alg_") && fam.name.ends_with("_total"));
+            assert!(is_metric_name(fam.name));
+        }
+        let text = alg_text();
+        assert_eq!(check_exposition(&text), Ok(25 + 1));
+        for line in [
+            "# TYPE rgw_alg_flows gauge\nrgw_alg_flows 7\n",
+            "rgw_alg_packets_total 100\n",
+            "rgw_alg_rewrites_total 108\n",
+            "rgw_alg_pinholes_total{result=\"written\"} 121\n",
+            "rgw_alg_pinholes_total{result=\"error\"} 122\n",
+            "rgw_alg_flows_total{event=\"created\"} 103\n",
+            "rgw_alg_flows_total{event=\"evicted\"} 105\n",
+            "rgw_alg_untracked_packets_total{reason=\"over_limit\"} 106\n",
+            "rgw_alg_messages_total{outcome=\"malformed\"} 112\n",
+            "rgw_alg_dropped_total{reason=\"other\"} 3\n",
+            "rgw_alg_dropped_total{reason=\"out_of_order\"} 3\n",
+            "rgw_alg_dropped_total{reason=\"incomplete\"} 4\n",
+            "rgw_alg_conntrack_liberal_total{result=\"marked\"} 123\n",
+            "# TYPE rgw_alg_rewrites_total counter\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        // The active flows are a gauge, not a counter of the fallback.
+        assert!(!text.contains("flows_active"));
+        assert!(!text.contains("not described yet"));
+        // Parts larger than the total (a racy read) give 0, not a wrap.
+        let t = render_owned(&alg_samples(
+            &[("dropped", 1), ("dropped_out_of_order", 5)],
+            0,
+        ));
+        assert!(
+            t.contains("rgw_alg_dropped_total{reason=\"other\"} 0\n"),
+            "{t}"
+        );
+        // An unknown ALG counter is exported, not dropped.
+        let t = render_owned(&alg_samples(&[("new_thing", 4)], 0));
+        assert!(t.contains("rgw_alg_new_thing_total 4\n"), "{t}");
+    }
+
+    #[test]
+    fn rgw64_families() {
+        let text = rgw64_text();
+        assert_eq!(check_exposition(&text), Ok(6 + 2 + 2 + 2 + 3 + 2 + 2));
+        for line in [
+            "rgw_rgw64_packets_total{direction=\"4to6\"} 1\n",
+            "rgw_rgw64_packets_total{direction=\"6to4\"} 2\n",
+            "rgw_rgw64_bytes_total{direction=\"6to4\"} 4\n",
+            "rgw_rgw64_icmp_translated_total{direction=\"4to6\"} 5\n",
+            "rgw_rgw64_icmp_errors_total{result=\"sent\"} 7\n",
+            "rgw_rgw64_icmp_errors_total{result=\"rate_limited\"} 8\n",
+            "rgw_rgw64_fragments_total{kind=\"received\"} 9\n",
+            "rgw_rgw64_fragments_total{kind=\"produced\"} 10\n",
+            // Zero drops are series too (they exist before the first drop).
+            "rgw_rgw64_dropped_total{reason=\"truncated\"} 0\n",
+            "rgw_rgw64_dropped_total{reason=\"dst_not_mapped\"} 11\n",
+            "# TYPE rgw_rgw64_mappings gauge\n",
+            "rgw_rgw64_mappings{origin=\"static\"} 12\n",
+            "rgw_rgw64_mappings{origin=\"dynamic\"} 13\n",
+            "rgw_rgw64_mapping_events_total{event=\"created\"} 14\n",
+            "rgw_rgw64_mapping_events_total{event=\"expired\"} 15\n",
+            "rgw_rgw64_mapping_events_total{event=\"overflow\"} 16\n",
+            "rgw_rgw64_tun_errors_total{op=\"read\"} 17\n",
+            "rgw_rgw64_tun_errors_total{op=\"write\"} 18\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn alg_and_rgw64_families_are_documented() {
+        let doc = include_str!("../../docs/metrics.md");
+        let text = format!("{}{}", alg_text(), rgw64_text());
+        let fams = families(&text);
+        assert_eq!(fams.len(), 13 + 9);
+        for f in fams {
+            assert!(
+                doc.contains(&format!("`{f}`")),
+                "{f} missing in docs/metrics.md"
+            );
+        }
+        // Every label value is documented too.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, labels) = parse_sample(line).unwrap();
+            for (_, v) in labels {
+                assert!(
+                    doc.contains(&format!("`{v}`")),
+                    "label value {v} missing in docs/metrics.md"
+                );
+            }
+        }
+    }
+
+    /// The sample dashboard is valid JSON, its panels have unique ids, and
+    /// every `rgw_…` name in a query is a documented family; the ALG and
+    /// RGW64 panels are there.
+    #[test]
+    fn grafana_dashboard_uses_documented_metrics() {
+        let doc = include_str!("../../docs/metrics.md");
+        let raw = include_str!("../../packaging/grafana/rgw-dashboard.json");
+        let d: serde_json::Value = serde_json::from_str(raw).expect("dashboard JSON");
+        let panels = d["panels"].as_array().expect("panels");
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        for p in panels {
+            assert!(
+                ids.insert(p["id"].as_u64().expect("panel id")),
+                "repeated id"
+            );
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(i) = rest.find("rgw_") {
+                    let tail = &rest[i..];
+                    let end = tail
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(tail.len());
+                    names.insert(tail[..end].to_string());
+                    rest = &tail[end..];
+                }
+            }
+        }
+        for n in &names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} (dashboard) missing in docs/metrics.md"
+            );
+        }
+        for n in [
+            "rgw_alg_rewrites_total",
+            "rgw_alg_pinholes_total",
+            "rgw_alg_flows",
+            "rgw_alg_flows_total",
+            "rgw_alg_dropped_total",
+            "rgw_rgw64_packets_total",
+            "rgw_rgw64_dropped_total",
+            "rgw_rgw64_mappings",
+        ] {
+            assert!(names.contains(n), "no dashboard panel queries {n}");
         }
     }
 

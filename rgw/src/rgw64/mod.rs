@@ -90,6 +90,36 @@ impl Rgw64 {
         self.xlat().expire(now);
     }
 
+    /// Counters and gauges for the Prometheus endpoint (every drop reason,
+    /// zeros included, so each series exists from the start).
+    pub fn metrics(&self) -> crate::prometheus::Rgw64Counters {
+        let s = self.xlat().stats();
+        let tun = &self.tun_stats;
+        crate::prometheus::Rgw64Counters {
+            packets_4to6: s.packets_4to6,
+            packets_6to4: s.packets_6to4,
+            bytes_4to6: s.bytes_4to6,
+            bytes_6to4: s.bytes_6to4,
+            icmp_4to6: s.icmp_4to6,
+            icmp_6to4: s.icmp_6to4,
+            icmp_errors_sent: s.icmp_errors_sent,
+            icmp_errors_rate_limited: s.icmp_errors_rate_limited,
+            fragments_in: s.fragments_in,
+            fragments_out: s.fragments_out,
+            drops: rgw_xlat::Drop::ALL
+                .iter()
+                .map(|d| (d.as_str(), s.dropped(*d)))
+                .collect(),
+            mappings_static: s.mappings_static as u64,
+            mappings_dynamic: s.mappings_dynamic as u64,
+            mappings_created: s.mappings_created,
+            mappings_expired: s.mappings_expired,
+            mapping_overflows: s.mapping_overflows,
+            tun_read_errors: tun.read_errors.load(std::sync::atomic::Ordering::Relaxed),
+            tun_write_errors: tun.write_errors.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Counters and bindings for `rgw status`.
     pub fn status(&self) -> serde_json::Value {
         let x = self.xlat();
