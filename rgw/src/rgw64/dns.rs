@@ -50,3 +50,113 @@ where
         None => Ok(first),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rgw64::config::Rgw64Config;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::rdata::{A, AAAA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Mutex;
+
+    fn rgw64() -> Rgw64 {
+        let cfg = Rgw64Config {
+            tun: "t".into(),
+            prefix64: "fd64:64::/96".parse().expect("net"),
+            pool4: "10.64.0.0/24".parse().expect("net"),
+            dynamic_timeout: std::time::Duration::from_secs(60),
+            max_dynamic: 16,
+            lan_prefix6: "fd00::/64".parse().expect("net"),
+            lan_address6: "fd00::1".parse().expect("ip"),
+            wan_address6: "2001:db8::2".parse().expect("ip"),
+            synth_ttl: 30,
+            mtu: 1500,
+            statics: Vec::new(),
+        };
+        Rgw64::new(&cfg).expect("valid translator config")
+    }
+
+    fn query(t: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 9;
+        m.add_query(Query::query(Name::from_ascii("x.demo.").expect("name"), t));
+        m.to_vec().expect("encodes")
+    }
+
+    /// A fake upstream: `x.demo` has only an A (v4 = true) or only an AAAA.
+    fn upstream(q: &[u8], v4: bool) -> Vec<u8> {
+        let q = Message::from_vec(q).expect("parses");
+        let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+        m.add_query(q.queries[0].clone());
+        let name = q.queries[0].name().clone();
+        match (q.queries[0].query_type(), v4) {
+            (RecordType::A, true) => m.answers.push(Record::from_rdata(
+                name,
+                60,
+                RData::A(A(Ipv4Addr::new(203, 0, 113, 80))),
+            )),
+            (RecordType::AAAA, false) => m.answers.push(Record::from_rdata(
+                name,
+                60,
+                RData::AAAA(AAAA("2001:db8::80".parse().expect("ip"))),
+            )),
+            _ => {}
+        }
+        m.to_vec().expect("encodes")
+    }
+
+    fn answers(reply: &[u8]) -> Vec<RData> {
+        Message::from_vec(reply)
+            .expect("parses")
+            .answers
+            .into_iter()
+            .map(|r| r.data)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_client_family_decides() {
+        let r = rgw64();
+        let asked = Mutex::new(0usize);
+        let ask = |v4: bool| {
+            let asked = &asked;
+            move |q: Vec<u8>| async move {
+                *asked.lock().expect("lock") += 1;
+                Ok(upstream(&q, v4))
+            }
+        };
+        let v6peer: SocketAddr = "[fd00::103]:5353".parse().expect("addr");
+        let v4peer: SocketAddr = "192.168.0.101:5353".parse().expect("addr");
+        let out = forward(Some(&r), &query(RecordType::AAAA), v6peer, ask(true))
+            .await
+            .expect("reply");
+        assert_eq!(
+            answers(&out),
+            vec![RData::AAAA(AAAA("fd64:64::cb00:7150".parse().expect("ip")))]
+        );
+        assert_eq!(*asked.lock().expect("lock"), 2, "AAAA then A");
+        // The same question over IPv4: one lookup, no synthesis.
+        let out = forward(Some(&r), &query(RecordType::AAAA), v4peer, ask(true))
+            .await
+            .expect("reply");
+        assert!(answers(&out).is_empty());
+        assert_eq!(*asked.lock().expect("lock"), 3);
+        // A for an IPv6-only name over IPv4: a proxy IPv4, bound in the translator.
+        let out = forward(Some(&r), &query(RecordType::A), v4peer, ask(false))
+            .await
+            .expect("reply");
+        let [RData::A(A(proxy))] = answers(&out)[..] else {
+            panic!("one A expected")
+        };
+        assert!(r.cfg.pool4.contains(&proxy));
+        let v6: Ipv6Addr = "2001:db8::80".parse().expect("ip");
+        assert_eq!(r.xlat().lookup_v4(proxy), Some(v6));
+        // Without [rgw64] the reply passes as it is.
+        let out = forward(None, &query(RecordType::AAAA), v6peer, ask(true))
+            .await
+            .expect("reply");
+        assert!(answers(&out).is_empty());
+    }
+}
