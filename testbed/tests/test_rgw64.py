@@ -151,6 +151,22 @@ def test_tcp_out_ipv6_host_to_ipv6_server_nat66(ns, topo):
     assert got.split()[:2] == ["web", GW6], got
 
 
+def test_tcp_out_other_ipv6_source_gets_a_dynamic_proxy(six, ns, topo):
+    """An IPv6 source without a static proxy (a second address of hostc) is
+    bound to a proxy IPv4 by its first packet (NAT64, RFC 6146 style)."""
+    other = "fd00:192:168::203"
+    nsrun(ns.hc, ["ip", "-6", "addr", "add", f"{other}/64", "dev", "eth0", "nodad"], check=True)
+    try:
+        got = socat(ns.hc, f"TCP6:[{embed(topo.WEB_IP)}]:8,bind=[{other}]")
+        assert got.split()[:2] == ["web", GW], got
+        maps = [m for m in six.status()["rgw64"]["mappings"] if m["ipv6"] == other]
+        assert len(maps) == 1 and maps[0]["origin"] == "packet", maps
+        assert ipaddress.ip_address(maps[0]["ipv4"]) in POOL4 and maps[0]["ipv4"] != HOSTC_PROXY4, maps
+        assert maps[0]["expires_in_s"] > 0, maps
+    finally:
+        nsrun(ns.hc, ["ip", "-6", "addr", "del", f"{other}/64", "dev", "eth0"])
+
+
 def test_udp_out_both_families(ns, topo):
     got = socat(ns.hc, "UDP6:v4only.demo:8", "ping\n", timeout=3)
     assert got.split()[:2] == ["web", GW], got
