@@ -327,6 +327,10 @@ def test_http_in_public_client_to_ipv6_only_host(ns, topo):
 def test_ruleset_and_routes(ns, topo):
     rules = nsrun(topo.NS_GW, ["nft", "list", "table", "ip6", "rgw"], check=True).stdout
     assert "snat to 2001:db8:0:100::2" in rules and "fd64:64::/96" in rules, rules
+    # Inbound IPv6 only to published (global) host addresses: none on a ULA LAN.
+    assert "ip6 daddr @hosts6 accept" in rules, rules
+    hosts6 = nsrun(topo.NS_GW, ["nft", "list", "set", "ip6", "rgw", "hosts6"], check=True).stdout
+    assert "elements" not in hosts6, hosts6
     rules4 = nsrun(topo.NS_GW, ["nft", "list", "chain", "ip", "rgw", "srcnat"], check=True).stdout
     assert "10.64.0.0/24" in rules4, rules4
     routes = nsrun(topo.NS_GW, ["ip", "route", "show", "dev", "rgw64"], check=True).stdout
