@@ -121,6 +121,9 @@ def test_dns_synthesis_only_for_the_family_that_needs_it(ns, topo):
     # In-zone: the IPv6-only host's AAAA on the LAN, its static proxy as A.
     assert dig(ns.hc, lan6, "hostc.gwa.demo", "AAAA") == [topo.HC_IP6]
     assert dig(ns.ha, lan4, "hostc.gwa.demo", "A") == [HOSTC_PROXY4]
+    # In-zone IPv4-only host asked over IPv6: a proxy ULA too; over IPv4: nothing.
+    assert dig(ns.hc, lan6, "hosta.gwa.demo", "AAAA") == [embed(topo.HA_IP)]
+    assert dig(ns.ha, lan4, "hosta.gwa.demo", "AAAA") == []
     # Public view: a ULA is never published; A allocates from the Circular Pool.
     assert dig(ns.cli, topo.RES_IP, "hostc.gwa.demo", "AAAA") == []
     reserve(topo, "hostc.gwa.demo")
@@ -165,6 +168,15 @@ def test_tcp_out_other_ipv6_source_gets_a_dynamic_proxy(six, ns, topo):
         assert maps[0]["expires_in_s"] > 0, maps
     finally:
         nsrun(ns.hc, ["ip", "-6", "addr", "del", f"{other}/64", "dev", "eth0"])
+
+
+def test_inside_the_lan_ipv6_only_and_ipv4_only_hosts_by_name(ns, topo):
+    # hostc -> hosta: proxy ULA of hosta; hosta sees hostc's static proxy IPv4.
+    got = socat(ns.hc, "TCP6:hosta.gwa.demo:8")
+    assert got.split()[:2] == ["hosta", HOSTC_PROXY4], got
+    # hosta -> hostc: hostc's A is its proxy IPv4; hostc sees prefix64::hosta.
+    got = socat(ns.ha, "TCP4:hostc.gwa.demo:8")
+    assert got.split()[:2] == ["hostc", embed(topo.HA_IP)], got
 
 
 def test_udp_out_both_families(ns, topo):

@@ -27,11 +27,8 @@ where
     let Some(r) = rgw64 else {
         return Ok(first);
     };
-    let family = match peer.ip() {
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Family::V6,
-        _ => Family::V4,
-    };
-    let Step::AskOther { query: q2, kind } = r.synth.after_first(query, &first, family) else {
+    let Step::AskOther { query: q2, kind } = r.synth.after_first(query, &first, family(peer))
+    else {
         return Ok(first);
     };
     let second = match ask(q2).await {
@@ -49,6 +46,42 @@ where
         }
         None => Ok(first),
     }
+}
+
+/// The family of the client at `peer` (an IPv4-mapped IPv6 peer is IPv4).
+fn family(peer: SocketAddr) -> Family {
+    match peer.ip() {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Family::V6,
+        _ => Family::V4,
+    }
+}
+
+/// The same step for names of our own zone on the private view: the
+/// responder's `reply` to `query` is completed from the responder's answer
+/// to the other type (an IPv6-only LAN host asking `AAAA hosta.<zone>` gets
+/// `prefix64::<hosta's IPv4>`). None: send `reply` as it is.
+pub fn complete_local(
+    r: &Rgw64,
+    responder: &rgw_dns::Responder,
+    query: &[u8],
+    reply: &[u8],
+    peer: SocketAddr,
+    transport: rgw_dns::Transport,
+) -> Option<Vec<u8>> {
+    let Step::AskOther { query: q2, kind } = r.synth.after_first(query, reply, family(peer)) else {
+        return None;
+    };
+    // The private view never allocates; a denying allocator makes that certain.
+    let rgw_dns::Action::Reply { bytes: second, .. } = responder.handle(
+        &q2,
+        rgw_dns::View::Private,
+        transport,
+        &mut crate::gateway::DataplaneDown,
+    ) else {
+        return None;
+    };
+    r.synth
+        .synthesize(reply, &second, kind, &mut |v6| r.map_v6(v6))
 }
 
 #[cfg(test)]
@@ -114,6 +147,53 @@ mod tests {
             .into_iter()
             .map(|r| r.data)
             .collect()
+    }
+
+    #[test]
+    fn zone_hosts_are_completed_locally() {
+        use rgw_dns::{DeniedPolicy, Host, Responder, Transport, View, ZoneData, ZoneSettings};
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        let zone = ZoneData::new(
+            ZoneSettings {
+                apex: n("gwa.demo."),
+                ns_name: n("ns.gwa.demo."),
+                ns_addr: Ipv4Addr::new(198, 51, 100, 2),
+                hostmaster: n("hostmaster.gwa.demo."),
+                serial: 1,
+                static_ttl: 60,
+                negative_ttl: 30,
+            },
+            vec![Host {
+                name: "hosta".into(),
+                ipv4: Ipv4Addr::new(192, 168, 0, 101),
+                ipv6: None,
+                services: Default::default(),
+            }],
+        );
+        let responder = Responder::new(zone, DeniedPolicy::Drop);
+        let r = rgw64();
+        let mut q = Message::query();
+        q.metadata.id = 3;
+        q.add_query(Query::query(n("hosta.gwa.demo."), RecordType::AAAA));
+        let q = q.to_vec().expect("encodes");
+        let rgw_dns::Action::Reply { bytes, .. } = responder.handle(
+            &q,
+            View::Private,
+            Transport::Udp,
+            &mut crate::gateway::DataplaneDown,
+        ) else {
+            panic!("the zone answers")
+        };
+        assert!(answers(&bytes).is_empty(), "NODATA: hosta has no IPv6");
+        let v6peer: SocketAddr = "[fd00::103]:53".parse().expect("addr");
+        let out = complete_local(&r, &responder, &q, &bytes, v6peer, Transport::Udp)
+            .expect("synthesised for an IPv6 client");
+        assert_eq!(
+            answers(&out),
+            vec![RData::AAAA(AAAA("fd64:64::c0a8:65".parse().expect("ip")))]
+        );
+        let v4peer: SocketAddr = "192.168.0.102:53".parse().expect("addr");
+        assert!(complete_local(&r, &responder, &q, &bytes, v4peer, Transport::Udp).is_none());
     }
 
     #[tokio::test]
