@@ -618,11 +618,9 @@ impl Responder {
     /// Service names never get one: they exist to reserve IPv4 (R, proto, port).
     fn host_aaaa(&self, view: View, host: usize) -> Option<Ipv6Addr> {
         let v6 = self.zone.host(host)?.ipv6?;
-        let seg0 = v6.segments()[0];
-        let local = (seg0 & 0xfe00) == 0xfc00 || (seg0 & 0xffc0) == 0xfe80;
         match view {
             View::Private => Some(v6),
-            View::Public if !local => Some(v6),
+            View::Public if is_published_v6(v6) => Some(v6),
             View::Public => None,
         }
     }
@@ -763,6 +761,18 @@ struct Sections {
 fn unreachable_out_of_zone() -> Outcome {
     // Handled before the match; kept total without a panic.
     Outcome::Refused
+}
+
+/// Whether a host's IPv6 address is answered on the public view: not a ULA
+/// (fc00::/7), link-local, loopback, multicast or unspecified address. The
+/// data plane admits inbound IPv6 to exactly these addresses.
+pub fn is_published_v6(v6: Ipv6Addr) -> bool {
+    let seg0 = v6.segments()[0];
+    !((seg0 & 0xfe00) == 0xfc00
+        || (seg0 & 0xffc0) == 0xfe80
+        || v6.is_loopback()
+        || v6.is_multicast()
+        || v6.is_unspecified())
 }
 
 /// The EDNS Client Subnet option of a query (RFC 7871 §6), if any.

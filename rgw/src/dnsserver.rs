@@ -86,6 +86,27 @@ impl DnsServer {
             transport,
             ctx,
         );
+        let action = match (&self.rgw64, view, action) {
+            // RGW64: zone names answer like forwarded ones (a proxy ULA for
+            // an IPv4-only host, asked over IPv6).
+            (Some(r), View::Private, Action::Reply { bytes, outcome }) => {
+                match crate::rgw64::dns::complete_local(
+                    r,
+                    &snap.responder,
+                    packet,
+                    &bytes,
+                    peer,
+                    transport,
+                ) {
+                    Some(bytes) => Action::Reply {
+                        bytes,
+                        outcome: Outcome::Static,
+                    },
+                    None => Action::Reply { bytes, outcome },
+                }
+            }
+            (_, _, action) => action,
+        };
         self.count(view, &action);
         action
     }

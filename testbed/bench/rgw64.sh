@@ -18,7 +18,9 @@
 #   udp64    -u -b 0 -l 16: 64-byte IPv6 packets (40 + 8 + 16), translated to 44-byte IPv4
 #   udp1400  -u -b 0 -l 1400: 1448-byte IPv6 packets
 #   tcp      one TCP stream (MSS from the 1500 MTU)
-# Received packets/s and Mbit/s (UDP, with loss %) and Mbit/s (TCP) at web.
+# Received packets/s and Mbit/s (UDP, with loss %) and Mbit/s (TCP) at web;
+# packets/s the translator wrote into its TUN and its CPU time per packet
+# (user + system of the rgw or tayga process over the run).
 # Results: results/rgw64.csv; the report (bench.sh) shows ours/TAYGA ratios.
 # Usage: rgw64.sh [--rounds N] [--quick]
 set -euo pipefail
@@ -120,22 +122,39 @@ print(f'{json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] 
 PYEOF
 }
 
+# The translator's side of a run: packets it wrote back into its TUN (the
+# device's rx counter) and the CPU its process used, so the cost per packet
+# can be compared even when the machine is shared.
+tun_of() { case "$1" in rgw64) echo rgw64 ;; tayga) echo nat64t ;; esac; }
+comm_of() { case "$1" in rgw64) echo rgw ;; tayga) echo tayga ;; esac; }
+tun_rx() { nsx "$NS_GW" cat "/sys/class/net/$1/statistics/rx_packets"; }
+# measure SYS NAME ROUND ARGS...: one iperf3 run with the translator's share
+measure() {
+    local sys=$1 name=$2 round=$3; shift 3
+    local f="$STATE/$sys-$name-$round.json" tun comm p0 p1 u0 s0 u1 s1
+    tun=$(tun_of "$sys"); comm=$(comm_of "$sys")
+    p0=$(tun_rx "$tun"); read -r u0 s0 < <(cpu_ticks "$comm")
+    iperf3_json "$f" "$@" || { cat "$f" >&2; die "iperf3 $name failed ($sys)"; }
+    p1=$(tun_rx "$tun"); read -r u1 s1 < <(cpu_ticks "$comm")
+    emit "$sys" "${name}_xlat_pps" "pkt/s" "$round" "$(awk -v n=$((p1 - p0)) -v t="$SECS" 'BEGIN { printf "%.0f", n / t }')"
+    emit "$sys" "${name}_cpu_us_per_pkt" "us" "$round" "$(us_per $((u1 + s1 - u0 - s0)) $((p1 - p0)))"
+    LAST_JSON=$f
+}
+
 for round in $(seq 1 "$ROUNDS"); do
     info "round $round/$ROUNDS"
     for sys in $(rotate "$round" rgw64 tayga); do
         use "$sys"
         for len in 16 1400; do
             name=$([ "$len" = 16 ] && echo udp64 || echo udp1400)
-            f="$STATE/$sys-$name-$round.json"
-            iperf3_json "$f" -u -b 0 -l "$len" || { cat "$f" >&2; die "iperf3 $name failed ($sys)"; }
-            read -r mbps pps loss < <(udp_stats "$f")
+            measure "$sys" "$name" "$round" -u -b 0 -l "$len"
+            read -r mbps pps loss < <(udp_stats "$LAST_JSON")
             emit "$sys" "${name}_rx_pps" "pkt/s" "$round" "$pps"
             emit "$sys" "${name}_rx_mbps" "Mbit/s" "$round" "$mbps"
             emit "$sys" "${name}_loss" "%" "$round" "$loss"
         done
-        f="$STATE/$sys-tcp-$round.json"
-        iperf3_json "$f" || { cat "$f" >&2; die "iperf3 tcp failed ($sys)"; }
-        emit "$sys" "tcp_rx_mbps" "Mbit/s" "$round" "$(tcp_mbps "$f")"
+        measure "$sys" tcp "$round"
+        emit "$sys" "tcp_rx_mbps" "Mbit/s" "$round" "$(tcp_mbps "$LAST_JSON")"
     done
 done
 
@@ -145,9 +164,9 @@ import csv, statistics, sys
 by = {}
 for r in csv.DictReader(open(sys.argv[1])):
     by.setdefault((r["metric"], r["unit"]), {}).setdefault(r["system"], []).append(float(r["value"]))
-print(f'{"metric":<22} {"rgw64":>12} {"tayga":>12} {"ours/tayga":>10}')
+print(f'{"metric":<26} {"rgw64":>12} {"tayga":>12} {"ours/tayga":>10}')
 for (m, unit), v in sorted(by.items()):
     a, b = statistics.median(v.get("rgw64", [0])), statistics.median(v.get("tayga", [0]))
-    print(f'{m:<22} {a:>12.1f} {b:>12.1f} {a / b if b else float("nan"):>10.3f}  {unit}')
+    print(f'{m:<26} {a:>12.3f} {b:>12.3f} {a / b if b else float("nan"):>10.3f}  {unit}')
 PYEOF
 info "results in $RESULT_FILE"

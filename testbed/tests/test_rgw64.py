@@ -121,6 +121,9 @@ def test_dns_synthesis_only_for_the_family_that_needs_it(ns, topo):
     # In-zone: the IPv6-only host's AAAA on the LAN, its static proxy as A.
     assert dig(ns.hc, lan6, "hostc.gwa.demo", "AAAA") == [topo.HC_IP6]
     assert dig(ns.ha, lan4, "hostc.gwa.demo", "A") == [HOSTC_PROXY4]
+    # In-zone IPv4-only host asked over IPv6: a proxy ULA too; over IPv4: nothing.
+    assert dig(ns.hc, lan6, "hosta.gwa.demo", "AAAA") == [embed(topo.HA_IP)]
+    assert dig(ns.ha, lan4, "hosta.gwa.demo", "AAAA") == []
     # Public view: a ULA is never published; A allocates from the Circular Pool.
     assert dig(ns.cli, topo.RES_IP, "hostc.gwa.demo", "AAAA") == []
     reserve(topo, "hostc.gwa.demo")
@@ -149,6 +152,31 @@ def test_tcp_out_ipv4_host_to_ipv6_server(ns, topo):
 def test_tcp_out_ipv6_host_to_ipv6_server_nat66(ns, topo):
     got = socat(ns.hc, "TCP6:dual.demo:8")
     assert got.split()[:2] == ["web", GW6], got
+
+
+def test_tcp_out_other_ipv6_source_gets_a_dynamic_proxy(six, ns, topo):
+    """An IPv6 source without a static proxy (a second address of hostc) is
+    bound to a proxy IPv4 by its first packet (NAT64, RFC 6146 style)."""
+    other = "fd00:192:168::203"
+    nsrun(ns.hc, ["ip", "-6", "addr", "add", f"{other}/64", "dev", "eth0", "nodad"], check=True)
+    try:
+        got = socat(ns.hc, f"TCP6:[{embed(topo.WEB_IP)}]:8,bind=[{other}]")
+        assert got.split()[:2] == ["web", GW], got
+        maps = [m for m in six.status()["rgw64"]["mappings"] if m["ipv6"] == other]
+        assert len(maps) == 1 and maps[0]["origin"] == "packet", maps
+        assert ipaddress.ip_address(maps[0]["ipv4"]) in POOL4 and maps[0]["ipv4"] != HOSTC_PROXY4, maps
+        assert maps[0]["expires_in_s"] > 0, maps
+    finally:
+        nsrun(ns.hc, ["ip", "-6", "addr", "del", f"{other}/64", "dev", "eth0"])
+
+
+def test_inside_the_lan_ipv6_only_and_ipv4_only_hosts_by_name(ns, topo):
+    # hostc -> hosta: proxy ULA of hosta; hosta sees hostc's static proxy IPv4.
+    got = socat(ns.hc, "TCP6:hosta.gwa.demo:8")
+    assert got.split()[:2] == ["hosta", HOSTC_PROXY4], got
+    # hosta -> hostc: hostc's A is its proxy IPv4; hostc sees prefix64::hosta.
+    got = socat(ns.ha, "TCP4:hostc.gwa.demo:8")
+    assert got.split()[:2] == ["hostc", embed(topo.HA_IP)], got
 
 
 def test_udp_out_both_families(ns, topo):
@@ -311,6 +339,10 @@ def test_http_in_public_client_to_ipv6_only_host(ns, topo):
 def test_ruleset_and_routes(ns, topo):
     rules = nsrun(topo.NS_GW, ["nft", "list", "table", "ip6", "rgw"], check=True).stdout
     assert "snat to 2001:db8:0:100::2" in rules and "fd64:64::/96" in rules, rules
+    # Inbound IPv6 only to published (global) host addresses: none on a ULA LAN.
+    assert "ip6 daddr @hosts6 accept" in rules, rules
+    hosts6 = nsrun(topo.NS_GW, ["nft", "list", "set", "ip6", "rgw", "hosts6"], check=True).stdout
+    assert "elements" not in hosts6, hosts6
     rules4 = nsrun(topo.NS_GW, ["nft", "list", "chain", "ip", "rgw", "srcnat"], check=True).stdout
     assert "10.64.0.0/24" in rules4, rules4
     routes = nsrun(topo.NS_GW, ["ip", "route", "show", "dev", "rgw64"], check=True).stdout

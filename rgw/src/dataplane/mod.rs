@@ -140,7 +140,12 @@ fn set_tcp_loose(on: bool) -> Result<()> {
 
 /// Rewrites the mark → host map after a reload (one transaction).
 pub fn update_host_map(cfg: &Config) -> Result<()> {
-    nft_script(&ruleset::render_host_map(cfg), false)
+    let mut script = ruleset::render_host_map(cfg);
+    if cfg.rgw64.is_some() {
+        // RGW64: the hosts whose IPv6 address inbound IPv6 may reach.
+        script.push_str(&crate::rgw64::plumbing::render_hosts6(cfg));
+    }
+    nft_script(&script, false)
 }
 
 /// Lists conntrack entries (for `rgw bindings`); rare, so the tool is spawned.

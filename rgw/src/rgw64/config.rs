@@ -507,5 +507,22 @@ proxy4 = "10.64.0.9"
         assert!(six.contains(
             "oifname \"wan0\" ip6 saddr { fd00:192:168::/64, fd64:64::/96 } snat to 2001:db8:0:100::2"
         ));
+        assert!(
+            !six.contains("add element ip6 rgw hosts6"),
+            "ULAs are not published: {six}"
+        );
+        // A global LAN prefix is routed (no NAT66) and its hosts are reachable.
+        let global = BASE
+            .replace("fd00:192:168::", "2001:db8:1::")
+            .replace("fd00:192:168:", "2001:db8:1:");
+        let c = load(&global).expect("valid");
+        let six = super::super::plumbing::render6(&c, c.rgw64.as_ref().expect("section"));
+        assert!(six.contains("ip6 saddr fd64:64::/96 snat to"), "{six}");
+        assert!(
+            six.contains(
+                "add element ip6 rgw hosts6 { 2001:db8:1::101, 2001:db8:1::103, 2001:db8:1::104 }"
+            ),
+            "{six}"
+        );
     }
 }

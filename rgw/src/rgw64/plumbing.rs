@@ -40,25 +40,67 @@ fn sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).with_context(|| format!("writing {value} to {path}"))
 }
 
+/// Set of the hosts' published (global) IPv6 addresses: inbound IPv6 may reach them.
+pub const SET_HOSTS6: &str = "hosts6";
+
 /// The `ip6` table as one nft transaction (reconciles like the `ip` one).
+///
+/// A ULA LAN (the usual case, and the testbed's) is NATed66 to
+/// `wan_address6` and gets no unsolicited inbound IPv6: its hosts are reached
+/// through the Circular Pool like IPv4 ones. A global LAN prefix is routed
+/// as it is; inbound IPv6 reaches only the hosts whose AAAA the public view
+/// publishes ([`rgw_dns::answer::is_published_v6`]). Translated IPv4
+/// sources (`prefix64`) are always NATed66.
 pub fn render6(cfg: &Config, r: &Rgw64Config) -> String {
     let t = &cfg.dataplane.table;
     let wan = &cfg.wan.interface;
+    let lan = &cfg.lan.interface;
+    let ula = "fc00::/7"
+        .parse::<ipnet::Ipv6Net>()
+        .is_ok_and(|u| u.contains(&r.lan_prefix6));
+    let nat66 = if ula {
+        format!("{{ {}, {} }}", r.lan_prefix6, r.prefix64)
+    } else {
+        r.prefix64.to_string()
+    };
     format!(
-        "add table ip6 {t}\n\
-         add counter ip6 {t} {COUNTER_FORWARD6_DROP}\n\
-         add chain ip6 {t} srcnat {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         flush chain ip6 {t} srcnat\n\
-         add rule ip6 {t} srcnat oifname \"{wan}\" ip6 saddr {{ {lan6}, {p64} }} snat to {wan6}\n\
-         add chain ip6 {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
-         flush chain ip6 {t} forward\n\
-         add rule ip6 {t} forward ct state established,related accept\n\
-         add rule ip6 {t} forward ct state invalid drop\n\
-         add rule ip6 {t} forward iifname \"{wan}\" counter name {COUNTER_FORWARD6_DROP} drop\n",
-        lan6 = r.lan_prefix6,
-        p64 = r.prefix64,
+        "add table ip6 {t}
+         add counter ip6 {t} {COUNTER_FORWARD6_DROP}
+         add set ip6 {t} {SET_HOSTS6} {{ type ipv6_addr; }}
+         {hosts}         add chain ip6 {t} srcnat {{ type nat hook postrouting priority srcnat; policy accept; }}
+         flush chain ip6 {t} srcnat
+         add rule ip6 {t} srcnat oifname \"{wan}\" ip6 saddr {nat66} snat to {wan6}
+         add chain ip6 {t} forward {{ type filter hook forward priority filter; policy accept; }}
+         flush chain ip6 {t} forward
+         add rule ip6 {t} forward ct state established,related accept
+         add rule ip6 {t} forward ct state invalid drop
+         add rule ip6 {t} forward iifname \"{wan}\" oifname \"{lan}\" ip6 daddr @{SET_HOSTS6} accept
+         add rule ip6 {t} forward iifname \"{wan}\" counter name {COUNTER_FORWARD6_DROP} drop
+",
+        hosts = render_hosts6(cfg),
         wan6 = r.wan_address6,
     )
+}
+
+/// The published hosts' IPv6 addresses, rewritten in one transaction (also on reload).
+pub fn render_hosts6(cfg: &Config) -> String {
+    let t = &cfg.dataplane.table;
+    let mut out = format!("flush set ip6 {t} {SET_HOSTS6}\n");
+    let elems: Vec<String> = cfg
+        .hosts
+        .iter()
+        .filter(|h| !h.name.is_empty())
+        .filter_map(|h| h.ipv6)
+        .filter(|v6| rgw_dns::answer::is_published_v6(*v6))
+        .map(|v6| v6.to_string())
+        .collect();
+    if !elems.is_empty() {
+        out.push_str(&format!(
+            "add element ip6 {t} {SET_HOSTS6} {{ {} }}\n",
+            elems.join(", ")
+        ));
+    }
+    out
 }
 
 /// Brings the TUN up with its routes and installs the `ip6` table.
