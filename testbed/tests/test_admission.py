@@ -248,7 +248,7 @@ def test_legitimate_clients_under_spoofed_queries_at_10x(topo, rgw):
 # Reputation alone, thresholds from bracket 0 on: hosta allows 3 pending
 # reservations (max_pending = 3), so a resolver judged only above 50 % load
 # could hold all three and lock the host; at 0.3 an unknown resolver (0.5)
-# gets its first reservation and is refused the second while the first pends.
+# gets two reservations (1/3 with one pending) and is refused a third (1/4).
 REPUTATION_ONLY = """antispoof = "cname"
 reputation = true
 fqdn_threshold = [0.3, 0.5, 0.7]
