@@ -1,7 +1,7 @@
 // Shared by the ALG fuzz targets (included with `include!`): a fixed flow,
 // a deterministic port allocator and the checks every rewriter must pass.
 
-use rgw_alg::{Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Role, Rewriter, Transport};
+use rgw_alg::{Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Rewriter, Role, Transport};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Hands out `private + offset` (never 0), or nothing when `offset == 0`.
@@ -42,7 +42,11 @@ fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
     } else {
         Role::PrivateServer
     };
-    let transport = if ctl & 4 == 0 { Transport::Tcp } else { Transport::Udp };
+    let transport = if ctl & 4 == 0 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
     let private = Ipv4Addr::new(192, 168, 0, 101);
     let public = Ipv4Addr::new(198, 51, 100, 17);
     let (private_port, peer_port) = match role {
@@ -60,7 +64,12 @@ fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
     let offset = if ctl & 16 == 0 { 1000 } else { 0 };
     let run = || -> MessageResult { rw.rewrite(buf, dir, &flow, &mut Ports { offset }) };
     let r = run();
-    assert!(r.consumed <= buf.len(), "consumed {} of {}", r.consumed, buf.len());
+    assert!(
+        r.consumed <= buf.len(),
+        "consumed {} of {}",
+        r.consumed,
+        buf.len()
+    );
     match &r.outcome {
         Outcome::Incomplete => assert_eq!(r.consumed, 0, "incomplete but consumed"),
         Outcome::Unchanged | Outcome::Rewritten(_) => {
@@ -74,7 +83,10 @@ fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
     }
     for p in &r.pinholes {
         assert!(p.public_port != 0 && p.private_port != 0, "{p:?}");
-        assert!(p.public_addr == public || p.private_addr == private, "{p:?}");
+        assert!(
+            p.public_addr == public || p.private_addr == private,
+            "{p:?}"
+        );
     }
     assert_eq!(run(), r, "the same message rewritten twice differs");
 }

@@ -19,7 +19,13 @@ use rgw_alg::{Direction, Role, Transport};
 struct Ctx;
 
 impl FlowContext for Ctx {
-    fn public_addr(&self, _: SocketAddrV4, _: SocketAddrV4, _: Transport, role: Role) -> Option<Ipv4Addr> {
+    fn public_addr(
+        &self,
+        _: SocketAddrV4,
+        _: SocketAddrV4,
+        _: Transport,
+        role: Role,
+    ) -> Option<Ipv4Addr> {
         Some(match role {
             Role::PrivateClient => Ipv4Addr::new(198, 51, 100, 2),
             Role::PrivateServer => Ipv4Addr::new(198, 51, 100, 17),
@@ -60,7 +66,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     // Inbound (the private host is the server) or outbound.
     let inbound = setup & 4 != 0;
-    let (private_port, peer_port) = if inbound { (alg_port, 40000) } else { (40000, alg_port) };
+    let (private_port, peer_port) = if inbound {
+        (alg_port, 40000)
+    } else {
+        (40000, alg_port)
+    };
     let cfg = EngineConfig {
         max_flows: 4,
         max_hold: 2048,
@@ -80,7 +90,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             break;
         }
         let d = usize::from(op & 1);
-        let dir = if d == 0 { Direction::FromPrivate } else { Direction::FromPublic };
+        let dir = if d == 0 {
+            Direction::FromPrivate
+        } else {
+            Direction::FromPublic
+        };
         let (src, dst) = if d == 0 {
             ((PRIVATE, private_port), (PEER, peer_port))
         } else {
@@ -130,7 +144,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 seq,
                 ack,
                 flags,
-                sack: if kind == 1 && back & 1 == 1 { &sack } else { &[] },
+                sack: if kind == 1 && back & 1 == 1 {
+                    &sack
+                } else {
+                    &[]
+                },
                 payload: &payload,
             })
         };
@@ -146,7 +164,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert!(p.checksums_ok(), "bad TCP/UDP checksum");
             let orig = Packet::parse(&packet).expect("the fuzz packet parses");
             assert_eq!((p.ip.src(), p.ip.dst()), (orig.ip.src(), orig.ip.dst()));
-            assert_eq!((p.src_port(), p.dst_port()), (orig.src_port(), orig.dst_port()));
+            assert_eq!(
+                (p.src_port(), p.dst_port()),
+                (orig.src_port(), orig.dst_port())
+            );
         }
         for ph in &decision.pinholes {
             assert!(ph.public_port != 0 && ph.private_port != 0, "{ph:?}");
