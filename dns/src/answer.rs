@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
@@ -715,6 +715,18 @@ impl Responder {
             let mut edns = Edns::new();
             edns.set_max_payload(EDNS_PAYLOAD);
             edns.set_version(0);
+            if let Some(EdnsOption::Subnet(cs)) = req_edns.option(EdnsCode::Subnet) {
+                // RFC 7871 §7.2.1: echo ECS, or a resolver takes us for
+                // ECS-unaware and asks again without it (unbound 1.17 does: two
+                // reservations per lookup). Scope 0 ("good for every client"):
+                // every answer that matters carries TTL 0 and must not be cached.
+                edns.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(
+                        cs.addr(),
+                        cs.source_prefix(),
+                        0,
+                    )));
+            }
             resp.edns = Some(edns);
             limit = usize::from(req_edns.max_payload().clamp(512, EDNS_PAYLOAD));
         }
@@ -898,7 +910,7 @@ mod tests {
     fn client_subnet_reaches_the_allocator() {
         use hickory_proto::rr::rdata::opt::ClientSubnet;
         let r = responder();
-        let mut a = alloc(1);
+        let mut a = alloc(2);
         let mut m = Message::from_vec(&query("hosta.gwa.demo.", RecordType::A)).expect("parses");
         let mut e = Edns::new();
         e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
@@ -919,6 +931,21 @@ mod tests {
             a.subnets,
             vec![Some(("203.0.113.0".parse().expect("ip"), 24))]
         );
+        // RFC 7871 §7.2.1: the option is echoed (scope 0: nothing may be cached).
+        let Action::Reply { bytes, .. } = r.handle(&bytes, View::Public, Transport::Udp, &mut a)
+        else {
+            panic!("a reply")
+        };
+        let reply = Message::from_vec(&bytes).expect("parses");
+        match reply.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
+            Some(EdnsOption::Subnet(cs)) => {
+                assert_eq!(
+                    (cs.addr(), cs.source_prefix(), cs.scope_prefix()),
+                    ("203.0.113.0".parse().expect("ip"), 24, 0)
+                );
+            }
+            other => panic!("ECS not echoed: {other:?}"),
+        }
     }
 
     #[test]

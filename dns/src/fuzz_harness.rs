@@ -4,15 +4,17 @@
 //! crash found so far. Each harness panics when an invariant fails.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RData};
 
 use crate::answer::{
-    Action, AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, Outcome, Responder,
-    Transport, View,
+    Action, AllocRequest, Allocation, Allocator, DeniedPolicy, DenyReason, Outcome, QueryContext,
+    Responder, Transport, View,
 };
+use crate::antispoof::{AliasKey, AliasZone, AntiSpoof};
 use crate::sfqdn::{parse_port_label, parse_srv_proto_label, L4Proto, ServiceKey};
 use crate::zone::{Host, Lookup, ZoneData, ZoneSettings};
 
@@ -88,13 +90,17 @@ impl Allocator for ScriptedAlloc {
 }
 
 /// Target `dns_message`: byte 0 chooses view, transport, denial policy, the
-/// allocator's script and whether www names exist; the rest is the message.
+/// allocator's script, anti-spoofing (off, TC, CNAME aliases) and whether
+/// www names exist; the rest is the message.
 ///
 /// Invariants: no panic; a reply parses, carries the query's id and the QR
 /// bit; over UDP it fits the size the client allowed (512, or at most 1232
 /// with EDNS); the private view never allocates; the public view allocates
 /// at most once per message, only for an `A`/`SRV` question of a zone host,
-/// and an `Allocated` answer comes from a granted allocation.
+/// and an `Allocated` answer comes from a granted allocation. With
+/// anti-spoofing, a public UDP query never allocates in TC mode, and in
+/// CNAME mode its alias allocates at most once for the resolver it was sent
+/// to, never from another network, never after its lifetime.
 pub fn dns_message(data: &[u8]) {
     let Some((&ctl, packet)) = data.split_first() else {
         return;
@@ -114,12 +120,39 @@ pub fn dns_message(data: &[u8]) {
         1 => DeniedPolicy::Servfail,
         _ => DeniedPolicy::Refused,
     };
-    let responder = Responder::new(zone(ctl & 0x80 != 0), policy);
+    // Bit 6: anti-spoofing, TC or (with bit 3) CNAME aliases.
+    let antispoof = match (ctl & 0x40 != 0, ctl & 0x08 != 0) {
+        (false, _) => AntiSpoof::Off,
+        (true, false) => AntiSpoof::Tc,
+        (true, true) => AntiSpoof::Cname(AliasZone {
+            name: Name::from_ascii("alias.gwa.demo.").expect("harness alias zone is valid"),
+            lifetime: Duration::from_secs(5),
+            key: AliasKey::default(),
+        }),
+    };
+    let cname = matches!(antispoof, AntiSpoof::Cname(_));
+    let guarded = !matches!(antispoof, AntiSpoof::Off);
+    let responder = Responder::new(zone(ctl & 0x80 != 0), policy).with_antispoof(antispoof);
     let mut alloc = ScriptedAlloc {
         script: ctl >> 4,
         asked: Vec::new(),
     };
-    let action = responder.handle(packet, view, transport, &mut alloc);
+    let resolver = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 54));
+    let ctx = QueryContext {
+        resolver: Some(resolver),
+        now: Duration::from_secs(1000),
+    };
+    let action = responder.handle_in(packet, view, transport, ctx, &mut alloc);
+    if guarded && view == View::Public && transport == Transport::Udp {
+        // A spoofer never sees the answer: a UDP query (whatever it names,
+        // even a forged alias) must not reserve anything before a proof.
+        if !cname {
+            assert!(alloc.asked.is_empty(), "TC mode allocated over UDP");
+        }
+    }
+    if cname && view == View::Public && transport == Transport::Udp {
+        follow_alias(&responder, packet, &action, ctx, ctl);
+    }
     if view == View::Private {
         assert!(alloc.asked.is_empty(), "the private view allocated");
     }
@@ -167,6 +200,57 @@ pub fn dns_message(data: &[u8]) {
         Action::Drop(_) => {}
         Action::Forward => assert_eq!(view, View::Private, "the public view forwarded"),
     }
+}
+
+/// CNAME anti-spoofing: the alias in a reply, followed by the resolver it
+/// was sent to, allocates at most once per query; followed from another
+/// network or after its lifetime it allocates nothing.
+fn follow_alias(responder: &Responder, query: &[u8], action: &Action, ctx: QueryContext, ctl: u8) {
+    let Action::Reply { bytes, .. } = action else {
+        return;
+    };
+    let Ok(reply) = Message::from_vec(bytes) else {
+        return;
+    };
+    let Some(target) = reply.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(c) => Some(c.0.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    let Ok(mut q) = Message::from_vec(query) else {
+        return;
+    };
+    let Some(first) = q.queries.first_mut() else {
+        return;
+    };
+    first.set_name(target);
+    let Ok(follow) = q.to_vec() else {
+        return;
+    };
+    let run = |ctx: QueryContext| {
+        let mut a = ScriptedAlloc {
+            script: ctl >> 4,
+            asked: Vec::new(),
+        };
+        let _ = responder.handle_in(&follow, View::Public, Transport::Udp, ctx, &mut a);
+        a.asked.len()
+    };
+    assert!(run(ctx) <= 1, "an alias allocated twice in one answer");
+    let elsewhere = QueryContext {
+        resolver: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 7, 7))),
+        ..ctx
+    };
+    assert_eq!(
+        run(elsewhere),
+        0,
+        "an alias followed from another network allocated"
+    );
+    let late = QueryContext {
+        now: ctx.now + Duration::from_secs(3600),
+        ..ctx
+    };
+    assert_eq!(run(late), 0, "an expired alias allocated");
 }
 
 /// Target `sfqdn`: the service-label grammar and the zone's name lookup.

@@ -505,24 +505,24 @@ impl<K: Hash + Eq + Copy> Table<K> {
     }
 
     fn get_mut(&mut self, k: K, make: impl FnOnce() -> Entry) -> &mut Entry {
-        if !self.cur.contains_key(&k) {
-            let e = self.old.remove(&k).unwrap_or_else(make);
-            if self.cur.len() >= self.cap {
-                self.old = std::mem::take(&mut self.cur);
+        // One hash for a hit while the newer generation has room.
+        if self.cur.len() >= self.cap && !self.cur.contains_key(&k) {
+            // Rotate, keeping this key's entry if the older generation had it.
+            let kept = self.old.remove(&k);
+            self.old = std::mem::take(&mut self.cur);
+            if let Some(e) = kept {
+                self.cur.insert(k, e);
             }
-            self.cur.insert(k, e);
         }
-        self.cur
-            .get_mut(&k)
-            .expect("the entry was inserted just above")
+        let Table { cur, old, .. } = self;
+        cur.entry(k)
+            .or_insert_with(|| old.remove(&k).unwrap_or_else(make))
     }
 
     /// An existing entry only (hooks never create entries).
     fn existing(&mut self, k: &K) -> Option<&mut Entry> {
-        if self.cur.contains_key(k) {
-            return self.cur.get_mut(k);
-        }
-        self.old.get_mut(k)
+        let Table { cur, old, .. } = self;
+        cur.get_mut(k).or_else(|| old.get_mut(k))
     }
 }
 
@@ -897,6 +897,20 @@ mod tests {
             Err(Refusal::RateLimited),
             "its bucket was kept"
         );
+    }
+
+    #[test]
+    fn an_entry_of_the_older_generation_survives_the_rotation_it_triggers() {
+        let t = Instant::now();
+        let fresh = || Entry::new(t, 1.0, 1.0);
+        let mut tab: Table<u32> = Table::new(1);
+        tab.get_mut(10, fresh).pending = 3;
+        tab.get_mut(11, fresh); // rotates: old = {10}, cur = {11} (full)
+        assert_eq!(tab.get_mut(10, fresh).pending, 3, "promoted, not dropped");
+        assert_eq!(tab.len(), 2, "old = {{11}}, cur = {{10}}");
+        tab.get_mut(12, fresh); // rotates: 11 is forgotten
+        assert_eq!(tab.get_mut(11, fresh).pending, 0);
+        assert!(tab.len() <= 2);
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub fn status_json(gw: &Gateway, via: QueueVia) -> Value {
         "pending": pending,
         "counters": counters,
         "kernel_drops": kernel,
+        "admission": {
+            "antispoof": match &snap.cfg.admission.antispoof {
+                crate::admission::AntiSpoofMode::Off => "off",
+                crate::admission::AntiSpoofMode::Tc => "tc",
+                crate::admission::AntiSpoofMode::Cname { .. } => "cname",
+            },
+            "resolvers_tracked": gw.admission_tracked().0,
+            "subnets_tracked": gw.admission_tracked().1,
+        },
         "proxy": gw.snapshot().cfg.proxy.as_ref().map(|_| {
             gw.proxy_stats.snapshot().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()
         }),

@@ -776,6 +776,7 @@ fn zone_from_config(cfg: &Config) -> ZoneData {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// Records install calls; fails them when asked.
     struct Recorder {
@@ -1053,5 +1054,129 @@ max_pending = 0
             None,
             "a reservation admits one flow"
         );
+    }
+
+    fn gateway_with(extra: &str) -> Arc<Gateway> {
+        let sink = Recorder {
+            calls: Arc::default(),
+            installed: Arc::default(),
+            removed: Arc::default(),
+            fail: false,
+        };
+        Gateway::new(config_with(extra), Box::new(sink))
+    }
+
+    fn ask_from(gw: &Gateway, resolver: &str, subnet: Option<(IpAddr, u8)>) -> Allocation {
+        gw.with_allocator(|a| {
+            a.set_resolver(resolver.parse().expect("test address"));
+            a.allocate(AllocRequest {
+                host: 0,
+                service: None,
+                client_subnet: subnet,
+            })
+        })
+        .0
+    }
+
+    fn first_packet(src: [u8; 4], dst: Ipv4Addr) -> FirstPacket {
+        FirstPacket {
+            src: Ipv4Addr::from(src),
+            dst,
+            proto: 6,
+            sport: Some(40000),
+            dport: Some(8),
+        }
+    }
+
+    #[test]
+    fn per_resolver_limit_counts_pending_until_expiry() {
+        let gw = gateway_with("\n[admission]\nmax_pending_per_resolver = 1\n");
+        assert!(matches!(
+            ask_from(&gw, "203.0.113.120", None),
+            Allocation::Granted(_)
+        ));
+        assert_eq!(
+            ask_from(&gw, "203.0.113.120", None),
+            Allocation::Denied(DenyReason::Admission)
+        );
+        assert!(
+            matches!(ask_from(&gw, "203.0.113.54", None), Allocation::Granted(_)),
+            "another resolver has its own limit"
+        );
+        assert_eq!(
+            gw.metrics.admission_resolver_limit.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(gw.metrics.denied_admission.load(Ordering::Relaxed), 1);
+        assert_eq!(gw.pool_stats().pending, 2, "a refusal reserves nothing");
+        gw.expire(Instant::now() + Duration::from_secs(3));
+        assert!(matches!(
+            ask_from(&gw, "203.0.113.120", None),
+            Allocation::Granted(_)
+        ));
+    }
+
+    #[test]
+    fn reputation_refusal_cancels_and_a_claim_restores_it() {
+        let gw =
+            gateway_with("\n[admission]\nreputation = true\nfqdn_threshold = [0.3, 0.5, 0.7]\n");
+        let Allocation::Granted(r) = ask_from(&gw, "198.18.0.1", None) else {
+            panic!("an unknown resolver (0.5) gets its first address")
+        };
+        assert!(
+            matches!(ask_from(&gw, "198.18.0.1", None), Allocation::Granted(_)),
+            "one pending: (0+1)/(0+0+1+1+1) = 0.33 >= 0.3 at 33 % load"
+        );
+        assert_eq!(
+            ask_from(&gw, "198.18.0.1", None),
+            Allocation::Denied(DenyReason::Admission),
+            "two pending: 0.25 < 0.5 at 67 % load"
+        );
+        assert_eq!(
+            gw.metrics.admission_reputation_fqdn.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            gw.pool_stats().pending,
+            2,
+            "the refused reservation was cancelled"
+        );
+        assert!(gw
+            .claim(&first_packet([203, 0, 113, 10], r), Instant::now())
+            .is_some());
+        assert!(
+            matches!(ask_from(&gw, "198.18.0.1", None), Allocation::Granted(_)),
+            "a claim counts for the resolver: (1+1)/(2+0+1+1) = 0.5 >= 0.5 at 33 % load"
+        );
+    }
+
+    #[test]
+    fn ecs_binding_drops_first_packets_from_outside_the_subnet() {
+        let gw = gateway_with("\n[admission]\necs_binding = true\n");
+        let subnet = Some(("203.0.113.100".parse().expect("ip"), 32));
+        let Allocation::Granted(r) = ask_from(&gw, "203.0.113.54", subnet) else {
+            panic!("granted")
+        };
+        assert_eq!(
+            gw.claim(&first_packet([203, 0, 113, 101], r), Instant::now()),
+            None
+        );
+        assert_eq!(gw.metrics.ecs_binding_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            gw.pool_stats().pending,
+            1,
+            "the reservation stays for its client"
+        );
+        assert_eq!(
+            gw.claim(&first_packet([203, 0, 113, 100], r), Instant::now()),
+            Some(claim_mark(0))
+        );
+        // Without ECS in the query any source claims.
+        let Allocation::Granted(r) = ask_from(&gw, "203.0.113.54", None) else {
+            panic!("granted")
+        };
+        assert!(gw
+            .claim(&first_packet([198, 18, 0, 9], r), Instant::now())
+            .is_some());
     }
 }

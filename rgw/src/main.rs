@@ -227,6 +227,13 @@ fn status(target: &Target) -> Result<()> {
     for (k, n) in v["kernel_drops"].as_object().into_iter().flatten() {
         println!("  kernel {k:<17} {n}");
     }
+    let a = &v["admission"];
+    println!(
+        "admission: antispoof {}, {} resolvers and {} client subnets tracked",
+        t(&a["antispoof"]),
+        a["resolvers_tracked"],
+        a["subnets_tracked"]
+    );
     for (k, n) in v["proxy"].as_object().into_iter().flatten() {
         println!("  proxy {k:<18} {n}");
     }
