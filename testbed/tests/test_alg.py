@@ -244,6 +244,7 @@ def lftp_script(case: FtpCase, host: str, local: pathlib.Path, debug_log: pathli
         "set cmd:fail-exit yes",
         "set ftp:ssl-allow no",
         f"set ftp:passive-mode {'no' if case.active else 'yes'}",
+        "set ftp:auto-passive-mode no",    # a refused PORT must fail, not fall back to PASV
         "set ftp:prefer-epsv no",          # PASV (the address form), not EPSV
         "set ftp:fix-pasv-address no",     # use the PASV address as sent: no client-side NAT repair
         f"set net:timeout {timeout}",
@@ -405,12 +406,12 @@ class Capture:
         return per_port
 
 
-def assert_media(per_port: dict, where: str):
+def assert_media(per_port: dict, where: str, calls: int):
     total = sum(per_port.values())
     assert total > 0, f"no RTP arrived at {where}"
     short = {p: n for p, n in per_port.items() if n < RTP_PER_CALL * 0.8}
-    assert len(per_port) >= SIP_CALLS and not short, \
-        f"RTP at {where}: {len(per_port)} streams (want {SIP_CALLS}) of {RTP_PER_CALL} packets; {per_port}"
+    assert len(per_port) >= calls and not short, \
+        f"RTP at {where}: {len(per_port)} streams (want {calls}) of {RTP_PER_CALL} packets; {per_port}"
 
 
 def sipp_stats(path: pathlib.Path) -> dict:
@@ -421,15 +422,17 @@ def sipp_stats(path: pathlib.Path) -> dict:
     return {k: last[i] for i, k in enumerate(head) if i < len(last)}
 
 
-def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool, uas=None, uac=None, target=None):
+def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool, uas=None, uac=None, target=None,
+                  calls: int = SIP_CALLS):
     t = {"udp": "u1", "tcp": "t1"}[transport]
+    work.mkdir(parents=True, exist_ok=True)
     for f in ("uac_rtp.xml", "uas_rtp.xml"):
         shutil.copy(PEERS / "sip" / f, work / f)
     subprocess.run([PY, str(PEERS / "rtp_pcap.py"), str(work / "rtp.pcap"), str(RTP_PER_CALL)], check=True)
     uas_ns, uas_ip = uas or (("web", WEB_IP) if outgoing else ("ha", HA_IP))
     uac_ns, uac_ip = uac or (("ha", HA_IP) if outgoing else ("cli", topo.CLI_IP))
     sh = f"cd {work} && exec "
-    uas_cmd = (f"sipp -sf uas_rtp.xml -i {uas_ip} -p 5060 -mp 18000 -t {t} -nostdin -m {SIP_CALLS} "
+    uas_cmd = (f"sipp -sf uas_rtp.xml -i {uas_ip} -p 5060 -mp 18000 -t {t} -nostdin -m {calls} "
                f"-timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log")
     cap_uas = Capture(topo, uas_ns, work / "uas-rx.pcap", "18000-18999")
     cap_uac = Capture(topo, uac_ns, work / "uac-rx.pcap", "16000-16999")
@@ -443,7 +446,7 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
         else:
             target = resolve(topo, ("sip" if transport == "udp" else "siptcp") + ".hosta.gwa.demo")
         uac_cmd = (f"sipp -sf uac_rtp.xml {target}:5060 -i {uac_ip} -p 5060 -mp 16000 -t {t} -nostdin "
-                   f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 "
+                   f"-m {calls} -r 5 -l {calls} -timeout 60s -timeout_error -max_retrans 5 "
                    f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log")
         cp = topo.run(uac_ns, sh + uac_cmd, timeout=90, check=False)
         uac_err = (work / "uac_err.log").read_text(errors="replace")[-3000:] if (work / "uac_err.log").exists() else ""
@@ -451,7 +454,7 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
                                     f"{cp.stdout[-3000:]}\n{cp.stderr[-2000:]}\n--- errors ---\n{uac_err}\n"
                                     f"--- UAS ---\n{topo.read_log(uas)[-2000:]}")
         stats = sipp_stats(work / "uac_stat.csv")
-        assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(SIP_CALLS), "0"), stats
+        assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(calls), "0"), stats
         uas.wait(30)
         assert uas.returncode == 0, f"sipp UAS exit {uas.returncode}:\n{topo.read_log(uas)[-3000:]}"
     finally:
@@ -460,8 +463,8 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
         at_uac = cap_uac.stop()
     where_uac = "the caller (" + ("hosta" if outgoing else "public cli") + ")"
     where_uas = "the callee (" + ("public web" if outgoing else "hosta") + ")"
-    assert_media(at_uac, where_uac)
-    assert_media(at_uas, where_uas)
+    assert_media(at_uac, where_uac, calls)
+    assert_media(at_uas, where_uas, calls)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -566,11 +569,13 @@ def test_no_kernel_helper_on_alg_flows_and_alg_rewrote(topo, fresh, work):
         cp = topo.run("ha", ["lftp", "-f", str(script)], timeout=60, check=False)
     finally:
         topo.stop(server)
+    assert cp.returncode == 0, f"lftp active outgoing failed:\n{cp.stderr[-2000:]}"
+    sip_call_test(topo, fresh, work / "sip", "udp", outgoing=True, calls=2)
     ct = topo.run("gw", ["conntrack", "-L"], timeout=10, check=False).stdout
-    ftp_flows = [l for l in ct.splitlines() if "dport=21 " in l]
-    assert ftp_flows, f"no conntrack entry for the FTP control flow:\n{ct}"
+    for port in (21, 5060):
+        flows = [l for l in ct.splitlines() if f"dport={port} " in l]
+        assert flows, f"no conntrack entry for the flow to port {port}:\n{ct}"
     helped = [l for l in ct.splitlines() if "helper=" in l]
     assert not helped, "kernel helpers attached:\n" + "\n".join(helped)
-    assert cp.returncode == 0, f"lftp active outgoing failed:\n{cp.stderr[-2000:]}"
     after = alg_rewrites(fresh)
-    assert after > before, f"alg.rewrites did not grow ({before} -> {after}) over a PORT session"
+    assert after > before, f"alg.rewrites did not grow ({before} -> {after}) over a PORT session and a call"
