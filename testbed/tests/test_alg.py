@@ -414,6 +414,21 @@ def assert_media(per_port: dict, where: str, calls: int):
         f"RTP at {where}: {len(per_port)} streams (want {calls}) of {RTP_PER_CALL} packets; {per_port}"
 
 
+ADDRESS_HEADERS = re.compile(r"^\s*(Via|v|Contact|m|c=|o=|m=)[: ]", re.I)
+
+
+def private_addresses_seen(path: pathlib.Path) -> list:
+    """Via/Contact headers and SDP c=/o= lines in a sipp message trace that
+    still carry hosta's private address (Call-ID, From and To may: no ALG
+    touches them)."""
+    assert path.exists(), f"no sipp message trace {path}"
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if HA_IP in line and ADDRESS_HEADERS.match(line):
+            out.append(line.strip())
+    return out
+
+
 def sipp_stats(path: pathlib.Path) -> dict:
     lines = path.read_text().splitlines()
     assert len(lines) >= 2, f"sipp wrote no statistics to {path}"
@@ -433,7 +448,8 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
     uac_ns, uac_ip = uac or (("ha", HA_IP) if outgoing else ("cli", topo.CLI_IP))
     sh = f"cd {work} && exec "
     uas_cmd = (f"sipp -sf uas_rtp.xml -i {uas_ip} -p 5060 -mp 18000 -t {t} -nostdin -m {calls} "
-               f"-timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log")
+               f"-timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log "
+               f"-trace_msg -message_file uas_msg.log")
     cap_uas = Capture(topo, uas_ns, work / "uas-rx.pcap", "18000-18999")
     cap_uac = Capture(topo, uac_ns, work / "uac-rx.pcap", "16000-16999")
     uas = topo.popen(uas_ns, sh + uas_cmd)
@@ -447,7 +463,8 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
             target = resolve(topo, ("sip" if transport == "udp" else "siptcp") + ".hosta.gwa.demo")
         uac_cmd = (f"sipp -sf uac_rtp.xml {target}:5060 -i {uac_ip} -p 5060 -mp 16000 -t {t} -nostdin "
                    f"-m {calls} -r 5 -l {calls} -timeout 60s -timeout_error -max_retrans 5 "
-                   f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log")
+                   f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log "
+                   f"-trace_msg -message_file uac_msg.log")
         cp = topo.run(uac_ns, sh + uac_cmd, timeout=90, check=False)
         uac_err = (work / "uac_err.log").read_text(errors="replace")[-3000:] if (work / "uac_err.log").exists() else ""
         assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode} (0 = every call succeeded):\n"
@@ -463,6 +480,9 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
         at_uac = cap_uac.stop()
     where_uac = "the caller (" + ("hosta" if outgoing else "public cli") + ")"
     where_uas = "the callee (" + ("public web" if outgoing else "hosta") + ")"
+    # The public end never saw hosta's address where it would route to it.
+    leaked = private_addresses_seen(work / ("uas_msg.log" if outgoing else "uac_msg.log"))
+    assert not leaked, f"SIP addresses not rewritten (seen at the public end): {leaked[:6]}"
     assert_media(at_uac, where_uac, calls)
     assert_media(at_uas, where_uas, calls)
 
@@ -482,6 +502,35 @@ def test_sip_public_uac_calls_private_uas_by_name(topo, fresh, work, transport):
     calls, 0 failed, RTP both ways (the caller's RTP goes to the address in
     hosta's SDP answer)."""
     sip_call_test(topo, fresh, work, transport, outgoing=False)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sip_register_from_private_ua_to_public_registrar(topo, fresh, work, transport):
+    """sipp on hosta registers 5 contacts with a sipp registrar on the public
+    web host: every REGISTER is answered 200 OK, and the registrar sees the
+    gateway's public address in Via and Contact, never hosta's."""
+    t = {"udp": "u1", "tcp": "t1"}[transport]
+    for f in ("uac_register.xml", "registrar.xml"):
+        shutil.copy(PEERS / "sip" / f, work / f)
+    n = 5
+    sh = f"cd {work} && exec "
+    reg = topo.popen("web", sh + f"sipp -sf registrar.xml -i {WEB_IP} -p 5060 -t {t} -nostdin -m {n} -timeout 60s "
+                                 "-trace_msg -message_file reg_msg.log -trace_err -error_file reg_err.log")
+    try:
+        wait_for(lambda: listening(topo, "web", transport, 5060), 10, "sipp registrar on 5060")
+        cp = topo.run("ha", sh + f"sipp -sf uac_register.xml {WEB_IP}:5060 -i {HA_IP} -p 5060 -t {t} -nostdin "
+                                 f"-m {n} -r 5 -timeout 30s -timeout_error -max_retrans 5 "
+                                 "-trace_msg -message_file ua_msg.log", timeout=60, check=False)
+        assert cp.returncode == 0, f"sipp REGISTER exit {cp.returncode}:\n{cp.stdout[-3000:]}"
+        reg.wait(20)
+    finally:
+        topo.stop(reg)
+    trace = (work / "reg_msg.log").read_text(errors="replace")
+    contacts = re.findall(r"(?m)^\s*Contact:\s*<sip:ua\d+@([\d.]+):", trace)
+    assert len(contacts) >= 2 * n, f"registrar saw {len(contacts)} Contact headers (REGISTER + 200 each):\n{trace[-2000:]}"
+    assert set(contacts) == {GW}, f"Contact addresses at the registrar: {sorted(set(contacts))}"
+    leaked = private_addresses_seen(work / "reg_msg.log")
+    assert not leaked, f"SIP addresses not rewritten (seen at the registrar): {leaked[:6]}"
 
 
 # ------------------------------------------------------------------ RTSP
