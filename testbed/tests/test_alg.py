@@ -334,6 +334,14 @@ def ftp_exchange(topo, rgw, work: pathlib.Path, case: FtpCase, client: str, nete
     sessions = srv_log.count("FTP session opened")
     cmds = re.findall(r"<- (PORT|EPRT|PASV|EPSV)\b ?(.*)", srv_log)
     assert len(cmds) >= 2 * FTP_FILES, f"expected one data command per file, saw {len(cmds)}"
+    # A data command the server refused (PORT/EPRT naming a foreign address,
+    # i.e. not rewritten) names its position in the session.
+    lines = srv_log.splitlines()
+    for i, line in enumerate(lines):
+        if "Rejected data connection" in line:
+            nth = sum(1 for l in lines[:i] if re.search(r"<- (PORT|EPRT) ", l))
+            raise AssertionError(f"the server refused data command #{nth} of the session "
+                                 f"(address not rewritten?): {lines[i - 1].strip()} / {line.strip()}")
     kinds = {c for c, _ in cmds}
     if client == "lftp":
         assert kinds == ({"PORT"} if case.active else {"PASV"}), kinds
