@@ -386,6 +386,70 @@ def test_ftp_with_loss_and_reordering(topo, fresh, work, mode, direction):
     assert_impaired(counters)
 
 
+SPLIT_PORT_CLIENT = r"""
+import hashlib, json, socket, sys, time
+server, path, private, cuts, gap = sys.argv[1], sys.argv[2], sys.argv[3], [int(c) for c in sys.argv[4].split(",")], float(sys.argv[5])
+c = socket.create_connection((server, 21), timeout=10)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+f = c.makefile("rb")
+def reply():
+    line = f.readline().decode(errors="replace")
+    while len(line) > 3 and line[3] == "-":
+        line = f.readline().decode(errors="replace")
+    return line.strip()
+def cmd(text):
+    c.sendall(text.encode() + b"\r\n")
+    return reply()
+out = {"banner": reply(), "user": cmd("USER rgw"), "pass": cmd("PASS rgw"), "type": cmd("TYPE I")}
+lst = socket.socket(); lst.bind((private, 0)); lst.listen(1); lst.settimeout(10)
+port = lst.getsockname()[1]
+line = ("PORT %s,%d,%d\r\n" % (private.replace(".", ","), port >> 8, port & 255)).encode()
+pieces, last = [], 0
+for cut in cuts + [len(line)]:
+    pieces.append(line[last:cut]); last = cut
+for i, piece in enumerate(pieces):      # one TCP segment each (NODELAY, a pause between)
+    c.sendall(piece)
+    if i + 1 < len(pieces):
+        time.sleep(gap)
+out["pieces"] = [p.decode() for p in pieces]
+out["port"] = reply()
+if out["port"].startswith("200"):
+    c.sendall(("RETR %s\r\n" % path).encode())
+    d, _ = lst.accept()
+    data = b""
+    while True:
+        chunk = d.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    out["retr"] = reply(); out["done"] = reply()
+    out["sha256"] = hashlib.sha256(data).hexdigest()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("cuts,gap", [("12", 0.3), ("5,16,21", 0.05)], ids=["two-segments", "four-segments"])
+def test_ftp_port_split_across_segments(topo, fresh, work, cuts, gap):
+    """A private client sends PORT in several TCP segments ("PORT 192,168,"
+    | "0,101,p1,p2\r\n" with 0.3 s between them, or four pieces 50 ms apart):
+    the ALG must still rewrite it (the server refuses a foreign address) and
+    the file arrives intact."""
+    case = FtpCase("active", "outgoing")
+    want = make_files(work / "server" / "down", seed=4, n=1)
+    server = start_ftp_server(topo, case, work / "server")
+    try:
+        cp = topo.run("ha", [PY, "-c", SPLIT_PORT_CLIENT, WEB_IP, "/down/f00.bin", HA_IP, cuts, str(gap)], timeout=60,
+                      check=False)
+    finally:
+        topo.stop(server)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    out = json.loads(cp.stdout.strip().splitlines()[-1])
+    assert out["port"].startswith("200"), f"PORT sent as {out['pieces']} -> {out['port']}"
+    got = re.findall(r"<- PORT (\S+)", own_log(topo, server))
+    assert [".".join(g.split(",")[:4]) for g in got] == [GW], got
+    assert out["done"].startswith("226") and out["sha256"] == want["f00.bin"], out
+
+
 # ------------------------------------------------------------------ SIP
 
 
