@@ -15,7 +15,7 @@
     alg_client.py rtt HOST PORT_A PORT_B --count N --size B
         One connection to each port (TCP_NODELAY); N round trips of a B-byte
         line on each, alternating A, B, A, B... so both see the same machine
-        load. Prints the median, p90 and p99 round trip of each in µs and
+        load. Prints the p10, median, p90 and p99 round trip of each in µs and
         the paired median of (A - B).
 
 Every socket operation has a timeout; every loop is bounded by its count.
@@ -188,6 +188,7 @@ def cmd_rtt(a: argparse.Namespace) -> int:
     diff = [x - y for x, y in zip(ra, rb)]
     out = {"count": a.count, "size": len(msg)}
     for name, v in (("a", ra), ("b", rb)):
+        out[f"{name}_p10_us"] = round(quantile(v, 0.10), 1)
         out[f"{name}_median_us"] = round(statistics.median(v), 1)
         out[f"{name}_p90_us"] = round(quantile(v, 0.90), 1)
         out[f"{name}_p99_us"] = round(quantile(v, 0.99), 1)

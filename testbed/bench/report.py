@@ -81,16 +81,18 @@ SCENARIOS = OrderedDict([
         "helper attached to UDP 5060 by an nft `ct helper` rule in the gateway namespace. `plain`: "
         "ALG off, no helper. **SIP**: sipp's built-in `uac` on hosta calls the built-in `uas` on "
         "the public web host over UDP (`-buff_size 4194304`), SDP in every INVITE and 200 OK; the "
-        "rate climbs ×1.5 from 500/s, then two bisection steps; `calls per s` is the highest rate "
-        "whose run (5 s of calls) had every call successful, 0 failed, and kept the rate. "
+        "rate climbs ×1.5 from 200/s, then two bisection steps; `calls per s` is the highest rate "
+        "whose run (5 s of calls) had every call successful, 0 failed, and kept the rate (a failed "
+        "step is tried once more). "
         "**FTP**: ftplib on hosta against pyftpdlib on web, 1000 NOOPs then 1000 `PORT` commands, "
         "one at a time, all answered 200 (pyftpdlib answers a PORT once its active data connection "
         "to the client is up, so a PORT includes the rewrite, the pinhole and a connection through "
         "it); `plain` announces the gateway address with a static port forward instead (without "
-        "an ALG the private address is refused). **Latency**: 2000 round trips of a 32-byte line "
+        "an ALG the private address is refused). **Latency**: 5000 round trips of a 32-byte line "
         "to a TCP echo server on the public cli host, alternating between port 21 (an ALG port) "
         "and 2121 (not one) through the same gateway; `added` = port 21 − port 2121, and a round "
-        "trip carries two ALG packets, so `added per packet` = added median ÷ 2. With `plain` the "
+        "trip carries two ALG packets, so `added per packet` = added median ÷ 2; p10 is the least "
+        "disturbed by other work on the machine. With `plain` the "
         "same difference is the control (≈ 0). `sip cpu per alg packet`: rgw's CPU time (user + system, "
         "all threads) over its whole SIP ramp divided by the packets its ALG handled.",
     )),
@@ -118,8 +120,8 @@ GROUPS = {
 }
 
 # Metrics whose rgw / peer ratio means nothing (differences around 0, counts).
-NO_RATIO = {"rtt.added_median", "rtt.added_p99", "rtt.added_paired_median", "rtt.added_per_packet",
-            "sip.retransmissions"}
+NO_RATIO = {"rtt.added_p10", "rtt.added_median", "rtt.added_p99", "rtt.added_paired_median", "rtt.added_per_packet",
+            "sip.retransmissions", "sip.nfqueue_drops"}
 
 # The headline numbers, in the summary at the top: (scenario, metric, label).
 HEADLINE = [
