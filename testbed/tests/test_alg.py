@@ -15,6 +15,8 @@ Loss and reordering come from testbed/tools netem-lite in the router.
 Cases that need no ALG (FTP passive outgoing, active incoming, outgoing
 RTSP thanks to ffmpeg's NAT punch packets, traceroute from hosta) pass on
 plain NAT; the others need the ALG's rewrites and pinholes.
+RGW_ALG_OFF=1 runs the same tests against rgw with `[alg] enabled = false`
+(a control experiment: the rows that need the ALG must then fail).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 
 import pytest
 
-from rgwproc import REPO, Rgw
+from rgwproc import REPO, Rgw, config_text
 
 GW = "198.51.100.2"
 POOL = ipaddress.ip_network("198.51.100.16/28")
@@ -53,7 +55,12 @@ PASV_PORTS = "30000-30049"
 @pytest.fixture(scope="module")
 def rgw(topo):
     r = Rgw(topo)
-    r.start()
+    text = config_text(r.state)
+    if os.environ.get("RGW_ALG_OFF") == "1":
+        # Control experiment: the same tests against the gateway without its ALG.
+        assert "[alg]" not in text, "the shipped configuration has an [alg] section: adapt RGW_ALG_OFF"
+        text += "\n[alg]\nenabled = false\n"
+    r.start(text)
     try:
         yield r
     finally:
