@@ -12,6 +12,8 @@
 #               protocol udp; }`, `udp dport 5060 ct helper set "sip-5060"` in
 #               prerouting): nf_conntrack_sip + nf_nat_sip rewrite instead
 #   plain       rgw with `[alg] enabled = false`, no helper: plain SNAT
+#               (for FTP: a connection to port 2121, not an ALG port, through
+#               the rgw of the `rgw` turn, interleaved with the port-21 one)
 # Conntrack of the gateway namespace is flushed at every switch (a helper
 # attaches to new entries only).
 #
@@ -33,12 +35,16 @@
 #    expectations. For sipp itself the calls also "succeed" with plain NAT
 #    (it sends no media, and the UAS answers to the packet's source).
 # 2. FTP (ftp.*): pyftpdlib (testbed/peers/ftp_server.py, /usr/bin/python3)
-#    on web:21, alg_client.py on hosta: login, N NOOPs then N PORT commands,
-#    one at a time, each answered 200 (N = 1000, 300 with --quick). pyftpdlib
-#    answers a PORT only after it connected the active data connection, so a
-#    PORT is: rewrite + pinhole (rgw), then the server's connect through the
-#    gateway to hosta's listening socket. Without an ALG the private PORT is
-#    refused (foreign address), so `plain` announces the gateway's address
+#    on web:21 and web:2121, alg_client.py on hosta logged in to both: N NOOPs,
+#    then N PORT commands on each, one at a time, each answered 200, in blocks
+#    of 50 alternating between the two connections (N = 1000, 300 with
+#    --quick). Measured in the rgw turn, with the ALG on: port 21 goes through
+#    the ALG (reported as rgw), port 2121 is plain NAT (reported as plain), so
+#    both share the same moment's machine load. pyftpdlib answers a PORT only
+#    after it connected the active data connection, so a PORT is: rewrite +
+#    pinhole (rgw), then the server's connect through the gateway to hosta's
+#    listening socket. Without an ALG the private PORT is refused (foreign
+#    address), so the 2121 connection announces the gateway's address
 #    198.51.100.2 instead and our table `ip bench_fwd` forwards that port to
 #    hosta (a static port forward: the same kernel work without the ALG).
 # 3. Latency (rtt.*): a TCP echo server on cli (203.0.113.10) on ports 21 (an
@@ -69,7 +75,8 @@ SIP_MAX=30000
 SIP_BUF=4194304
 FTP_N=$(quick_or 300 1000)
 RTT_N=$(quick_or 1000 5000)
-DATA_PORT=40021
+DATA_PORT=40021   # PORT on the ALG connection (hosta's address, rewritten)
+FWD_PORT=40022    # PORT on the plain connection (the gateway's address, forwarded)
 CLIENT="$BENCH_DIR/alg_client.py"
 
 tb_up
@@ -103,7 +110,7 @@ fwd_up() {
 table ip bench_fwd {
     chain dstnat {
         type nat hook prerouting priority dstnat; policy accept;
-        iifname "$GW_WAN_IF" ip daddr $GW_WAN_IP tcp dport $DATA_PORT dnat to $HA_IP
+        iifname "$GW_WAN_IF" ip daddr $GW_WAN_IP tcp dport $FWD_PORT dnat to $HA_IP
     }
 }
 EOF
@@ -243,29 +250,31 @@ JSON=
 # j KEY: a field of the JSON line in $JSON
 j() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$JSON" "$1"; }
 
-start_bg "$STATE" "$NS_WEB" ftp-server "$PY" "$REPO/testbed/peers/ftp_server.py" "$WEB_IP" 21 "$WORK/ftp-root" \
-    --duration 3000
-wait_port "$NS_WEB" tcp 21 10 || die "ftp_server.py did not start (see $STATE/log/ftp-server.log)"
+for port in 21 2121; do
+    start_bg "$STATE" "$NS_WEB" "ftp-server-$port" "$PY" "$REPO/testbed/peers/ftp_server.py" "$WEB_IP" "$port" \
+        "$WORK/ftp-root" --duration 3000
+    wait_port "$NS_WEB" tcp "$port" 10 || die "ftp_server.py did not start (see $STATE/log/ftp-server-$port.log)"
+done
+# the static port forward for the PORT commands on the non-ALG connection
+fwd_up
 
+# ftp_run ROUND: in one rgw with the ALG on, port 21 (ALG: emitted as rgw) and
+# port 2121 (plain NAT: emitted as plain), interleaved in blocks of 50
 ftp_run() {
-    local sys=$1 round=$2 addr out p0=0 p1
-    if [ "$sys" = rgw ]; then
-        fwd_down; addr=$HA_IP; p0=$(alg_counter pinholes_written)
-    else
-        fwd_down; fwd_up; addr=$GW_WAN_IP
-    fi
-    out=$(nsx "$NS_HA" timeout $((FTP_N / 10 + 120)) "$PY" "$CLIENT" ftp "$WEB_IP" 21 --count "$FTP_N" \
-        --port-addr "$addr" --data-port "$DATA_PORT") || { echo "$out" >&2; die "FTP client failed through $sys"; }
-    fwd_down
+    local round=$1 out p0 p1
+    p0=$(alg_counter pinholes_written)
+    out=$(nsx "$NS_HA" timeout $((FTP_N / 5 + 120)) "$PY" "$CLIENT" ftp "$WEB_IP" 21 2121 --count "$FTP_N" \
+        --port-addr-a "$HA_IP" --data-port-a "$DATA_PORT" \
+        --port-addr-b "$GW_WAN_IP" --data-port-b "$FWD_PORT") || { echo "$out" >&2; die "FTP client failed"; }
+    p1=$(alg_counter pinholes_written)
     JSON=$out
-    [ "$(j not_200)" = 0 ] || die "FTP through $sys: $(j not_200) replies were not 200"
-    emit "$sys" ftp.noop_per_s commands/s "$round" "$(j noop_per_s)"
-    emit "$sys" ftp.port_per_s commands/s "$round" "$(j port_per_s)"
-    if [ "$sys" = rgw ]; then
-        p1=$(alg_counter pinholes_written)
-        info "rgw ALG wrote $((p1 - p0)) pinholes for $FTP_N PORT commands"
-        [ $((p1 - p0)) -ge "$FTP_N" ] || die "rgw's ALG wrote fewer pinholes than PORT commands"
-    fi
+    if [ "$(j a_not_200)" != 0 ] || [ "$(j b_not_200)" != 0 ]; then die "FTP: some replies were not 200: $out"; fi
+    emit rgw ftp.noop_per_s commands/s "$round" "$(j a_noop_per_s)"
+    emit rgw ftp.port_per_s commands/s "$round" "$(j a_port_per_s)"
+    emit plain ftp.noop_per_s commands/s "$round" "$(j b_noop_per_s)"
+    emit plain ftp.port_per_s commands/s "$round" "$(j b_port_per_s)"
+    info "rgw ALG wrote $((p1 - p0)) pinholes for $(j count) PORT commands on port 21"
+    [ $((p1 - p0)) -ge "$(j count)" ] || die "rgw's ALG wrote fewer pinholes than PORT commands"
 }
 
 # ---------------------------------------------------------------- latency
@@ -305,10 +314,11 @@ for round in $(seq 1 "$ROUNDS"); do
         sip_ramp "$sys" "$round"
         # FTP and latency: rgw's ALG vs plain NAT (nf_nat_sip is only for SIP)
         case "$sys" in
-            rgw | plain)
-                ftp_run "$sys" "$round"
+            rgw)
+                ftp_run "$round"
                 rtt_run "$sys" "$round"
                 ;;
+            plain) rtt_run "$sys" "$round" ;;
         esac
     done
 done

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Clients and a tiny server for alg.sh (the ALG benchmark); one JSON line out.
 
-    alg_client.py ftp HOST PORT --count N --port-addr A.B.C.D --data-port P
-        Logs in (rgw/rgw) to an FTP server, then sends N NOOPs and N PORT
-        commands, one at a time (each waits for its reply). Every PORT names
-        A.B.C.D:P, where this process listens and accepts (and closes) the
-        server's active data connections, so a PORT is answered 200 only once
-        that connection is up. Prints noop_per_s, port_per_s and the number
-        of replies that were not 200 (must be 0).
+    alg_client.py ftp HOST PORT_A PORT_B --count N [--block B]
+            --port-addr-a ADDR --data-port-a P --port-addr-b ADDR --data-port-b Q
+        Logs in (rgw/rgw) to the FTP servers on PORT_A and PORT_B, then sends
+        N NOOPs and then N PORT commands on each, one at a time (each waits
+        for its reply), in blocks of B alternating between the two
+        connections, so both see the same machine load. Every PORT names
+        ADDR:P (ADDR:Q), where this process listens and accepts (and closes)
+        the server's active data connections, so a PORT is answered 200 only
+        once that connection is up. Prints {a,b}_noop_per_s, {a,b}_port_per_s
+        and the number of replies that were not 200 (must be 0).
 
     alg_client.py echo-server ADDR PORT [PORT...] --duration S
         A TCP echo server on every PORT (threads); exits after S seconds.
@@ -57,61 +60,76 @@ def acceptor(sock: socket.socket, stop: threading.Event, accepted: list[int]) ->
         conn.close()
 
 
-def cmd_ftp(a: argparse.Namespace) -> int:
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("0.0.0.0", a.data_port))
-    lsock.listen(1024)
-    stop = threading.Event()
-    accepted = [0]
-    t = threading.Thread(target=acceptor, args=(lsock, stop, accepted), daemon=True)
-    t.start()
-    ftp = ftplib.FTP(timeout=TIMEOUT)
-    ftp.connect(a.host, a.port)
-    ftp.login("rgw", "rgw")
-    bad: dict[str, int] = {}
+class FtpSide:
+    """One control connection and the socket its PORT commands announce."""
 
-    def send(line: str) -> None:
+    def __init__(self, host: str, port: int, port_addr: str, data_port: int):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("0.0.0.0", data_port))
+        self.lsock.listen(1024)
+        self.stop = threading.Event()
+        self.accepted = [0]
+        self.thread = threading.Thread(target=acceptor, args=(self.lsock, self.stop, self.accepted), daemon=True)
+        self.thread.start()
+        self.ftp = ftplib.FTP(timeout=TIMEOUT)
+        self.ftp.connect(host, port)
+        self.ftp.login("rgw", "rgw")
+        hi, lo = divmod(data_port, 256)
+        self.port_line = "PORT " + port_addr.replace(".", ",") + f",{hi},{lo}"
+        self.bad = 0
+        self.secs = {"NOOP": 0.0, "PORT": 0.0}
+
+    def send(self, line: str) -> None:
         try:
-            resp = ftp.sendcmd(line)
+            resp = self.ftp.sendcmd(line)
         except ftplib.Error as e:
             resp = str(e)
         if not resp.startswith("200"):
-            key = line.split()[0]
-            bad[key] = bad.get(key, 0) + 1
-            if bad[key] <= 3:
+            self.bad += 1
+            if self.bad <= 3:
                 print(f"alg_client: {line!r} -> {resp!r}", file=sys.stderr)
 
-    # warm-up, not timed
-    for _ in range(min(20, a.count)):
-        send("NOOP")
-    t0 = time.perf_counter()
-    for _ in range(a.count):
-        send("NOOP")
-    t1 = time.perf_counter()
-    hi, lo = divmod(a.data_port, 256)
-    port_line = "PORT " + a.port_addr.replace(".", ",") + f",{hi},{lo}"
-    for _ in range(a.count):
-        send(port_line)
-    t2 = time.perf_counter()
-    try:
-        ftp.quit()
-    except (ftplib.Error, OSError):
-        ftp.close()
-    time.sleep(0.3)
-    stop.set()
-    t.join(2)
-    lsock.close()
-    print(json.dumps({
-        "count": a.count,
-        "noop_per_s": round(a.count / (t1 - t0), 1),
-        "port_per_s": round(a.count / (t2 - t1), 1),
-        "noop_us": round((t1 - t0) / a.count * 1e6, 1),
-        "port_us": round((t2 - t1) / a.count * 1e6, 1),
-        "not_200": sum(bad.values()),
-        "data_connections": accepted[0],
-    }))
-    return 0 if not bad else 1
+    def block(self, cmd: str, n: int) -> None:
+        line = self.port_line if cmd == "PORT" else "NOOP"
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.send(line)
+        self.secs[cmd] += time.perf_counter() - t0
+
+    def close(self) -> None:
+        try:
+            self.ftp.quit()
+        except (ftplib.Error, OSError):
+            self.ftp.close()
+        time.sleep(0.3)
+        self.stop.set()
+        self.thread.join(2)
+        self.lsock.close()
+
+
+def cmd_ftp(a: argparse.Namespace) -> int:
+    sides = [FtpSide(a.host, a.port_a, a.port_addr_a, a.data_port_a),
+             FtpSide(a.host, a.port_b, a.port_addr_b, a.data_port_b)]
+    for s in sides:  # warm-up, not timed
+        s.block("NOOP", 20)
+        s.secs["NOOP"] = 0.0
+    blocks = max(1, a.count // a.block)
+    for cmd in ("NOOP", "PORT"):
+        for i in range(blocks):
+            # alternate which side goes first
+            for s in (sides if i % 2 == 0 else sides[::-1]):
+                s.block(cmd, a.block)
+    n = blocks * a.block
+    out = {"count": n, "block": a.block}
+    for name, s in zip("ab", sides):
+        out[f"{name}_noop_per_s"] = round(n / s.secs["NOOP"], 1)
+        out[f"{name}_port_per_s"] = round(n / s.secs["PORT"], 1)
+        out[f"{name}_not_200"] = s.bad
+        s.close()
+        out[f"{name}_data_connections"] = s.accepted[0]
+    print(json.dumps(out))
+    return 0 if not (sides[0].bad or sides[1].bad) else 1
 
 
 # ---------------------------------------------------------------- echo
@@ -202,10 +220,14 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("ftp")
     f.add_argument("host")
-    f.add_argument("port", type=int)
+    f.add_argument("port_a", type=int)
+    f.add_argument("port_b", type=int)
     f.add_argument("--count", type=int, required=True)
-    f.add_argument("--port-addr", required=True)
-    f.add_argument("--data-port", type=int, required=True)
+    f.add_argument("--block", type=int, default=50)
+    f.add_argument("--port-addr-a", required=True)
+    f.add_argument("--port-addr-b", required=True)
+    f.add_argument("--data-port-a", type=int, required=True)
+    f.add_argument("--data-port-b", type=int, required=True)
     e = sub.add_parser("echo-server")
     e.add_argument("addr")
     e.add_argument("ports", type=int, nargs="+")
