@@ -26,11 +26,20 @@
 //!   none; the next in-order segment leaves with SEQ moved back to the held
 //!   start and payload = held bytes + its own (a rewrite whose correction
 //!   point is the held start). A retransmission of held bytes alone, while
-//!   still incomplete, is dropped. With Nagle the sender sends nothing more
-//!   until the held segment is acknowledged, so a split command completes
-//!   with the sender's retransmission: Linux collapses the retransmitted
-//!   segment with the queued rest (`tcp_retrans_try_collapse`), and the
-//!   collapsed segment carries the whole command.
+//!   still incomplete, is dropped.
+//!
+//!   With Nagle the sender sends nothing more until the held segment is
+//!   acknowledged. A Linux sender completes the message anyway: its tail loss
+//!   probe (RFC 8985 §7, `tcp_send_loss_probe`, about two round trips later,
+//!   on connections with SACK) sends the queued rest with Nagle off, and a
+//!   retransmission timeout collapses the head with *already sent* segments
+//!   (`tcp_retrans_try_collapse` walks the retransmission queue only, not
+//!   unsent data). A sender with neither would retransmit the held segment
+//!   forever, so after [`EngineConfig::max_hold_retransmissions`] dropped
+//!   retransmissions the held bytes pass unchanged, the rest of that message
+//!   follows unchanged (the rewriter still frames it, so the messages after
+//!   it are rewritten again) and the miss is counted
+//!   ([`EngineStats::holds_given_up`], [`EngineStats::missed_rewrites`]).
 //! * **Old data** (retransmission below `parsed_to`, also the old part of a
 //!   segment that straddles it): rebuilt from the replay log instead of being
 //!   parsed again: each rewritten message it fully contains is replaced by
@@ -122,6 +131,10 @@ pub struct EngineConfig {
     pub max_pinholes_per_flow: usize,
     /// Bytes held at most for an incomplete message.
     pub max_hold: usize,
+    /// Retransmissions of held bytes alone (message still incomplete)
+    /// answered with a drop; the next one passes them unchanged and the
+    /// message is not rewritten (counted). `u32::MAX`: never give up.
+    pub max_hold_retransmissions: u32,
     /// Lifetime of FTP data connection pinholes.
     pub ftp_data_lifetime: Duration,
     /// Lifetime of SIP/RTSP media pinholes.
@@ -143,6 +156,7 @@ impl Default for EngineConfig {
             max_flows: 4096,
             max_pinholes_per_flow: 64,
             max_hold: 8192,
+            max_hold_retransmissions: 2,
             ftp_data_lifetime: Duration::from_secs(30),
             media_lifetime: Duration::from_secs(120),
         }
@@ -236,6 +250,12 @@ pub struct EngineStats {
     /// Rewritten packets that could not be built (over 65535 bytes): passed
     /// unchanged.
     pub build_errors: u64,
+    /// Held incomplete messages passed unchanged because the sender kept
+    /// retransmitting them alone (see the module documentation).
+    pub holds_given_up: u64,
+    /// Messages the rewriter rewrote that had to pass unchanged (their
+    /// start had been given up on).
+    pub missed_rewrites: u64,
 }
 
 /// One flow, for `rgw status`.
@@ -300,6 +320,11 @@ struct Stream {
     acked: Option<u32>,
     /// End of the highest sequence number the sender was seen to send.
     sent_max: Option<u32>,
+    /// Retransmissions of the held bytes alone seen so far.
+    hold_retx: u32,
+    /// The held bytes were given up on and passed unchanged: the message
+    /// they start is passed unchanged when it completes.
+    hold_sent: bool,
 }
 
 impl Stream {
@@ -758,6 +783,7 @@ impl Cx<'_> {
         dir: Direction,
         data: &[u8],
         last: bool,
+        keep_first: bool,
     ) -> Parsed {
         let mut p = Parsed {
             out: Vec::with_capacity(data.len() + 64),
@@ -779,9 +805,15 @@ impl Cx<'_> {
         };
         let mut off = 0;
         while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
-            let r = self.rewriter.rewrite(rest, dir, addrs, &mut alloc);
+            let mut r = self.rewriter.rewrite(rest, dir, addrs, &mut alloc);
             let n = r.consumed;
             let valid = n >= 1 && n <= rest.len();
+            if keep_first && off == 0 && matches!(r.outcome, Outcome::Rewritten(_)) {
+                // Its start has gone out unchanged already.
+                self.stats.missed_rewrites += 1;
+                r.outcome = Outcome::Unchanged;
+                r.pinholes.clear();
+            }
             match r.outcome {
                 Outcome::Incomplete if !last => {
                     p.incomplete = true;
@@ -853,6 +885,7 @@ impl Cx<'_> {
             dir,
             payload,
             true,
+            false,
         );
         let pinholes = parsed.pinholes;
         if parsed.rewrites.is_empty() || parsed.out == payload {
@@ -1082,6 +1115,23 @@ impl Cx<'_> {
         };
         let has_new = seq_lt(hold_end, e);
         let flush = !snd.hold.is_empty() && (snd.rst || snd.fin_at == Some(hold_end));
+        if !has_new && !flush && seq_le(p, seq) && !snd.hold.is_empty() {
+            // The held bytes alone again, message still incomplete. A sender
+            // with Nagle sends the rest only once they are acknowledged
+            // (Linux sends it earlier as a tail loss probe, which completes
+            // the message); after a few retransmissions give up and pass
+            // them unchanged rather than stall the connection.
+            snd.hold_retx += 1;
+            if snd.hold_sent || snd.hold_retx >= self.cfg.max_hold_retransmissions {
+                if !snd.hold_sent {
+                    self.stats.holds_given_up += 1;
+                    snd.hold_sent = true;
+                }
+                return Some((snd.adj.map_seq(p), snd.hold.clone()));
+            }
+            self.stats.dropped_incomplete += 1;
+            return None;
+        }
         if reached == p && (has_new || flush) {
             let fresh = if has_new {
                 payload
@@ -1090,6 +1140,8 @@ impl Cx<'_> {
             } else {
                 &[][..]
             };
+            // Bytes at the start of `data` already sent unchanged.
+            let sent = if snd.hold_sent { snd.hold.len() } else { 0 };
             let mut data = std::mem::take(&mut snd.hold);
             data.extend_from_slice(fresh);
             let data_end = p.wrapping_add(data.len() as u32);
@@ -1102,6 +1154,7 @@ impl Cx<'_> {
                 ps.dir,
                 &data,
                 last,
+                sent > 0,
             );
             for &(off, old, out_off, new) in &parsed.rewrites {
                 let at = p.wrapping_add(off as u32);
@@ -1111,6 +1164,8 @@ impl Cx<'_> {
             }
             let mut complete = parsed.complete;
             let mut new_out = parsed.out;
+            snd.hold_retx = 0;
+            snd.hold_sent = false;
             if parsed.incomplete {
                 let tail = data.get(complete..).unwrap_or(&[]);
                 if tail.len() > self.cfg.max_hold {
@@ -1118,19 +1173,28 @@ impl Cx<'_> {
                     snd.bypass = true;
                     new_out.extend_from_slice(tail);
                     complete = data.len();
+                } else if complete == 0 && sent > 0 {
+                    // The given-up message is still incomplete: its new
+                    // bytes pass unchanged as well.
+                    new_out.extend_from_slice(tail);
+                    snd.hold = tail.to_vec();
+                    snd.hold_sent = true;
                 } else {
                     self.stats.holds += 1;
                     snd.hold = tail.to_vec();
                 }
             }
+            // Already sent bytes are left out unless the old part of the
+            // segment comes before them.
+            let skip = if out.is_empty() { sent } else { 0 };
             if out.is_empty() {
-                start = p;
+                start = p.wrapping_add(skip as u32);
             }
-            out.extend_from_slice(&new_out);
+            out.extend_from_slice(new_out.get(skip..).unwrap_or(&[]));
             snd.parsed_to = Some(p.wrapping_add(complete as u32));
             pinholes.extend(parsed.pinholes);
         }
-        if out.is_empty() {
+        if out.is_empty() && !fin && !snd.rst {
             // Nothing sendable: held bytes only, or part of a rewritten
             // message.
             self.stats.dropped_incomplete += 1;
@@ -1534,21 +1598,18 @@ mod tests {
     }
 
     #[test]
-    fn split_command_with_nagle_completes_on_retransmission() {
+    fn split_command_completed_by_a_collapsed_retransmission() {
         let mut t = T::new(CLIENT);
         t.handshake(1000, 5000);
         // Only an incomplete command: dropped and held.
         assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
-        // The sender retransmits it alone: still incomplete, dropped.
-        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        // Retransmitted alone once: still incomplete, dropped.
         assert!(t.tx(OUT, 1001, 5001, b"PORT 19").is_none());
-        // The retransmission collapsed with the queued rest.
+        // The retransmission collapsed with the rest.
         let o = t.tx(OUT, 1001, 5001, PORT1).unwrap();
         assert_eq!((o.seq, o.data.as_slice()), (1001, PORT1_RW));
         let s = t.e.stats();
-        assert_eq!(s.dropped_incomplete, 3);
-        assert_eq!(s.dropped, 3);
-        assert_eq!(s.rewrites, 1);
+        assert_eq!((s.dropped_incomplete, s.dropped, s.rewrites), (2, 2, 1));
         // A segment overlapping the hold and beyond it also completes.
         let mut t = T::new(CLIENT);
         t.handshake(1000, 5000);
@@ -1557,6 +1618,48 @@ mod tests {
         let mut want = PORT1_RW.to_vec();
         want.extend_from_slice(b"LIST\r\n");
         assert_eq!((o.seq, o.data), (1001, want));
+    }
+
+    #[test]
+    fn split_command_given_up_after_repeated_retransmissions() {
+        // A sender with Nagle and no tail loss probe sends the rest only
+        // once the held bytes are acknowledged.
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        assert!(t.tx(OUT, 1001, 5001, b"PORT 192,168,").is_none());
+        // Second retransmission: passed unchanged.
+        let o = t.tx(OUT, 1001, 5001, b"PORT 192,168,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"PORT 192,168,"[..]));
+        // Again (the receiver's ACK was lost): passed again.
+        let o = t.tx(OUT, 1001, 5001, b"PORT 192,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1001, &b"PORT 192,168,"[..]));
+        assert_eq!(t.tx(IN, 5001, 1014, b"").unwrap().ack, 1014);
+        // The rest, still incomplete: passes unchanged too.
+        let o = t.tx(OUT, 1014, 5001, b"0,101,").unwrap();
+        assert_eq!((o.seq, o.data.as_slice()), (1014, &b"0,101,"[..]));
+        // The end of it, and a complete command after it: the first passes
+        // unchanged (its start is out), the second is rewritten.
+        let o = t
+            .tx(OUT, 1020, 5001, b"4,1\r\nPORT 192,168,0,101,4,2\r\n")
+            .unwrap();
+        assert_eq!(
+            (o.seq, o.data.as_slice()),
+            (1020, &b"4,1\r\nPORT 1,2,3,4,4,2\r\n"[..])
+        );
+        let s = t.e.stats();
+        assert_eq!((s.holds_given_up, s.missed_rewrites, s.rewrites), (1, 1, 1));
+        assert_eq!(t.tx(OUT, 1049, 5001, b"LIST\r\n").unwrap().seq, 1043);
+        // A FIN right after given-up held bytes: passes at its place.
+        let mut t = T::new(CLIENT);
+        t.handshake(1000, 5000);
+        for _ in 0..3 {
+            t.tx(OUT, 1001, 5001, b"PORT 192,168,");
+        }
+        let p = t.conn.seg(OUT, 1014, 5001, A | TcpFlags::FIN, b"");
+        let o = t.send(OUT, &p).0.unwrap();
+        assert_eq!((o.seq, o.data.len()), (1014, 0));
+        assert_ne!(o.flags & TcpFlags::FIN, 0);
     }
 
     #[test]

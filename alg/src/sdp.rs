@@ -366,6 +366,8 @@ fn media_edits(
     });
     match explicit {
         Some((_, _, false)) => {}
+        // Port 0 is no port (a=rtcp:0, fuzzing found it): no pinhole.
+        Some((_, 0, true)) => {}
         Some((port_r, port, true)) => {
             let rtcp_public = open(port, pinholes)?;
             if rtcp_public != port {
@@ -434,6 +436,15 @@ mod tests {
         p.iter()
             .map(|p| ph(p.public_port, p.private_port))
             .collect()
+    }
+
+    #[test]
+    fn rtcp_port_zero_opens_no_pinhole() {
+        // Fuzzing regression: `a=rtcp:00` asked for a pinhole to private port 0.
+        let body = "v=0\r\nc=IN IP4 192.168.0.101\r\nm=audio 7078 RTP/AVP 0\r\na=rtcp:00\r\n";
+        let (_, pinholes) = run(body, Role::PrivateClient, &mut OffsetPorts(0), true);
+        assert!(!pinholes.is_empty(), "the RTP port still gets its pinhole");
+        assert!(pinholes.iter().all(|p| p.private_port != 0), "{pinholes:?}");
     }
 
     #[test]

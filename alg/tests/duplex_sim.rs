@@ -207,6 +207,8 @@ fn run(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let cfg = EngineConfig {
         ports: vec![(Transport::Tcp, 7777, Protocol::Sip)],
+        // Never give up on held bytes: the expected streams are exact.
+        max_hold_retransmissions: u32::MAX,
         ..EngineConfig::default()
     };
     let mut e = Engine::new(cfg);

@@ -62,9 +62,13 @@ impl Rng {
     }
 }
 
-/// (original stream, expected rewritten stream)
-fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>, StreamMap) {
+/// Lines as (original, rewritten).
+type Lines = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// (original stream, expected rewritten stream, their map, the lines)
+fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>, StreamMap, Lines) {
     let mut map = StreamMap::default();
+    let mut lines = Vec::new();
     let mut orig = Vec::new();
     let mut want = Vec::new();
     for _ in 0..60 {
@@ -100,8 +104,9 @@ fn streams(rng: &mut Rng, server: bool) -> (Vec<u8>, Vec<u8>, StreamMap) {
         orig.extend_from_slice(o.as_bytes());
         want.extend_from_slice(w.as_bytes());
         map.push(o.len(), w.len());
+        lines.push((o.into_bytes(), w.into_bytes()));
     }
-    (orig, want, map)
+    (orig, want, map, lines)
 }
 
 fn pick(rng: &mut Rng, q: &mut Vec<Vec<u8>>) -> Option<Vec<u8>> {
@@ -126,7 +131,7 @@ fn tcp_of(p: &[u8]) -> (u32, u32, Vec<u8>, Vec<(u32, u32)>) {
 
 fn run(seed: u64, server: bool) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let (orig, want, map) = streams(&mut rng, server);
+    let (orig, want, map, _) = streams(&mut rng, server);
     // The data sender is the private host; the receiver the public peer.
     let (private, peer) = if server {
         ((PRIV, 21), (PEER, 50000))
@@ -140,7 +145,13 @@ fn run(seed: u64, server: bool) {
     };
     let peer_isn = rng.next() as u32;
     let base = isn.wrapping_add(1);
-    let mut e = Engine::new(EngineConfig::default());
+    let mut e = Engine::new(EngineConfig {
+        // Senders here always retransmit eventually with the rest (as a
+        // collapsed retransmission), so held bytes are never given up on and
+        // the expected stream is exact.
+        max_hold_retransmissions: u32::MAX,
+        ..EngineConfig::default()
+    });
     let mut now = Instant::now();
     let seg = |dir: Direction, seq: u32, ack: u32, flags: u8, data: &[u8], sack: &[(u32, u32)]| {
         let (src, dst) = match dir {
@@ -343,4 +354,186 @@ fn lossy_reordering_network_private_server() {
     for seed in 1..=100 {
         run(seed, true);
     }
+}
+
+/// A sender with Nagle and without tail loss probes or collapsing (the
+/// worst case for held messages): the application writes each line in one
+/// or two pieces; a piece goes out at once only when nothing is
+/// outstanding, otherwise it waits for the ACK and goes out with the queued
+/// rest; a retransmission resends exactly the first unacknowledged segment.
+/// With the default configuration held bytes are then given up on; the
+/// transfer must still complete, every line must arrive either rewritten or
+/// as it was (never half of each), and no position may ever receive two
+/// different bytes.
+fn run_nagle(seed: u64) -> (u64, u64) {
+    let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let (orig, _, _, lines) = streams(&mut rng, false);
+    // Write boundaries: each line end, and sometimes a split inside it.
+    let mut writes = Vec::new();
+    let mut at = 0;
+    for (o, _) in &lines {
+        if rng.chance(40) {
+            writes.push(at + 1 + rng.below(o.len() as u64 - 1) as usize);
+        }
+        at += o.len();
+        writes.push(at);
+    }
+    let isn = rng.next() as u32;
+    let base = isn.wrapping_add(1);
+    let mut e = Engine::new(EngineConfig::default());
+    let mut now = Instant::now();
+    let seg = |seq: u32, flags: u8, data: &[u8]| {
+        tcp_packet(&TcpSpec {
+            src: (PRIV, 40000),
+            dst: (PEER, 21),
+            seq,
+            ack: 1,
+            flags,
+            sack: &[],
+            payload: data,
+        })
+    };
+    e.handle(
+        now,
+        Direction::FromPrivate,
+        &seg(isn, TcpFlags::SYN, b""),
+        &Ctx,
+    );
+    let (mut una, mut nxt, mut written, mut w) = (0usize, 0usize, 0usize, 0usize);
+    let mut sent: Vec<(usize, usize)> = Vec::new();
+    let mut to_gw: Vec<Vec<u8>> = Vec::new();
+    let mut to_rcv: Vec<Vec<u8>> = Vec::new();
+    let mut acks: Vec<u32> = Vec::new();
+    let mut got: Vec<Option<u8>> = Vec::new();
+    let mut rcv_nxt = 0usize;
+    let mut steps = 0;
+    while una < orig.len() {
+        steps += 1;
+        assert!(steps < 400_000, "nagle seed {seed}: stalled at {una}");
+        now += std::time::Duration::from_millis(1);
+        if w < writes.len() && rng.chance(30) {
+            written = writes[w];
+            w += 1;
+        }
+        if una == nxt && nxt < written {
+            let end = written.min(nxt + 100);
+            to_gw.push(seg(
+                base.wrapping_add(nxt as u32),
+                TcpFlags::ACK | TcpFlags::PSH,
+                &orig[nxt..end],
+            ));
+            sent.push((nxt, end));
+            nxt = end;
+        }
+        match rng.below(4) {
+            0 => {
+                if let Some(p) = pick(&mut rng, &mut to_gw) {
+                    if rng.chance(5) {
+                        continue;
+                    }
+                    match e.handle(now, Direction::FromPrivate, &p, &Ctx).verdict {
+                        Verdict::Accept => to_rcv.push(p),
+                        Verdict::Replace(b) => to_rcv.push(b),
+                        Verdict::Drop => {}
+                    }
+                } else if una < nxt && to_rcv.is_empty() && acks.is_empty() {
+                    // Retransmission timeout: the first unacknowledged
+                    // segment, exactly.
+                    let &(_, end) = sent
+                        .iter()
+                        .find(|&&(s, e)| s <= una && una < e)
+                        .expect("segment");
+                    to_gw.push(seg(
+                        base.wrapping_add(una as u32),
+                        TcpFlags::ACK | TcpFlags::PSH,
+                        &orig[una..end],
+                    ));
+                }
+            }
+            1 => {
+                if let Some(p) = pick(&mut rng, &mut to_rcv) {
+                    if rng.chance(5) {
+                        continue;
+                    }
+                    let pkt = Packet::parse(&p).expect("parses");
+                    assert!(pkt.checksums_ok());
+                    let L4::Tcp(t) = pkt.l4 else { panic!("tcp") };
+                    let off = t.seq().wrapping_sub(base) as usize;
+                    if got.len() < off + t.payload().len() {
+                        got.resize(off + t.payload().len(), None);
+                    }
+                    for (i, &b) in t.payload().iter().enumerate() {
+                        if let Some(old) = got[off + i] {
+                            assert_eq!(old, b, "nagle seed {seed}: two bytes at {}", off + i);
+                        }
+                        got[off + i] = Some(b);
+                    }
+                    while rcv_nxt < got.len() && got[rcv_nxt].is_some() {
+                        rcv_nxt += 1;
+                    }
+                    acks.push(base.wrapping_add(rcv_nxt as u32));
+                }
+            }
+            _ => {
+                if acks.is_empty() {
+                    continue;
+                }
+                let a = acks.remove(0);
+                if rng.chance(5) {
+                    continue;
+                }
+                let p = tcp_packet(&TcpSpec {
+                    src: (PEER, 21),
+                    dst: (PRIV, 40000),
+                    seq: 1,
+                    ack: a,
+                    flags: TcpFlags::ACK,
+                    sack: &[],
+                    payload: b"",
+                });
+                let out = match e.handle(now, Direction::FromPublic, &p, &Ctx).verdict {
+                    Verdict::Accept => p,
+                    Verdict::Replace(b) => b,
+                    Verdict::Drop => panic!("ACK dropped"),
+                };
+                let pkt = Packet::parse(&out).expect("parses");
+                let L4::Tcp(t) = pkt.l4 else { panic!("tcp") };
+                let acked = t.ack().wrapping_sub(base);
+                if (acked.wrapping_sub(una as u32) as i32) > 0 {
+                    assert!(acked as usize <= nxt, "nagle seed {seed}: ACK beyond sent");
+                    una = acked as usize;
+                }
+            }
+        }
+    }
+    // Every line arrived rewritten or as it was.
+    let stream: Vec<u8> = got[..rcv_nxt].iter().map(|b| b.unwrap_or(0)).collect();
+    let mut rest = stream.as_slice();
+    for (o, w) in &lines {
+        if rest.starts_with(w) {
+            rest = &rest[w.len()..];
+        } else if rest.starts_with(o) {
+            rest = &rest[o.len()..];
+        } else {
+            panic!(
+                "nagle seed {seed}: line {:?} mangled",
+                String::from_utf8_lossy(o)
+            );
+        }
+    }
+    assert!(rest.is_empty(), "nagle seed {seed}: trailing bytes");
+    let s = e.stats();
+    (s.holds_given_up, s.rewrites)
+}
+
+#[test]
+fn nagle_sender_without_tail_loss_probe_completes() {
+    let (mut gave_up, mut rewrites) = (0, 0);
+    for seed in 1..=100 {
+        let (g, r) = run_nagle(seed);
+        gave_up += g;
+        rewrites += r;
+    }
+    // Both paths exercised: split commands given up on, others rewritten.
+    assert!(gave_up > 0 && rewrites > 0, "{gave_up} {rewrites}");
 }

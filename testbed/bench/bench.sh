@@ -6,10 +6,10 @@
 #   --rounds N   rounds per scenario (default 3); peers and rgw run back to back
 #                in every round, in alternating order
 #   --quick      1 round with shorter runs (about 2 minutes without capacity/micro)
-#   --only LIST  comma-separated subset of: alloc dns_peers datapath capacity micro
+#   --only LIST  comma-separated subset of: alloc dns_peers datapath alg capacity micro
 #                (the other fragments in results/ are kept and reported too)
 #
-# Runs alloc.sh, dns_peers.sh, datapath.sh, then capacity.sh and micro.sh if
+# Runs alloc.sh, dns_peers.sh, datapath.sh, alg.sh, then capacity.sh and micro.sh if
 # they exist (they get BENCH_ROUNDS and BENCH_QUICK in the environment), then
 # report.py, which writes docs/benchmarks.md and docs/benchmarks.csv from the
 # fragments in testbed/bench/results/. Installs the peers first
@@ -37,8 +37,8 @@ while [ $# -gt 0 ]; do
 done
 bench_args ${args[@]+"${args[@]}"}
 
-ALL="alloc dns_peers datapath capacity micro"
-OURS="alloc dns_peers datapath"
+ALL="alloc dns_peers datapath alg capacity micro"
+OURS="alloc dns_peers datapath alg"
 selected=$ALL
 if [ -n "$ONLY" ]; then
     selected=${ONLY//,/ }
@@ -47,7 +47,7 @@ if [ -n "$ONLY" ]; then
     done
 fi
 # a scenario's time limit (seconds): a hung run must not hold the machine
-declare -A LIMIT=([alloc]=600 [dns_peers]=1200 [datapath]=900 [capacity]=2400 [micro]=1800)
+declare -A LIMIT=([alloc]=600 [dns_peers]=1200 [datapath]=900 [alg]=2400 [capacity]=2400 [micro]=1800)
 
 t_start=$(date +%s)
 options="--rounds $ROUNDS"

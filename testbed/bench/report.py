@@ -73,6 +73,31 @@ SCENARIOS = OrderedDict([
         "the same snat. TCP: one stream; UDP: `-b 2G -l 1400` (the sender is CPU-bound below the "
         "target), received rate and loss as reported by the receiver.",
     )),
+    ("alg", (
+        "ALG: SIP calls/s, FTP commands/s, added latency (rgw's ALG vs nf_nat_sip vs plain NAT)",
+        "`alg.sh` (method in the script's header). `rgw`: the shipped configuration, every packet "
+        "of a flow on port 21/5060/554 goes through NFQUEUE to rgw's ALG engine (rewrites, pinholes "
+        "in nftables maps). `nf_nat_sip`: rgw with `[alg] enabled = false` and the kernel's SIP "
+        "helper attached to UDP 5060 by an nft `ct helper` rule in the gateway namespace. `plain`: "
+        "ALG off, no helper. **SIP**: sipp's built-in `uac` on hosta calls the built-in `uas` on "
+        "the public web host over UDP (`-buff_size 4194304`), SDP in every INVITE and 200 OK; the "
+        "rate climbs ×1.5 from 200/s, then two bisection steps; `calls per s` is the highest rate "
+        "whose run (5 s of calls) had every call successful, 0 failed, and kept the rate (a failed "
+        "step is tried once more). "
+        "**FTP**: ftplib on hosta logged in to pyftpdlib on web:21 and web:2121 through the same rgw "
+        "with the ALG on: port 21 goes through the ALG (`rgw`), 2121 is plain NAT (`plain`); 1000 NOOPs "
+        "then 1000 `PORT` commands on each, one at a time, in blocks of 50 alternating between the two "
+        "connections, all answered 200 (pyftpdlib answers a PORT once its active data connection "
+        "to the client is up, so a PORT includes the rewrite, the pinhole and a connection through "
+        "it); the 2121 connection announces the gateway address with a static port forward instead "
+        "(without an ALG the private address is refused). **Latency**: 5000 round trips of a 32-byte line "
+        "to a TCP echo server on the public cli host, alternating between port 21 (an ALG port) "
+        "and 2121 (not one) through the same gateway; `added` = port 21 − port 2121, and a round "
+        "trip carries two ALG packets, so `added per packet` = added median ÷ 2; p10 is the least "
+        "disturbed by other work on the machine. With `plain` the "
+        "same difference is the control (≈ 0). `sip cpu per alg packet`: rgw's CPU time (user + system, "
+        "all threads) over its whole SIP ramp divided by the packets its ALG handled.",
+    )),
     ("capacity", (
         "Circular Pool capacity",
         "`capacity.sh` / `capacity.py` (the seed's capacity experiment; method and traffic mixes "
@@ -93,7 +118,12 @@ GROUPS = {
     "soa": "apex SOA", "ns": "apex NS (+glue)", "a": "ns.gwa.demo A",
     "alloc": "SFQDN A (allocating)", "seq_soa": "sequential apex SOA",
     "seq_alloc": "sequential SFQDN A (allocating)", "alloc_cost": "allocation cost",
+    "sip": "SIP (UDP, sipp uac → uas)", "ftp": "FTP control", "rtt": "TCP round trip",
 }
+
+# Metrics whose rgw / peer ratio means nothing (differences around 0, counts).
+NO_RATIO = {"rtt.added_p10", "rtt.added_median", "rtt.added_p99", "rtt.added_paired_median", "rtt.added_per_packet",
+            "sip.retransmissions", "sip.nfqueue_drops"}
 
 # The headline numbers, in the summary at the top: (scenario, metric, label).
 HEADLINE = [
@@ -106,6 +136,15 @@ HEADLINE = [
     ("alloc", "alloc_cost.median", "allocation cost (sequential, paired median), µs"),
     ("datapath", "tcp_throughput", "TCP through the gateway, Mbit/s"),
     ("datapath", "udp_received", "UDP 1400 B received, Mbit/s"),
+    ("alg", "sip.calls_per_s", "SIP calls/s with 0 failed calls"),
+    ("alg", "ftp.port_per_s", "FTP PORT commands/s"),
+    ("alg", "ftp.noop_per_s", "FTP NOOP commands/s"),
+    ("alg", "rtt.port21_median", "TCP round trip on port 21 (median), µs"),
+]
+
+# Headline values of rgw alone (no ratio): (scenario, metric, label).
+HEADLINE_OURS = [
+    ("alg", "rtt.added_per_packet", "ALG: added latency per packet (median), µs"),
 ]
 
 
@@ -198,6 +237,8 @@ class Scenario:
         """rgw / peer for every round both were measured in (back-to-back pairs).
         Empty when a value is 0 in some round: a ratio of counts such as lost
         queries says nothing there."""
+        if metric in NO_RATIO:
+            return []
         ours, theirs = self.data.get((metric, US), {}), self.data.get((metric, peer), {})
         out = []
         for rnd in sorted(ours.keys() & theirs.keys()):
@@ -326,6 +367,9 @@ def versions() -> list[tuple[str, str]]:
         ("unbound", first_match(run(["unbound", "-V"]), r"Version (\S+)")),
         ("dnsperf", first_match(run(["dnsperf", "-h"]), r"Version (\S+)")),
         ("iperf3", first_match(run(["iperf3", "--version"]), r"iperf (\S+)")),
+        ("SIPp", first_match(run(["sipp", "-v"]), r"SIPp (v\S+)")),
+        ("pyftpdlib", first_match(run(["/usr/bin/python3", "-c", "import pyftpdlib; print('pyftpdlib', pyftpdlib.__ver__)"]),
+                                  r"pyftpdlib (\S+)")),
     ]
 
 
@@ -398,6 +442,11 @@ def render(rows: list[dict], meta: dict, out: pathlib.Path) -> str:
             v = sc.values(metric, US)
             if v:
                 summary.append((label, spread(v), ""))
+    for name, metric, label in HEADLINE_OURS:
+        sc = scen.get(name)
+        v = sc.values(metric, US) if sc else []
+        if v:
+            summary.append((label, spread(v), ""))
     if summary:
         L += ["## Summary", "", "| measure | median (range) over rounds | medians |", "|---|---:|---|"]
         L += [f"| {a} | {b} | {c} |" for a, b, c in summary] + [""]

@@ -15,6 +15,8 @@ Loss and reordering come from testbed/tools netem-lite in the router.
 Cases that need no ALG (FTP passive outgoing, active incoming, outgoing
 RTSP thanks to ffmpeg's NAT punch packets, traceroute from hosta) pass on
 plain NAT; the others need the ALG's rewrites and pinholes.
+RGW_ALG_OFF=1 runs the same tests against rgw with `[alg] enabled = false`
+(a control experiment: the rows that need the ALG must then fail).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 
 import pytest
 
-from rgwproc import REPO, Rgw
+from rgwproc import REPO, Rgw, config_text
 
 GW = "198.51.100.2"
 POOL = ipaddress.ip_network("198.51.100.16/28")
@@ -53,7 +55,12 @@ PASV_PORTS = "30000-30049"
 @pytest.fixture(scope="module")
 def rgw(topo):
     r = Rgw(topo)
-    r.start()
+    text = config_text(r.state)
+    if os.environ.get("RGW_ALG_OFF") == "1":
+        # Control experiment: the same tests against the gateway without its ALG.
+        assert "[alg]" not in text, "the shipped configuration has an [alg] section: adapt RGW_ALG_OFF"
+        text += "\n[alg]\nenabled = false\n"
+    r.start(text)
     try:
         yield r
     finally:
@@ -244,6 +251,7 @@ def lftp_script(case: FtpCase, host: str, local: pathlib.Path, debug_log: pathli
         "set cmd:fail-exit yes",
         "set ftp:ssl-allow no",
         f"set ftp:passive-mode {'no' if case.active else 'yes'}",
+        "set ftp:auto-passive-mode no",    # a refused PORT must fail, not fall back to PASV
         "set ftp:prefer-epsv no",          # PASV (the address form), not EPSV
         "set ftp:fix-pasv-address no",     # use the PASV address as sent: no client-side NAT repair
         f"set net:timeout {timeout}",
@@ -333,6 +341,14 @@ def ftp_exchange(topo, rgw, work: pathlib.Path, case: FtpCase, client: str, nete
     sessions = srv_log.count("FTP session opened")
     cmds = re.findall(r"<- (PORT|EPRT|PASV|EPSV)\b ?(.*)", srv_log)
     assert len(cmds) >= 2 * FTP_FILES, f"expected one data command per file, saw {len(cmds)}"
+    # A data command the server refused (PORT/EPRT naming a foreign address,
+    # i.e. not rewritten) names its position in the session.
+    lines = srv_log.splitlines()
+    for i, line in enumerate(lines):
+        if "Rejected data connection" in line:
+            nth = sum(1 for l in lines[:i] if re.search(r"<- (PORT|EPRT) ", l))
+            raise AssertionError(f"the server refused data command #{nth} of the session "
+                                 f"(address not rewritten?): {lines[i - 1].strip()} / {line.strip()}")
     kinds = {c for c, _ in cmds}
     if client == "lftp":
         assert kinds == ({"PORT"} if case.active else {"PASV"}), kinds
@@ -377,6 +393,70 @@ def test_ftp_with_loss_and_reordering(topo, fresh, work, mode, direction):
     assert_impaired(counters)
 
 
+SPLIT_PORT_CLIENT = r"""
+import hashlib, json, socket, sys, time
+server, path, private, cuts, gap = sys.argv[1], sys.argv[2], sys.argv[3], [int(c) for c in sys.argv[4].split(",")], float(sys.argv[5])
+c = socket.create_connection((server, 21), timeout=10)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+f = c.makefile("rb")
+def reply():
+    line = f.readline().decode(errors="replace")
+    while len(line) > 3 and line[3] == "-":
+        line = f.readline().decode(errors="replace")
+    return line.strip()
+def cmd(text):
+    c.sendall(text.encode() + b"\r\n")
+    return reply()
+out = {"banner": reply(), "user": cmd("USER rgw"), "pass": cmd("PASS rgw"), "type": cmd("TYPE I")}
+lst = socket.socket(); lst.bind((private, 0)); lst.listen(1); lst.settimeout(10)
+port = lst.getsockname()[1]
+line = ("PORT %s,%d,%d\r\n" % (private.replace(".", ","), port >> 8, port & 255)).encode()
+pieces, last = [], 0
+for cut in cuts + [len(line)]:
+    pieces.append(line[last:cut]); last = cut
+for i, piece in enumerate(pieces):      # one TCP segment each (NODELAY, a pause between)
+    c.sendall(piece)
+    if i + 1 < len(pieces):
+        time.sleep(gap)
+out["pieces"] = [p.decode() for p in pieces]
+out["port"] = reply()
+if out["port"].startswith("200"):
+    c.sendall(("RETR %s\r\n" % path).encode())
+    d, _ = lst.accept()
+    data = b""
+    while True:
+        chunk = d.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    out["retr"] = reply(); out["done"] = reply()
+    out["sha256"] = hashlib.sha256(data).hexdigest()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("cuts,gap", [("12", 0.3), ("5,16,21", 0.05)], ids=["two-segments", "four-segments"])
+def test_ftp_port_split_across_segments(topo, fresh, work, cuts, gap):
+    """A private client sends PORT in several TCP segments ("PORT 192,168,"
+    | "0,101,p1,p2\r\n" with 0.3 s between them, or four pieces 50 ms apart):
+    the ALG must still rewrite it (the server refuses a foreign address) and
+    the file arrives intact."""
+    case = FtpCase("active", "outgoing")
+    want = make_files(work / "server" / "down", seed=4, n=1)
+    server = start_ftp_server(topo, case, work / "server")
+    try:
+        cp = topo.run("ha", [PY, "-c", SPLIT_PORT_CLIENT, WEB_IP, "/down/f00.bin", HA_IP, cuts, str(gap)], timeout=60,
+                      check=False)
+    finally:
+        topo.stop(server)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    out = json.loads(cp.stdout.strip().splitlines()[-1])
+    assert out["port"].startswith("200"), f"PORT sent as {out['pieces']} -> {out['port']}"
+    got = re.findall(r"<- PORT (\S+)", own_log(topo, server))
+    assert [".".join(g.split(",")[:4]) for g in got] == [GW], got
+    assert out["done"].startswith("226") and out["sha256"] == want["f00.bin"], out
+
+
 # ------------------------------------------------------------------ SIP
 
 
@@ -405,12 +485,27 @@ class Capture:
         return per_port
 
 
-def assert_media(per_port: dict, where: str):
+def assert_media(per_port: dict, where: str, calls: int):
     total = sum(per_port.values())
     assert total > 0, f"no RTP arrived at {where}"
     short = {p: n for p, n in per_port.items() if n < RTP_PER_CALL * 0.8}
-    assert len(per_port) >= SIP_CALLS and not short, \
-        f"RTP at {where}: {len(per_port)} streams (want {SIP_CALLS}) of {RTP_PER_CALL} packets; {per_port}"
+    assert len(per_port) >= calls and not short, \
+        f"RTP at {where}: {len(per_port)} streams (want {calls}) of {RTP_PER_CALL} packets; {per_port}"
+
+
+ADDRESS_HEADERS = re.compile(r"^\s*(Via|v|Contact|m|c=|o=|m=)[: ]", re.I)
+
+
+def private_addresses_seen(path: pathlib.Path) -> list:
+    """Via/Contact headers and SDP c=/o= lines in a sipp message trace that
+    still carry hosta's private address (Call-ID, From and To may: no ALG
+    touches them)."""
+    assert path.exists(), f"no sipp message trace {path}"
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if HA_IP in line and ADDRESS_HEADERS.match(line):
+            out.append(line.strip())
+    return out
 
 
 def sipp_stats(path: pathlib.Path) -> dict:
@@ -421,16 +516,19 @@ def sipp_stats(path: pathlib.Path) -> dict:
     return {k: last[i] for i, k in enumerate(head) if i < len(last)}
 
 
-def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool, uas=None, uac=None, target=None):
+def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool, uas=None, uac=None, target=None,
+                  calls: int = SIP_CALLS):
     t = {"udp": "u1", "tcp": "t1"}[transport]
+    work.mkdir(parents=True, exist_ok=True)
     for f in ("uac_rtp.xml", "uas_rtp.xml"):
         shutil.copy(PEERS / "sip" / f, work / f)
     subprocess.run([PY, str(PEERS / "rtp_pcap.py"), str(work / "rtp.pcap"), str(RTP_PER_CALL)], check=True)
     uas_ns, uas_ip = uas or (("web", WEB_IP) if outgoing else ("ha", HA_IP))
     uac_ns, uac_ip = uac or (("ha", HA_IP) if outgoing else ("cli", topo.CLI_IP))
     sh = f"cd {work} && exec "
-    uas_cmd = (f"sipp -sf uas_rtp.xml -i {uas_ip} -p 5060 -mp 18000 -t {t} -nostdin -m {SIP_CALLS} "
-               f"-timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log")
+    uas_cmd = (f"sipp -sf uas_rtp.xml -i {uas_ip} -p 5060 -mp 18000 -t {t} -nostdin -m {calls} "
+               f"-timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log "
+               f"-trace_msg -message_file uas_msg.log")
     cap_uas = Capture(topo, uas_ns, work / "uas-rx.pcap", "18000-18999")
     cap_uac = Capture(topo, uac_ns, work / "uac-rx.pcap", "16000-16999")
     uas = topo.popen(uas_ns, sh + uas_cmd)
@@ -443,15 +541,16 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
         else:
             target = resolve(topo, ("sip" if transport == "udp" else "siptcp") + ".hosta.gwa.demo")
         uac_cmd = (f"sipp -sf uac_rtp.xml {target}:5060 -i {uac_ip} -p 5060 -mp 16000 -t {t} -nostdin "
-                   f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 "
-                   f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log")
+                   f"-m {calls} -r 5 -l {calls} -timeout 60s -timeout_error -max_retrans 5 "
+                   f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log "
+                   f"-trace_msg -message_file uac_msg.log")
         cp = topo.run(uac_ns, sh + uac_cmd, timeout=90, check=False)
         uac_err = (work / "uac_err.log").read_text(errors="replace")[-3000:] if (work / "uac_err.log").exists() else ""
         assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode} (0 = every call succeeded):\n"
                                     f"{cp.stdout[-3000:]}\n{cp.stderr[-2000:]}\n--- errors ---\n{uac_err}\n"
                                     f"--- UAS ---\n{topo.read_log(uas)[-2000:]}")
         stats = sipp_stats(work / "uac_stat.csv")
-        assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(SIP_CALLS), "0"), stats
+        assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(calls), "0"), stats
         uas.wait(30)
         assert uas.returncode == 0, f"sipp UAS exit {uas.returncode}:\n{topo.read_log(uas)[-3000:]}"
     finally:
@@ -460,8 +559,11 @@ def sip_call_test(topo, rgw, work: pathlib.Path, transport: str, outgoing: bool,
         at_uac = cap_uac.stop()
     where_uac = "the caller (" + ("hosta" if outgoing else "public cli") + ")"
     where_uas = "the callee (" + ("public web" if outgoing else "hosta") + ")"
-    assert_media(at_uac, where_uac)
-    assert_media(at_uas, where_uas)
+    # The public end never saw hosta's address where it would route to it.
+    leaked = private_addresses_seen(work / ("uas_msg.log" if outgoing else "uac_msg.log"))
+    assert not leaked, f"SIP addresses not rewritten (seen at the public end): {leaked[:6]}"
+    assert_media(at_uac, where_uac, calls)
+    assert_media(at_uas, where_uas, calls)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -479,6 +581,35 @@ def test_sip_public_uac_calls_private_uas_by_name(topo, fresh, work, transport):
     calls, 0 failed, RTP both ways (the caller's RTP goes to the address in
     hosta's SDP answer)."""
     sip_call_test(topo, fresh, work, transport, outgoing=False)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sip_register_from_private_ua_to_public_registrar(topo, fresh, work, transport):
+    """sipp on hosta registers 5 contacts with a sipp registrar on the public
+    web host: every REGISTER is answered 200 OK, and the registrar sees the
+    gateway's public address in Via and Contact, never hosta's."""
+    t = {"udp": "u1", "tcp": "t1"}[transport]
+    for f in ("uac_register.xml", "registrar.xml"):
+        shutil.copy(PEERS / "sip" / f, work / f)
+    n = 5
+    sh = f"cd {work} && exec "
+    reg = topo.popen("web", sh + f"sipp -sf registrar.xml -i {WEB_IP} -p 5060 -t {t} -nostdin -m {n} -timeout 60s "
+                                 "-trace_msg -message_file reg_msg.log -trace_err -error_file reg_err.log")
+    try:
+        wait_for(lambda: listening(topo, "web", transport, 5060), 10, "sipp registrar on 5060")
+        cp = topo.run("ha", sh + f"sipp -sf uac_register.xml {WEB_IP}:5060 -i {HA_IP} -p 5060 -t {t} -nostdin "
+                                 f"-m {n} -r 5 -timeout 30s -timeout_error -max_retrans 5 "
+                                 "-trace_msg -message_file ua_msg.log", timeout=60, check=False)
+        assert cp.returncode == 0, f"sipp REGISTER exit {cp.returncode}:\n{cp.stdout[-3000:]}"
+        reg.wait(20)
+    finally:
+        topo.stop(reg)
+    trace = (work / "reg_msg.log").read_text(errors="replace")
+    contacts = re.findall(r"(?m)^\s*Contact:\s*<sip:ua\d+@([\d.]+):", trace)
+    assert len(contacts) >= 2 * n, f"registrar saw {len(contacts)} Contact headers (REGISTER + 200 each):\n{trace[-2000:]}"
+    assert set(contacts) == {GW}, f"Contact addresses at the registrar: {sorted(set(contacts))}"
+    leaked = private_addresses_seen(work / "reg_msg.log")
+    assert not leaked, f"SIP addresses not rewritten (seen at the registrar): {leaked[:6]}"
 
 
 # ------------------------------------------------------------------ RTSP
@@ -566,11 +697,13 @@ def test_no_kernel_helper_on_alg_flows_and_alg_rewrote(topo, fresh, work):
         cp = topo.run("ha", ["lftp", "-f", str(script)], timeout=60, check=False)
     finally:
         topo.stop(server)
+    assert cp.returncode == 0, f"lftp active outgoing failed:\n{cp.stderr[-2000:]}"
+    sip_call_test(topo, fresh, work / "sip", "udp", outgoing=True, calls=2)
     ct = topo.run("gw", ["conntrack", "-L"], timeout=10, check=False).stdout
-    ftp_flows = [l for l in ct.splitlines() if "dport=21 " in l]
-    assert ftp_flows, f"no conntrack entry for the FTP control flow:\n{ct}"
+    for port in (21, 5060):
+        flows = [l for l in ct.splitlines() if f"dport={port} " in l]
+        assert flows, f"no conntrack entry for the flow to port {port}:\n{ct}"
     helped = [l for l in ct.splitlines() if "helper=" in l]
     assert not helped, "kernel helpers attached:\n" + "\n".join(helped)
-    assert cp.returncode == 0, f"lftp active outgoing failed:\n{cp.stderr[-2000:]}"
     after = alg_rewrites(fresh)
-    assert after > before, f"alg.rewrites did not grow ({before} -> {after}) over a PORT session"
+    assert after > before, f"alg.rewrites did not grow ({before} -> {after}) over a PORT session and a call"
