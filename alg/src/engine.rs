@@ -127,7 +127,8 @@ pub struct EngineConfig {
     pub closed_linger: Duration,
     /// Flows tracked at most; new flows beyond pass unchanged (counted).
     pub max_flows: usize,
-    /// Live pinholes (port allocations) per flow at most.
+    /// Live pinholes (port allocations) per flow at most; beyond it the
+    /// oldest allocation is recycled.
     pub max_pinholes_per_flow: usize,
     /// Bytes held at most for an incomplete message.
     pub max_hold: usize,
@@ -229,8 +230,11 @@ pub struct EngineStats {
     /// Packets replaced (rewritten payload or adjusted SEQ/ACK/SACK).
     pub packets_replaced: u64,
     pub pinholes_requested: u64,
-    /// Port requests refused (no free port, or `max_pinholes_per_flow`).
+    /// Port requests refused (no free port).
     pub port_alloc_failed: u64,
+    /// Allocations forgotten early because a flow reached
+    /// `max_pinholes_per_flow` (the oldest gives way to the new one).
+    pub pinholes_recycled: u64,
     /// Messages the rewriter could not parse (passed unchanged).
     pub malformed: u64,
     /// Segments whose tail was held back as an incomplete message.
@@ -414,6 +418,7 @@ struct FlowPorts<'a> {
     lifetime: Duration,
     max: usize,
     failed: &'a mut u64,
+    recycled: &'a mut u64,
 }
 
 impl FlowPorts<'_> {
@@ -441,8 +446,20 @@ impl PortAlloc for FlowPorts<'_> {
         }
         self.flow_ports.retain(|_, a| a.expires > now);
         if self.flow_ports.len() >= self.max {
-            *self.failed += 1;
-            return None;
+            // At the bound the allocation that expires first gives way: it is
+            // the oldest, and its data connection has almost certainly come
+            // (an lftp mirror asks for a port per file, faster than the data
+            // lifetime lets them expire). Its kernel pinhole keeps its own
+            // timeout; only the engine forgets it for collision checks.
+            let oldest = self
+                .flow_ports
+                .iter()
+                .min_by_key(|(_, a)| a.expires)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.flow_ports.remove(&k);
+                *self.recycled += 1;
+            }
         }
         let mut candidate = private_port;
         for _ in 0..PORT_TRIES {
@@ -802,6 +819,7 @@ impl Cx<'_> {
             lifetime,
             max: self.cfg.max_pinholes_per_flow,
             failed: &mut self.stats.port_alloc_failed,
+            recycled: &mut self.stats.pinholes_recycled,
         };
         let mut off = 0;
         while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
@@ -1903,11 +1921,12 @@ mod tests {
         assert_eq!(port_of(b, 1, port1_b), None);
         // Another peer: identity again.
         assert_eq!(port_of(c, 1, PORT1), Some((1025, 1025)));
-        // Per-flow bound: the third distinct port is refused.
+        // Per-flow bound: the third distinct port recycles the oldest one.
         assert_eq!(port_of(a, 25, PORT2), Some((51300, 51300)));
         let third = b"PORT 192,168,0,101,10,10\r\n";
-        assert_eq!(port_of(a, 53, third), None);
-        assert_eq!(e.stats().port_alloc_failed, 1);
+        assert_eq!(port_of(a, 53, third), Some((2570, 2570)));
+        assert_eq!(e.stats().pinholes_recycled, 1);
+        assert_eq!(e.stats().port_alloc_failed, 0);
     }
 
     #[test]
