@@ -671,6 +671,11 @@ const ALG_COUNTERS: &[Row] = &[
         &ALG_PINHOLE_REQUESTS,
         &[("result", "refused")],
     ),
+    (
+        "pinholes_recycled",
+        &ALG_PINHOLE_REQUESTS,
+        &[("result", "recycled")],
+    ),
     ("malformed", &ALG_MESSAGES, &[("outcome", "malformed")]),
     ("holds", &ALG_HOLDS, &[]),
     (
@@ -1654,7 +1659,7 @@ mod tests {
     }
 
     /// `AlgState::counters()` names, in its order.
-    const ALG_CURRENT: [&str; 25] = [
+    const ALG_CURRENT: [&str; 26] = [
         "packets",
         "unparsed",
         "not_alg",
@@ -1680,6 +1685,7 @@ mod tests {
         "pinhole_errors",
         "ct_liberal",
         "ct_liberal_errors",
+        "pinholes_recycled",
     ];
 
     fn alg_text() -> String {
@@ -1744,7 +1750,7 @@ mod tests {
             assert!(is_metric_name(fam.name));
         }
         let text = alg_text();
-        assert_eq!(check_exposition(&text), Ok(25 + 1));
+        assert_eq!(check_exposition(&text), Ok(26 + 1));
         for line in [
             "# TYPE rgw_alg_flows gauge\nrgw_alg_flows 7\n",
             "rgw_alg_packets_total 100\n",

@@ -339,6 +339,7 @@ impl AlgState {
             ("packets_replaced", s.packets_replaced),
             ("pinholes_requested", s.pinholes_requested),
             ("port_alloc_failed", s.port_alloc_failed),
+            ("pinholes_recycled", s.pinholes_recycled),
             ("malformed", s.malformed),
             ("holds", s.holds),
             ("hold_overflows", s.hold_overflows),
