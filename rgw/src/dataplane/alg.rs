@@ -247,7 +247,9 @@ pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Res
         .context("opening the nftables netlink socket for pinholes")?;
     let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
-    info!("ALG engine listening");
+    // `lan` needs a restart to change (gateway::restart_only_change).
+    let lan_index = ifindex(&gw.snapshot().cfg.lan.interface);
+    info!(lan_index, "ALG engine listening");
     loop {
         let mut msg = match queue.recv() {
             Ok(m) => m,
@@ -260,7 +262,7 @@ pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Res
         let snap = gw.snapshot();
         let cfg = &snap.cfg;
         let now = Instant::now();
-        let dir = if msg.get_indev() == ifindex(&cfg.lan.interface) {
+        let dir = if msg.get_indev() == lan_index {
             Direction::FromPrivate
         } else {
             Direction::FromPublic
