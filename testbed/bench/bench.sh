@@ -99,6 +99,7 @@ total=$((t_end - t_start))
     printf ' "started": "%s", "finished": "%s",\n' \
         "$(date -u -d "@$t_start" '+%Y-%m-%d %H:%M UTC')" "$(date -u -d "@$t_end" '+%Y-%m-%d %H:%M UTC')"
     printf ' "total_seconds": %s, "total_human": "%dm %02ds",\n' "$total" $((total / 60)) $((total % 60))
+    printf ' "rgw_commit": "%s",\n' "$(git -C "$REPO" log -1 --format='%h (%D)' --abbrev=12 2>/dev/null | sed 's/HEAD -> //; s/,.*)/)/' || echo unknown)"
     printf ' "scenarios": ['
     sep=""
     for row in "${meta_rows[@]}"; do

@@ -96,7 +96,8 @@ SCENARIOS = OrderedDict([
         "trip carries two ALG packets, so `added per packet` = added median ÷ 2; p10 is the least "
         "disturbed by other work on the machine. With `plain` the "
         "same difference is the control (≈ 0). `sip cpu per alg packet`: rgw's CPU time (user + system, "
-        "all threads) over its whole SIP ramp divided by the packets its ALG handled.",
+        "all threads) over its whole SIP ramp divided by the packets its ALG handled; `sip nfqueue "
+        "drops`: packets the kernel dropped on the full NFQUEUE queues during that ramp.",
     )),
     ("capacity", (
         "Circular Pool capacity",
@@ -318,6 +319,8 @@ def git_commit() -> str:
             return f"{loose.read_text().strip()[:12]} ({ref.rsplit('/', 1)[-1]})"
         common = gitdir / "commondir"
         base = (gitdir / common.read_text().strip()) if common.exists() else gitdir
+        if (base / ref).exists():  # a worktree's branch: its ref lives in the common dir
+            return f"{(base / ref).read_text().strip()[:12]} ({ref.rsplit('/', 1)[-1]})"
         for line in (base / "packed-refs").read_text().splitlines():
             if line.endswith(" " + ref):
                 return f"{line.split()[0][:12]} ({ref.rsplit('/', 1)[-1]})"
@@ -356,10 +359,10 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
-def versions() -> list[tuple[str, str]]:
+def versions(meta: dict) -> list[tuple[str, str]]:
     rgw_bin = REPO / "target" / "release" / "rgw"
     return [
-        ("rgw commit", git_commit()),
+        ("rgw commit", meta.get("rgw_commit") or git_commit()),
         ("rgw", first_match(run([str(rgw_bin), "--version"]), r"(\S+ \S+)") if rgw_bin.exists() else "not built"),
         ("rustc", first_match(run(["rustc", "--version"]), r"rustc (\S+)")),
         ("NSD", first_match(run(["nsd", "-v"]), r"NSD version (\S+)")),
@@ -396,9 +399,11 @@ def render(rows: list[dict], meta: dict, out: pathlib.Path) -> str:
         "section is rewritten on every run. To reproduce (as root):",
         "",
         "```sh",
-        "./testbed/bench/bench.sh                                # everything, 3 rounds: about 30 min",
+        "./testbed/bench/bench.sh                                # everything, 3 rounds: about 45 min",
         "./testbed/bench/bench.sh --only alloc,dns_peers,datapath  # without capacity/micro: about 10 min",
         "./testbed/bench/bench.sh --quick                        # 1 short round of everything",
+        "./testbed/bench/bench.sh --only alg                     # the ALG alone: about 15 min",
+        "./testbed/bench/alg.sh --quick                          # the ALG alone, 1 short round, no report",
         "```",
         "",
         "bench.sh installs what is missing (`testbed/install-deps.sh bench`: Knot, iperf3,",
@@ -423,7 +428,7 @@ def render(rows: list[dict], meta: dict, out: pathlib.Path) -> str:
         for s in meta.get("scenarios", []):
             run_facts.append((f"`{s['script']}`", f"{s['status']}, {s['seconds']} s"))
     L += ["## Machine, versions, run", ""]
-    L += kv_table(machine() + versions() + run_facts) + [""]
+    L += kv_table(machine() + versions(meta) + run_facts) + [""]
 
     # ---- summary
     summary = []
