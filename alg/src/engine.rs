@@ -164,6 +164,12 @@ pub trait FlowContext {
     ) -> Option<Ipv4Addr>;
     /// The private host's FQDN, if known.
     fn host_fqdn(&self, private: Ipv4Addr) -> Option<String>;
+    /// RGW64: the IPv6 address of the IPv6-only host whose proxy IPv4 is
+    /// `private` (see [`FlowAddrs::private_v6`]). Default: none (IPv4 only).
+    fn private_v6(&self, private: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+        let _ = private;
+        None
+    }
 }
 
 /// What to do with a packet.
@@ -706,6 +712,7 @@ impl Engine {
             peer: key.peer,
             public,
             host_fqdn: ctx.host_fqdn(*key.private.ip()),
+            private_v6: ctx.private_v6(*key.private.ip()),
             role,
             transport: key.transport,
         };

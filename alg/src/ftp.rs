@@ -17,6 +17,12 @@
 //!
 //! # Choices
 //!
+//! * RGW64: an IPv6-only private client behind the translator sends
+//!   `EPRT |2|its IPv6|port|` inside packets whose source is its proxy IPv4
+//!   ([`FlowAddrs::private_v6`]); the IPv4 peer cannot use it, so it becomes
+//!   `EPRT |1|public|port|` with a pinhole to the proxy IPv4 (the translator
+//!   takes the data connection on to the host). `EPSV` needs nothing (port
+//!   only) and replies from an IPv4 server pass unchanged.
 //! * An address is rewritten only when it is the private host's own address
 //!   ([`FlowAddrs::private`]): a PORT naming a third host (FXP) is left
 //!   alone. A 227 that already names the public address (a server configured
@@ -31,7 +37,7 @@
 //!   the four messages above and is at most [`MAX_LINE`] bytes; any other
 //!   partial line passes unchanged at once.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::{
@@ -227,7 +233,13 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
     } else {
         match eprt_args(args) {
             Eprt::V4(a, p) => Some((a, p)),
-            Eprt::Other => return result(Outcome::Unchanged, consumed, Vec::new()),
+            // RGW64: an IPv6-only host behind the translator names its own
+            // IPv6 address; the IPv4 peer gets the public IPv4 instead
+            // (`|1|`), and the pinhole leads to the host's proxy IPv4.
+            Eprt::V6(a, p) if flow.private_v6 == Some(a) => Some((*flow.private.ip(), p)),
+            Eprt::V6(..) | Eprt::OtherV6 => {
+                return result(Outcome::Unchanged, consumed, Vec::new())
+            }
             Eprt::Bad => None,
         }
     };
@@ -259,8 +271,10 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
 
 enum Eprt {
     V4(Ipv4Addr, u16),
-    /// A well-formed EPRT for another address family (IPv6).
-    Other,
+    /// A well-formed EPRT for IPv6 (RFC 2428 §2, `af` 2).
+    V6(Ipv6Addr, u16),
+    /// `af` 2 with an address that is not one (left to the peer to refuse).
+    OtherV6,
     Bad,
 }
 
@@ -288,7 +302,10 @@ fn eprt_args(args: &[u8]) -> Eprt {
             Some(a) => Eprt::V4(a, port),
             None => Eprt::Bad,
         },
-        b"2" => Eprt::Other,
+        b"2" => match std::str::from_utf8(addr).ok().and_then(|a| a.parse().ok()) {
+            Some(a) => Eprt::V6(a, port),
+            None => Eprt::OtherV6,
+        },
         _ => Eprt::Bad,
     }
 }
@@ -413,6 +430,7 @@ mod tests {
             peer: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 21),
             public: Ipv4Addr::new(100, 64, 1, 131),
             host_fqdn: None,
+            private_v6: None,
             role,
             transport: Transport::Tcp,
         }
@@ -488,6 +506,69 @@ mod tests {
         let r = run(b"EPRT |2|fd00::1|41234|\r\n", OUT, C, &mut p);
         assert_eq!(r.outcome, Outcome::Unchanged);
         assert!(r.pinholes.is_empty());
+    }
+
+    fn flow64() -> FlowAddrs {
+        FlowAddrs {
+            // hostc's proxy IPv4 (pool4), as the translated packets carry it.
+            private: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 1), 40000),
+            private_v6: Some("fd00::103".parse().unwrap()),
+            ..flow(Role::PrivateClient)
+        }
+    }
+
+    #[test]
+    fn eprt_ipv6_host_behind_translator_becomes_ipv4() {
+        let f = flow64();
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::103|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |1|100.64.1.131|41234|\r\n");
+        assert_eq!(
+            r.pinholes,
+            vec![Pinhole {
+                peer: Ipv4Addr::new(198, 51, 100, 7),
+                transport: Transport::Tcp,
+                public_addr: Ipv4Addr::new(100, 64, 1, 131),
+                public_port: 41234,
+                private_addr: Ipv4Addr::new(10, 64, 0, 1),
+                private_port: 41234,
+                lifetime: DATA_LIFETIME,
+                snat: false,
+            }]
+        );
+        // Port moved by the allocator; other delimiter; non-canonical spelling.
+        let mut p = Ports {
+            taken: vec![41234],
+            ..Default::default()
+        };
+        let r = FtpRewriter.rewrite(b"eprt !2!FD00:0::103!41234!\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"eprt !1!100.64.1.131!42234!\n");
+        assert_eq!(r.pinholes[0].private_port, 41234);
+        // Another IPv6 address (FXP, or another host): untouched.
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::104|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty() && p.calls.is_empty());
+        // Not an address, or port 0: no pinhole.
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::zz|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::103|0|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        assert!(r.pinholes.is_empty());
+        // EPSV and the IPv4 server's 229 need nothing.
+        let r = FtpRewriter.rewrite(b"EPSV\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(
+            b"229 Entering extended passive mode (|||30001|).\r\n",
+            IN,
+            &f,
+            &mut p,
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(p.calls.is_empty());
+        // Without RGW64 the same IPv6 EPRT is not ours.
+        let r = run(b"EPRT |2|fd00::103|41234|\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod sdp;
 pub mod seqadj;
 pub mod sip;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 /// Well-known control ports whose flows carry addresses in their payload:
@@ -90,6 +90,12 @@ pub struct FlowAddrs {
     /// The private host's FQDN (for protocols that accept a name instead of
     /// an address literal), when known.
     pub host_fqdn: Option<String>,
+    /// RGW64: the private host's own IPv6 address when it is an IPv6-only
+    /// host reached through the translator, [`FlowAddrs::private`] being its
+    /// proxy IPv4 (the translated packets carry the proxy address, but the
+    /// host writes its IPv6 address in its messages: `EPRT |2|…|`,
+    /// `c=IN IP6 …`). `None` for IPv4 hosts.
+    pub private_v6: Option<Ipv6Addr>,
     pub role: Role,
     pub transport: Transport,
 }

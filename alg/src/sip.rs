@@ -756,6 +756,7 @@ pub(crate) mod testutil {
             peer: SocketAddrV4::new(PEER, peer_port),
             public: PUBLIC,
             host_fqdn: None,
+            private_v6: None,
             role,
             transport,
         }

@@ -181,12 +181,21 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
     let alg_rules: Vec<String> = if cfg.alg.enabled {
         // Every packet of an ALG control flow, both directions, where both
         // carry the private host's address (DNAT done, SNAT not yet).
+        // RGW64: an IPv6-only host's flows leave the translator (TUN) as IPv4
+        // from its proxy address; the TUN is then the private side (only
+        // towards the WAN: NAT46 flows from the LAN are seen on the LAN).
+        let tun_out = cfg
+            .rgw64
+            .as_ref()
+            .map(|r| format!("iifname \"{}\" oifname \"{wan}\"", r.tun));
         ["dport", "sport"]
             .iter()
-            .map(|dir| {
-                format!(
-                    "iifname {{ \"{lan}\", \"{wan}\" }} meta l4proto {{ tcp, udp }} meta l4proto . th {dir} @{SET_ALG_PORTS} meta mark set {MARK_ALG:#010x} {alg_queue}"
-                )
+            .flat_map(|dir| {
+                let tail = format!(
+                    "meta l4proto {{ tcp, udp }} meta l4proto . th {dir} @{SET_ALG_PORTS} meta mark set {MARK_ALG:#010x} {alg_queue}"
+                );
+                std::iter::once(format!("iifname {{ \"{lan}\", \"{wan}\" }} {tail}"))
+                    .chain(tun_out.as_ref().map(|m| format!("{m} {tail}")))
             })
             .collect()
     } else {
