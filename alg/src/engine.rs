@@ -170,6 +170,10 @@ pub trait FlowContext {
         let _ = private;
         None
     }
+    /// RGW64: the translator's /96 prefix (see [`FlowAddrs::prefix64`]).
+    fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
+        None
+    }
 }
 
 /// What to do with a packet.
@@ -707,12 +711,14 @@ impl Engine {
             self.stats.no_public_addr += 1;
             return false;
         };
+        let private_v6 = ctx.private_v6(*key.private.ip());
         let addrs = FlowAddrs {
             private: key.private,
             peer: key.peer,
             public,
             host_fqdn: ctx.host_fqdn(*key.private.ip()),
-            private_v6: ctx.private_v6(*key.private.ip()),
+            private_v6,
+            prefix64: private_v6.and_then(|_| ctx.prefix64()),
             role,
             transport: key.transport,
         };

@@ -431,6 +431,7 @@ mod tests {
             public: Ipv4Addr::new(100, 64, 1, 131),
             host_fqdn: None,
             private_v6: None,
+            prefix64: None,
             role,
             transport: Transport::Tcp,
         }

@@ -96,8 +96,20 @@ pub struct FlowAddrs {
     /// host writes its IPv6 address in its messages: `EPRT |2|…|`,
     /// `c=IN IP6 …`). `None` for IPv4 hosts.
     pub private_v6: Option<Ipv6Addr>,
+    /// RGW64: the translator's /96 prefix (RFC 6052) through which an
+    /// IPv6-only host reaches IPv4 address `a.b.c.d` as `prefix64::a.b.c.d`.
+    /// With [`FlowAddrs::private_v6`], IPv4 addresses in a public peer's
+    /// session descriptions become these IPv6 addresses. `None` otherwise.
+    pub prefix64: Option<Ipv6Addr>,
     pub role: Role,
     pub transport: Transport,
+}
+
+/// `prefix64::v4` (RFC 6052 §2.2, /96: the IPv4 address in the last 32 bits).
+pub fn embed_v4(prefix64: Ipv6Addr, v4: Ipv4Addr) -> Ipv6Addr {
+    let mut o = prefix64.octets();
+    o[12..].copy_from_slice(&v4.octets());
+    Ipv6Addr::from(o)
 }
 
 /// Ask the engine for the public port of a new pinhole on [`FlowAddrs::public`].

@@ -326,3 +326,83 @@ def test_ftp_passive_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, proc
     after = alg_counters(gw64)
     assert after["pinholes_written"] - before["pinholes_written"] >= len(cmds), (before, after)
     assert after["pinhole_errors"] == before["pinhole_errors"], (before, after)
+
+
+# ------------------------------------------------------------------ SIP 6 -> 4
+
+
+SIP_CALLS = 5
+RTP_PER_CALL = 25
+
+
+def rtp_per_port(pcap: pathlib.Path) -> dict:
+    out = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-q"], capture_output=True, text=True,
+                         timeout=30).stdout
+    per_port: dict = {}
+    for line in out.splitlines():
+        m = re.search(r" > [0-9A-Fa-f:.]+\.(\d+): UDP", line)
+        if m:
+            per_port[int(m.group(1))] = per_port.get(int(m.group(1)), 0) + 1
+    return per_port
+
+
+def assert_media(per_port: dict, where: str):
+    short = {p: n for p, n in per_port.items() if n < RTP_PER_CALL * 0.8}
+    assert len(per_port) >= SIP_CALLS and not short, \
+        f"RTP at {where}: {len(per_port)} streams (want {SIP_CALLS}) of {RTP_PER_CALL} packets; {per_port}"
+
+
+def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
+    """sipp -6 on hostc calls sipp on web (IPv4 only) through the translator:
+    SIP_CALLS calls over UDP, none failed, RTP both ways. The callee's RTP
+    goes to the address of the caller's SDP: `c=IN IP6 <hostc>` is useless to
+    it, the ALG makes it `c=IN IP4 <service address>` with pinholes to
+    hostc's proxy IPv4."""
+    for f in ("uac_rtp.xml", "uas_rtp.xml"):
+        shutil.copy(PEERS / "sip" / f, work / f)
+    subprocess.run([PY, str(PEERS / "rtp_pcap.py"), str(work / "rtp.pcap"), str(RTP_PER_CALL)], check=True)
+    before = alg_counters(gw64)
+    sh = f"cd {work} && exec "
+    cap_uas = procs.start(topo.NS_WEB, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w",
+                                        work / "uas-rx.pcap", "udp and dst portrange 18000-18999"],
+                          work / "tcpdump-web.log", "listening on")
+    cap_uac = procs.start(topo.NS_HC, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w",
+                                       work / "uac-rx.pcap", "udp and dst portrange 16000-16999"],
+                          work / "tcpdump-hc.log", "listening on")
+    del cap_uas, cap_uac
+    uas_log = work / "uas.log"
+    procs.start(topo.NS_WEB, ["/bin/sh", "-c", (
+        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {WEB_IP} -p 5060 -mp 18000 -t u1 -nostdin "
+        f"-m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log "
+        f"-trace_msg -message_file uas_msg.log")], uas_log, "sipp-uas-start")
+    time.sleep(1.0)
+    target = f"[fd64:64::{WEB_IP}]"
+    cp = nsrun(topo.NS_HC, ["/bin/sh", "-c", sh + (
+        f"sipp -sf uac_rtp.xml {target}:5060 -i {topo.HC_IP6} -p 5060 -mp 16000 -t u1 -nostdin "
+        f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 "
+        f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log -trace_msg -message_file uac_msg.log")],
+               timeout=90)
+    err = (work / "uac_err.log").read_text(errors="replace")[-3000:] if (work / "uac_err.log").exists() else ""
+    msgs = (work / "uas_msg.log").read_text(errors="replace") if (work / "uas_msg.log").exists() else ""
+    assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode}:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
+                                f"--- errors ---\n{err}\n--- UAS messages ---\n{msgs[-3000:]}")
+    time.sleep(1.0)
+    procs.stop_all()
+    at_uas = rtp_per_port(work / "uas-rx.pcap")
+    at_uac = rtp_per_port(work / "uac-rx.pcap")
+    # What the IPv4 callee was offered: IPv4 only, the gateway's service address.
+    assert "INVITE sip:" in msgs, msgs[-2000:]
+    assert f"c=IN IP4 {GW}" in msgs and "IN IP6" not in msgs, msgs[:3000]
+    # Where the callee routes back: the service address, never hostc's IPv6
+    # (From/Call-ID are identities and keep it).
+    routing = re.findall(r"^(?:Via|Contact): .*$", msgs, re.M)
+    assert routing and all(topo.HC_IP6 not in l for l in routing), routing[:6]
+    assert any(f"Contact: <sip:sipp@{GW}:5060" in l for l in routing), routing[:6]
+    # What the IPv6 caller was answered: the callee's media through prefix64.
+    uac_msgs = (work / "uac_msg.log").read_text(errors="replace")
+    assert f"c=IN IP6 fd64:64::{WEB_IP}" in uac_msgs or "c=IN IP6 fd64:64::cb00:7150" in uac_msgs, uac_msgs[-3000:]
+    assert "IN IP4" not in uac_msgs, uac_msgs[-3000:]
+    assert_media(at_uac, "the caller (hostc, IPv6)")
+    assert_media(at_uas, "the callee (web, IPv4)")
+    after = alg_counters(gw64)
+    assert after["pinholes_written"] - before["pinholes_written"] >= 2 * SIP_CALLS, (before, after)

@@ -157,6 +157,10 @@ impl FlowContext for Ctx<'_> {
         // A proxy IPv4 of the translator: the IPv6 host bound to it.
         self.rgw64?.xlat().lookup_v4(private)
     }
+
+    fn prefix64(&self) -> Option<Ipv6Addr> {
+        Some(self.rgw64?.cfg.prefix64.network())
+    }
 }
 
 /// Opens and binds the ALG queue (before nftables is touched, like the gate).
