@@ -333,6 +333,8 @@ def test_ftp_passive_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, proc
 
 SIP_CALLS = 5
 RTP_PER_CALL = 25
+# Media and signalling ports unlike test_alg.py's (16000/18000, 5060 on both
+# ends): its UDP conntrack entries may still live in the same testbed.
 
 
 def rtp_per_port(pcap: pathlib.Path) -> dict:
@@ -364,21 +366,21 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
     before = alg_counters(gw64)
     sh = f"cd {work} && exec "
     cap_uas = procs.start(topo.NS_WEB, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w",
-                                        work / "uas-rx.pcap", "udp and dst portrange 18000-18999"],
+                                        work / "uas-rx.pcap", "udp and dst portrange 28000-28999"],
                           work / "tcpdump-web.log", "listening on")
     cap_uac = procs.start(topo.NS_HC, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w",
-                                       work / "uac-rx.pcap", "udp and dst portrange 16000-16999"],
+                                       work / "uac-rx.pcap", "udp and dst portrange 26000-26999"],
                           work / "tcpdump-hc.log", "listening on")
     del cap_uas, cap_uac
     uas_log = work / "uas.log"
     procs.start(topo.NS_WEB, ["/bin/sh", "-c", (
-        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {WEB_IP} -p 5060 -mp 18000 -t u1 -nostdin "
+        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {WEB_IP} -p 5060 -mp 28000 -t u1 -nostdin "
         f"-m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log "
         f"-trace_msg -message_file uas_msg.log")], uas_log, "sipp-uas-start")
     time.sleep(1.0)
     target = f"[fd64:64::{WEB_IP}]"
     cp = nsrun(topo.NS_HC, ["/bin/sh", "-c", sh + (
-        f"sipp -sf uac_rtp.xml {target}:5060 -i {topo.HC_IP6} -p 5060 -mp 16000 -t u1 -nostdin "
+        f"sipp -sf uac_rtp.xml {target}:5060 -i {topo.HC_IP6} -p 5062 -mp 26000 -t u1 -nostdin "
         f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 "
         f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log -trace_msg -message_file uac_msg.log")],
                timeout=90)
@@ -397,7 +399,7 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
     # (From/Call-ID are identities and keep it).
     routing = re.findall(r"^(?:Via|Contact): .*$", msgs, re.M)
     assert routing and all(topo.HC_IP6 not in l for l in routing), routing[:6]
-    assert any(f"Contact: <sip:sipp@{GW}:5060" in l for l in routing), routing[:6]
+    assert any(f"Contact: <sip:sipp@{GW}:5062" in l for l in routing), routing[:6]
     # What the IPv6 caller was answered: the callee's media through prefix64.
     uac_msgs = (work / "uac_msg.log").read_text(errors="replace")
     assert f"c=IN IP6 fd64:64::{WEB_IP}" in uac_msgs or "c=IN IP6 fd64:64::cb00:7150" in uac_msgs, uac_msgs[-3000:]

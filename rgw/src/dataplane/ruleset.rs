@@ -598,6 +598,39 @@ mod tests {
     }
 
     #[test]
+    fn alg_chain_takes_translated_flows_from_the_tun_with_rgw64() {
+        let plain = render(&cfg(""), QueueVia::Nft);
+        let alg = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("add rule ip rgw alg "))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(alg(&plain).len(), 2, "{plain}");
+        let six = render(
+            &cfg(
+                "[rgw64]\ntun = \"xl64\"\nprefix64 = \"fd64:64::/96\"\npool4 = \"10.64.0.0/24\"\n\
+                  lan_prefix6 = \"fd00:192:168::/64\"\nlan_address6 = \"fd00:192:168::1\"\n\
+                  wan_address6 = \"2001:db8:0:100::2\"",
+            ),
+            QueueVia::Nft,
+        );
+        let rules = alg(&six);
+        assert_eq!(rules.len(), 4, "{rules:#?}");
+        for dir in ["dport", "sport"] {
+            // Only towards the WAN: NAT46 flows are seen on the LAN side.
+            let want = format!(
+                "add rule ip rgw alg iifname \"xl64\" oifname \"wan0\" meta l4proto {{ tcp, udp }} \
+                 meta l4proto . th {dir} @alg_ports meta mark set"
+            );
+            assert!(
+                rules.iter().any(|r| r.starts_with(&want)),
+                "{want}\n{rules:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn synproxy_moves_the_tcp_claim_to_output() {
         let on = render(&cfg("synproxy = true\nsynproxy_mss = 1400"), QueueVia::Nft);
         assert!(on.contains("add rule ip rgw sp_raw ip daddr @pool tcp flags & (fin | syn | rst | ack) == syn notrack"), "{on}");
