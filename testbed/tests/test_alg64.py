@@ -23,6 +23,7 @@ server was told (its command log).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import pathlib
 import random
 import re
@@ -47,6 +48,11 @@ FILES = 8
 
 
 # ------------------------------------------------------------------ fixtures
+
+
+def embed(v4: str) -> str:
+    """fd64:64::/96 + v4 (RFC 6052), as the translator and the ALG write it."""
+    return str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("fd64:64::")) | int(ipaddress.IPv4Address(v4))))
 
 
 @pytest.fixture(scope="module")
@@ -402,9 +408,58 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
     assert any(f"Contact: <sip:sipp@{GW}:5062" in l for l in routing), routing[:6]
     # What the IPv6 caller was answered: the callee's media through prefix64.
     uac_msgs = (work / "uac_msg.log").read_text(errors="replace")
-    assert f"c=IN IP6 fd64:64::{WEB_IP}" in uac_msgs or "c=IN IP6 fd64:64::cb00:7150" in uac_msgs, uac_msgs[-3000:]
+    assert f"c=IN IP6 {embed(WEB_IP)}\n" in uac_msgs, uac_msgs[-3000:]
     assert "IN IP4" not in uac_msgs, uac_msgs[-3000:]
     assert_media(at_uac, "the caller (hostc, IPv6)")
     assert_media(at_uas, "the callee (web, IPv4)")
+    after = alg_counters(gw64)
+    assert after["pinholes_written"] - before["pinholes_written"] >= 2 * SIP_CALLS, (before, after)
+
+
+# ------------------------------------------------------------------ SIP 4 -> 6
+
+
+def test_sip_public_ipv4_uac_calls_ipv6_only_uas(gw64, topo, work, procs):
+    """sipp on the public cli (IPv4) calls sipp -6 on hostc through a Circular
+    Pool reservation (udp5060.hostc.gwa.demo): the INVITE's request-URI and
+    `c=IN IP4 <cli>` reach hostc as its own `[IPv6]` and
+    `IN IP6 prefix64::cli`; hostc's answer `c=IN IP6 <hostc>` reaches cli as
+    `IN IP4 <pool address>`, with media pinholes (and SNAT) to hostc's proxy
+    IPv4. SIP_CALLS calls, none failed, RTP both ways."""
+    for f in ("uac_rtp.xml", "uas_rtp.xml"):
+        shutil.copy(PEERS / "sip" / f, work / f)
+    subprocess.run([PY, str(PEERS / "rtp_pcap.py"), str(work / "rtp.pcap"), str(RTP_PER_CALL)], check=True)
+    before = alg_counters(gw64)
+    procs.start(topo.NS_HC, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w", work / "uas-rx.pcap",
+                             "udp and dst portrange 28000-28999"], work / "tcpdump-hc.log", "listening on")
+    procs.start(topo.NS_CLI, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w", work / "uac-rx.pcap",
+                              "udp and dst portrange 26000-26999"], work / "tcpdump-cli.log", "listening on")
+    procs.start(topo.NS_HC, ["/bin/sh", "-c", (
+        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {topo.HC_IP6} -p 5060 -mp 28000 "
+        f"-t u1 -nostdin -m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err "
+        f"-error_file uas_err.log -trace_msg -message_file uas_msg.log")], work / "uas.log", "sipp-uas-start")
+    time.sleep(1.0)
+    r = reserve(topo, "udp5060.hostc.gwa.demo")
+    cp = nsrun(topo.NS_CLI, ["/bin/sh", "-c", (
+        f"cd {work} && exec sipp -sf uac_rtp.xml {r}:5060 -i {topo.CLI_IP} -p 5060 -mp 26000 -t u1 -nostdin "
+        f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 -trace_stat "
+        f"-stf uac_stat.csv -trace_err -error_file uac_err.log -trace_msg -message_file uac_msg.log")],
+        timeout=90)
+    err = (work / "uac_err.log").read_text(errors="replace")[-3000:] if (work / "uac_err.log").exists() else ""
+    uas_msgs = (work / "uas_msg.log").read_text(errors="replace") if (work / "uas_msg.log").exists() else ""
+    assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode}:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
+                                f"--- errors ---\n{err}\n--- UAS messages ---\n{uas_msgs[-3000:]}")
+    time.sleep(1.0)
+    procs.stop_all()
+    uac_msgs = (work / "uac_msg.log").read_text(errors="replace")
+    # The IPv6 callee was offered the caller's media through prefix64 and
+    # addressed as itself.
+    assert f"INVITE sip:service@[{topo.HC_IP6}]:5060" in uas_msgs, uas_msgs[:3000]
+    assert f"c=IN IP6 {embed(topo.CLI_IP)}\n" in uas_msgs, uas_msgs[:3000]
+    # The IPv4 caller was answered with the pool address, never an IPv6 one.
+    assert f"c=IN IP4 {r}" in uac_msgs and "IN IP6" not in uac_msgs and topo.HC_IP6 not in uac_msgs, \
+        uac_msgs[-3000:]
+    assert_media(rtp_per_port(work / "uac-rx.pcap"), "the caller (public cli, IPv4)")
+    assert_media(rtp_per_port(work / "uas-rx.pcap"), "the callee (hostc, IPv6)")
     after = alg_counters(gw64)
     assert after["pinholes_written"] - before["pinholes_written"] >= 2 * SIP_CALLS, (before, after)
