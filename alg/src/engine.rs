@@ -486,9 +486,14 @@ struct Parsed {
     incomplete: bool,
 }
 
-/// Whether messages of this direction are parsed at all.
-fn parses(protocol: Protocol, dir: Direction) -> bool {
+/// Whether messages of this direction are parsed at all. FTP from the
+/// public side only towards an IPv6-only private server (RGW64: its
+/// client's PORT/EPRT become IPv6 EPRT, see [`crate::ftp`]).
+fn parses(protocol: Protocol, dir: Direction, addrs: &FlowAddrs) -> bool {
     !(protocol == Protocol::Ftp && dir == Direction::FromPublic)
+        || (addrs.role == Role::PrivateServer
+            && addrs.private_v6.is_some()
+            && addrs.prefix64.is_some())
 }
 
 /// Offset of `seq` from `base` as an index (wrap-around safe).
@@ -854,7 +859,7 @@ impl Cx<'_> {
         u: &UdpDatagram<'_>,
     ) -> Decision {
         let payload = u.payload();
-        if payload.is_empty() || !parses(flow.protocol, dir) {
+        if payload.is_empty() || !parses(flow.protocol, dir, &flow.addrs) {
             return Decision::accept();
         }
         let lifetime = self.lifetime(flow.protocol);
@@ -899,7 +904,7 @@ impl Cx<'_> {
     ) -> Decision {
         let flags = t.flags();
         let seq = t.seq();
-        let parse = parses(flow.protocol, dir);
+        let parse = parses(flow.protocol, dir, &flow.addrs);
         let lifetime = self.lifetime(flow.protocol);
         let Flow {
             addrs,

@@ -269,6 +269,66 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
     )
 }
 
+/// RGW64: the prefix64 of a flow whose private host is IPv6-only.
+fn v6_host(flow: &FlowAddrs) -> Option<Ipv6Addr> {
+    flow.private_v6.and(flow.prefix64)
+}
+
+/// RGW64, active mode towards an IPv6-only private server: the public IPv4
+/// client's `PORT h1,…,p2` / `EPRT |1|a.b.c.d|port|` naming itself becomes
+/// `EPRT |2|prefix64::a.b.c.d|port|`, the address through which the server
+/// reaches it across the translator (an IPv6 server refuses PORT and IPv4
+/// EPRT). The data connection goes outwards: no pinhole.
+fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
+    let consumed = line.len();
+    let unchanged = || result(Outcome::Unchanged, consumed, Vec::new());
+    let Some(prefix) = v6_host(flow) else {
+        return unchanged();
+    };
+    let (body, ending) = split_ending(line);
+    let is_port = starts_with_ci(body, b"PORT");
+    if !is_port && !starts_with_ci(body, b"EPRT") {
+        return unchanged();
+    }
+    let (cmd, rest) = body.split_at(4);
+    if !matches!(rest.first(), Some(b' ' | b'\t')) {
+        return unchanged();
+    }
+    let args = trim(rest);
+    let parsed = if is_port {
+        host_port(args)
+    } else {
+        match eprt_args(args) {
+            Eprt::V4(a, p) => Some((a, p)),
+            _ => None,
+        }
+    };
+    let Some((addr, port)) = parsed.filter(|&(a, p)| p != 0 && a == *flow.peer.ip()) else {
+        return unchanged();
+    };
+    let d = if is_port {
+        '|'
+    } else {
+        char::from(args.first().copied().unwrap_or(b'|'))
+    };
+    let verb: &[u8] = if is_port {
+        if cmd.iter().all(u8::is_ascii_lowercase) {
+            b"eprt"
+        } else {
+            b"EPRT"
+        }
+    } else {
+        cmd
+    };
+    let mut out = Vec::with_capacity(consumed + 32);
+    out.extend_from_slice(verb);
+    out.extend_from_slice(
+        format!(" {d}2{d}{}{d}{port}{d}", crate::embed_v4(prefix, addr)).as_bytes(),
+    );
+    out.extend_from_slice(ending);
+    result(Outcome::Rewritten(out), consumed, Vec::new())
+}
+
 enum Eprt {
     V4(Ipv4Addr, u16),
     /// A well-formed EPRT for IPv6 (RFC 2428 §2, `af` 2).
@@ -370,7 +430,11 @@ impl Rewriter for FtpRewriter {
         if buf.is_empty() {
             return result(Outcome::Incomplete, 0, Vec::new());
         }
+        let to_v6 = dir == Direction::FromPublic
+            && flow.role == Role::PrivateServer
+            && v6_host(flow).is_some();
         let words: &[&[u8]] = match (dir, flow.role) {
+            (Direction::FromPublic, _) if to_v6 => &[b"PORT", b"EPRT"],
             (Direction::FromPublic, _) => &[],
             (Direction::FromPrivate, Role::PrivateClient) => &[b"PORT", b"EPRT"],
             (Direction::FromPrivate, Role::PrivateServer) => &[b"227 ", b"229 "],
@@ -388,6 +452,7 @@ impl Rewriter for FtpRewriter {
         };
         let line = buf.get(..=nl).unwrap_or(buf);
         match (dir, flow.role) {
+            (Direction::FromPublic, _) if to_v6 => command_to_v6(line, flow),
             (Direction::FromPublic, _) => result(Outcome::Unchanged, line.len(), Vec::new()),
             (Direction::FromPrivate, Role::PrivateClient) => command(line, flow, ports),
             (Direction::FromPrivate, Role::PrivateServer) => reply(line, flow, ports),
@@ -569,6 +634,39 @@ mod tests {
         assert!(p.calls.is_empty());
         // Without RGW64 the same IPv6 EPRT is not ours.
         let r = run(b"EPRT |2|fd00::103|41234|\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn public_port_and_eprt_towards_an_ipv6_server_become_ipv6_eprt() {
+        let f = FlowAddrs {
+            private: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 1), 21),
+            peer: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 40000),
+            private_v6: Some("fd00::103".parse().unwrap()),
+            prefix64: Some("fd64:64::".parse().unwrap()),
+            ..flow(Role::PrivateServer)
+        };
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"PORT 203,0,113,10,160,26\r\n", IN, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |2|fd64:64::cb00:710a|40986|\r\n");
+        assert!(r.pinholes.is_empty() && p.calls.is_empty());
+        let r = FtpRewriter.rewrite(b"EPRT !1!203.0.113.10!41234!\n", IN, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT !2!fd64:64::cb00:710a!41234!\n");
+        // A partial PORT line is waited for.
+        let r = FtpRewriter.rewrite(b"PORT 203,0,1", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+        // A third host (FXP), EPSV, other commands: unchanged.
+        for msg in [
+            &b"PORT 198,51,100,9,4,1\r\n"[..],
+            b"EPSV\r\n",
+            b"RETR f\r\n",
+            b"EPRT |2|::1|5|\r\n",
+        ] {
+            let r = FtpRewriter.rewrite(msg, IN, &f, &mut p);
+            assert_eq!(r.outcome, Outcome::Unchanged, "{msg:?}");
+        }
+        // Without RGW64 the public side is never rewritten.
+        let r = run(b"PORT 203,0,113,10,160,26\r\n", IN, S, &mut p);
         assert_eq!(r.outcome, Outcome::Unchanged);
     }
 

@@ -334,6 +334,52 @@ def test_ftp_passive_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, proc
     assert after["pinhole_errors"] == before["pinhole_errors"], (before, after)
 
 
+@pytest.mark.parametrize("client", ["curl", "lftp"])
+def test_ftp_active_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, procs, client):
+    """cli (IPv4) -> pool address of hostc.gwa.demo -> pyftpdlib on hostc
+    (IPv6 only), active mode: the client's `EPRT |1|cli|p|` (curl) or
+    `PORT cli,p` (lftp), useless to an IPv6 server, reaches it as
+    `EPRT |2|prefix64::cli|p|`; hostc connects out through the translator."""
+    srv, loc, want_down, want_up = setup_files(work)
+    before = alg_counters(gw64)
+    log = work / "ftp-server.log"
+    start_ftp(procs, topo.NS_HC, topo.HC_IP6, srv, log)
+    if client == "curl":
+        (loc / "down").mkdir(parents=True)
+        names = [f"f{i:02d}.bin" for i in range(FILES)]
+        common = ["curl", "-sS", "-v", "--max-time", "60", "--connect-timeout", "10", "-u", "rgw:rgw",
+                  "--ftp-port", "-"]
+        r = reserve(topo, "hostc.gwa.demo")
+        args = []
+        for n in names:
+            args += [f"ftp://{r}/down/{n}", "-o", str(loc / "down" / n)]
+        cp = nsrun(topo.NS_CLI, common + args, timeout=90)
+        assert cp.returncode == 0, f"curl download failed:\n{cp.stderr[-4000:]}"
+        sent = cp.stderr
+        r = reserve(topo, "hostc.gwa.demo")
+        glob = "{" + ",".join(names) + "}"
+        cp = nsrun(topo.NS_CLI, common + ["-T", f"{loc / 'up'}/{glob}", f"ftp://{r}/up/"], timeout=90)
+        assert cp.returncode == 0, f"curl upload failed:\n{cp.stderr[-4000:]}"
+        sent += cp.stderr
+        want_cmd = f"EPRT |1|{topo.CLI_IP}|"
+    else:
+        sent = lftp_both_ways(topo.NS_CLI, reserve(topo, "hostc.gwa.demo"), True, loc)
+        want_cmd = "PORT " + topo.CLI_IP.replace(".", ",") + ","
+    # What the IPv4 client sent (and the IPv6 server could not have used).
+    assert want_cmd in sent, sent[-3000:]
+    procs.stop_all()
+    assert sha256_tree(loc / "down") == want_down
+    assert sha256_tree(srv / "up") == want_up
+    srv_log = log.read_text(errors="replace")
+    cmds = server_commands(srv_log)
+    assert {c for c, _ in cmds} == {"EPRT"} and len(cmds) >= 2 * FILES - 2, cmds
+    for _, arg in cmds:
+        _, af, addr, _port, _ = arg.split(arg[0])
+        assert (af, addr) == ("2", embed(topo.CLI_IP)), f"server got EPRT {arg}"
+    after = alg_counters(gw64)
+    assert after["rewrites"] - before["rewrites"] >= len(cmds), (before, after)
+
+
 # ------------------------------------------------------------------ SIP 6 -> 4
 
 
