@@ -1,23 +1,30 @@
-"""The ALG across families (issue 4, rows "FTP 4/6 through the ALG" of the
-seed's RGW64 table): FTP between the IPv6-only private host hostc and IPv4
-peers through our translator (TUN + rgw-xlat) and the ALG engine, with real
-programs: pyftpdlib (peers/ftp_server.py) and curl / lftp.
+"""The ALG across families (issue 4, rows "FTP 4/6" and "SIP 4/6 through the
+ALG" of the seed's RGW64 table): FTP and SIP between the IPv6-only private
+host hostc and IPv4 peers through our translator (TUN + rgw-xlat) and the ALG
+engine, with real programs: pyftpdlib (peers/ftp_server.py), curl, lftp, sipp.
 
-  outgoing  hostc (fd00:192:168::103) -> v4only.demo (DNS64-style proxy ULA
-            fd64:64::203.0.113.80) -> translator (source: hostc's proxy IPv4
-            10.64.0.1) -> SNAT to the service address -> pyftpdlib on web.
-            Active: the client sends `EPRT |2|<hostc's IPv6>|port|`, useless
-            to an IPv4 server; the ALG (which sees the translated packets,
-            TUN -> WAN) makes it `EPRT |1|<service address>|port|` and opens a
-            pinhole to 10.64.0.1, the translator carries the data connection
-            on to hostc. Passive: EPSV/229 carry a port only: no rewrite.
-  incoming  the public IPv4 client cli -> a Circular Pool address of
-            hostc.gwa.demo -> DNAT to 10.64.0.1 -> translator -> pyftpdlib on
-            hostc (IPv6). Passive (EPSV): the ALG opens the pinhole for the
-            229's port towards 10.64.0.1.
+The ALG sees the translated IPv4 packets (TUN -> WAN, and WAN -> TUN): the
+private address is hostc's proxy IPv4 10.64.0.1, the engine learns hostc's
+IPv6 address from the translator's binding and the /96 prefix64.
 
-Every test checks the bytes on both ends (sha256 of every file) and what the
-server was told (its command log).
+  FTP 6->4  hostc -> v4only.demo (proxy ULA fd64:64::203.0.113.80) -> web.
+            Active: `EPRT |2|<hostc>|p|` becomes `EPRT |1|<service address>|p|`
+            with a pinhole to 10.64.0.1. Passive: EPSV/229, no rewrite.
+  FTP 4->6  cli -> pool address of hostc.gwa.demo -> pyftpdlib on hostc.
+            Passive: EPSV, pinhole for the 229's port to 10.64.0.1. Active:
+            the client's `PORT`/`EPRT |1|` naming itself becomes
+            `EPRT |2|prefix64::cli|p|` (an IPv6 server refuses the others).
+  SIP 6->4  sipp -6 on hostc calls sipp on web: [hostc] in Via/Contact and
+            `c=IN IP6 <hostc>` become the service address / `IN IP4`, the
+            answer's `IN IP4 web` becomes `IN IP6 prefix64::web`.
+  SIP 4->6  sipp on cli calls sipp -6 on hostc through udp5060.hostc.gwa.demo.
+
+Every test checks the bytes on both ends (sha256 of every file; RTP counted
+with tcpdump at both ends) and what each side was told (server and sipp
+message logs). Not covered: PASV/227 between an IPv4 client and an IPv6
+server (a 227 cannot carry the server's IPv6 address; the ALG would have to
+turn PASV into EPSV and 229 into 227), so lftp passive (PASV) inbound is not
+a row here; curl uses EPSV.
 """
 
 from __future__ import annotations
