@@ -179,6 +179,16 @@ pub trait FlowContext {
     ) -> Option<Ipv4Addr>;
     /// The private host's FQDN, if known.
     fn host_fqdn(&self, private: Ipv4Addr) -> Option<String>;
+    /// RGW64: the IPv6 address of the IPv6-only host whose proxy IPv4 is
+    /// `private` (see [`FlowAddrs::private_v6`]). Default: none (IPv4 only).
+    fn private_v6(&self, private: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+        let _ = private;
+        None
+    }
+    /// RGW64: the translator's /96 prefix (see [`FlowAddrs::prefix64`]).
+    fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
+        None
+    }
 }
 
 /// What to do with a packet.
@@ -518,9 +528,14 @@ struct Parsed {
     incomplete: bool,
 }
 
-/// Whether messages of this direction are parsed at all.
-fn parses(protocol: Protocol, dir: Direction) -> bool {
+/// Whether messages of this direction are parsed at all. FTP from the
+/// public side only towards an IPv6-only private server (RGW64: its
+/// client's PORT/EPRT become IPv6 EPRT, see [`crate::ftp`]).
+fn parses(protocol: Protocol, dir: Direction, addrs: &FlowAddrs) -> bool {
     !(protocol == Protocol::Ftp && dir == Direction::FromPublic)
+        || (addrs.role == Role::PrivateServer
+            && addrs.private_v6.is_some()
+            && addrs.prefix64.is_some())
 }
 
 /// Offset of `seq` from `base` as an index (wrap-around safe).
@@ -743,11 +758,14 @@ impl Engine {
             self.stats.no_public_addr += 1;
             return false;
         };
+        let private_v6 = ctx.private_v6(*key.private.ip());
         let addrs = FlowAddrs {
             private: key.private,
             peer: key.peer,
             public,
             host_fqdn: ctx.host_fqdn(*key.private.ip()),
+            private_v6,
+            prefix64: private_v6.and_then(|_| ctx.prefix64()),
             role,
             transport: key.transport,
         };
@@ -891,7 +909,7 @@ impl Cx<'_> {
         u: &UdpDatagram<'_>,
     ) -> Decision {
         let payload = u.payload();
-        if payload.is_empty() || !parses(flow.protocol, dir) {
+        if payload.is_empty() || !parses(flow.protocol, dir, &flow.addrs) {
             return Decision::accept();
         }
         let lifetime = self.lifetime(flow.protocol);
@@ -937,7 +955,7 @@ impl Cx<'_> {
     ) -> Decision {
         let flags = t.flags();
         let seq = t.seq();
-        let parse = parses(flow.protocol, dir);
+        let parse = parses(flow.protocol, dir, &flow.addrs);
         let lifetime = self.lifetime(flow.protocol);
         let Flow {
             addrs,

@@ -17,6 +17,12 @@
 //!
 //! # Choices
 //!
+//! * RGW64: an IPv6-only private client behind the translator sends
+//!   `EPRT |2|its IPv6|port|` inside packets whose source is its proxy IPv4
+//!   ([`FlowAddrs::private_v6`]); the IPv4 peer cannot use it, so it becomes
+//!   `EPRT |1|public|port|` with a pinhole to the proxy IPv4 (the translator
+//!   takes the data connection on to the host). `EPSV` needs nothing (port
+//!   only) and replies from an IPv4 server pass unchanged.
 //! * An address is rewritten only when it is the private host's own address
 //!   ([`FlowAddrs::private`]): a PORT naming a third host (FXP) is left
 //!   alone. A 227 that already names the public address (a server configured
@@ -31,7 +37,7 @@
 //!   the four messages above and is at most [`MAX_LINE`] bytes; any other
 //!   partial line passes unchanged at once.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::{
@@ -227,7 +233,13 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
     } else {
         match eprt_args(args) {
             Eprt::V4(a, p) => Some((a, p)),
-            Eprt::Other => return result(Outcome::Unchanged, consumed, Vec::new()),
+            // RGW64: an IPv6-only host behind the translator names its own
+            // IPv6 address; the IPv4 peer gets the public IPv4 instead
+            // (`|1|`), and the pinhole leads to the host's proxy IPv4.
+            Eprt::V6(a, p) if flow.private_v6 == Some(a) => Some((*flow.private.ip(), p)),
+            Eprt::V6(..) | Eprt::OtherV6 => {
+                return result(Outcome::Unchanged, consumed, Vec::new())
+            }
             Eprt::Bad => None,
         }
     };
@@ -257,10 +269,72 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
     )
 }
 
+/// RGW64: the prefix64 of a flow whose private host is IPv6-only.
+fn v6_host(flow: &FlowAddrs) -> Option<Ipv6Addr> {
+    flow.private_v6.and(flow.prefix64)
+}
+
+/// RGW64, active mode towards an IPv6-only private server: the public IPv4
+/// client's `PORT h1,…,p2` / `EPRT |1|a.b.c.d|port|` naming itself becomes
+/// `EPRT |2|prefix64::a.b.c.d|port|`, the address through which the server
+/// reaches it across the translator (an IPv6 server refuses PORT and IPv4
+/// EPRT). The data connection goes outwards: no pinhole.
+fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
+    let consumed = line.len();
+    let unchanged = || result(Outcome::Unchanged, consumed, Vec::new());
+    let Some(prefix) = v6_host(flow) else {
+        return unchanged();
+    };
+    let (body, ending) = split_ending(line);
+    let is_port = starts_with_ci(body, b"PORT");
+    if !is_port && !starts_with_ci(body, b"EPRT") {
+        return unchanged();
+    }
+    let (cmd, rest) = body.split_at(4);
+    if !matches!(rest.first(), Some(b' ' | b'\t')) {
+        return unchanged();
+    }
+    let args = trim(rest);
+    let parsed = if is_port {
+        host_port(args)
+    } else {
+        match eprt_args(args) {
+            Eprt::V4(a, p) => Some((a, p)),
+            _ => None,
+        }
+    };
+    let Some((addr, port)) = parsed.filter(|&(a, p)| p != 0 && a == *flow.peer.ip()) else {
+        return unchanged();
+    };
+    let d = if is_port {
+        '|'
+    } else {
+        char::from(args.first().copied().unwrap_or(b'|'))
+    };
+    let verb: &[u8] = if is_port {
+        if cmd.iter().all(u8::is_ascii_lowercase) {
+            b"eprt"
+        } else {
+            b"EPRT"
+        }
+    } else {
+        cmd
+    };
+    let mut out = Vec::with_capacity(consumed + 32);
+    out.extend_from_slice(verb);
+    out.extend_from_slice(
+        format!(" {d}2{d}{}{d}{port}{d}", crate::embed_v4(prefix, addr)).as_bytes(),
+    );
+    out.extend_from_slice(ending);
+    result(Outcome::Rewritten(out), consumed, Vec::new())
+}
+
 enum Eprt {
     V4(Ipv4Addr, u16),
-    /// A well-formed EPRT for another address family (IPv6).
-    Other,
+    /// A well-formed EPRT for IPv6 (RFC 2428 §2, `af` 2).
+    V6(Ipv6Addr, u16),
+    /// `af` 2 with an address that is not one (left to the peer to refuse).
+    OtherV6,
     Bad,
 }
 
@@ -288,7 +362,10 @@ fn eprt_args(args: &[u8]) -> Eprt {
             Some(a) => Eprt::V4(a, port),
             None => Eprt::Bad,
         },
-        b"2" => Eprt::Other,
+        b"2" => match std::str::from_utf8(addr).ok().and_then(|a| a.parse().ok()) {
+            Some(a) => Eprt::V6(a, port),
+            None => Eprt::OtherV6,
+        },
         _ => Eprt::Bad,
     }
 }
@@ -353,7 +430,11 @@ impl Rewriter for FtpRewriter {
         if buf.is_empty() {
             return result(Outcome::Incomplete, 0, Vec::new());
         }
+        let to_v6 = dir == Direction::FromPublic
+            && flow.role == Role::PrivateServer
+            && v6_host(flow).is_some();
         let words: &[&[u8]] = match (dir, flow.role) {
+            (Direction::FromPublic, _) if to_v6 => &[b"PORT", b"EPRT"],
             (Direction::FromPublic, _) => &[],
             (Direction::FromPrivate, Role::PrivateClient) => &[b"PORT", b"EPRT"],
             (Direction::FromPrivate, Role::PrivateServer) => &[b"227 ", b"229 "],
@@ -371,6 +452,7 @@ impl Rewriter for FtpRewriter {
         };
         let line = buf.get(..=nl).unwrap_or(buf);
         match (dir, flow.role) {
+            (Direction::FromPublic, _) if to_v6 => command_to_v6(line, flow),
             (Direction::FromPublic, _) => result(Outcome::Unchanged, line.len(), Vec::new()),
             (Direction::FromPrivate, Role::PrivateClient) => command(line, flow, ports),
             (Direction::FromPrivate, Role::PrivateServer) => reply(line, flow, ports),
@@ -413,6 +495,8 @@ mod tests {
             peer: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 21),
             public: Ipv4Addr::new(100, 64, 1, 131),
             host_fqdn: None,
+            private_v6: None,
+            prefix64: None,
             role,
             transport: Transport::Tcp,
         }
@@ -488,6 +572,102 @@ mod tests {
         let r = run(b"EPRT |2|fd00::1|41234|\r\n", OUT, C, &mut p);
         assert_eq!(r.outcome, Outcome::Unchanged);
         assert!(r.pinholes.is_empty());
+    }
+
+    fn flow64() -> FlowAddrs {
+        FlowAddrs {
+            // hostc's proxy IPv4 (pool4), as the translated packets carry it.
+            private: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 1), 40000),
+            private_v6: Some("fd00::103".parse().unwrap()),
+            ..flow(Role::PrivateClient)
+        }
+    }
+
+    #[test]
+    fn eprt_ipv6_host_behind_translator_becomes_ipv4() {
+        let f = flow64();
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::103|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |1|100.64.1.131|41234|\r\n");
+        assert_eq!(
+            r.pinholes,
+            vec![Pinhole {
+                peer: Ipv4Addr::new(198, 51, 100, 7),
+                transport: Transport::Tcp,
+                public_addr: Ipv4Addr::new(100, 64, 1, 131),
+                public_port: 41234,
+                private_addr: Ipv4Addr::new(10, 64, 0, 1),
+                private_port: 41234,
+                lifetime: DATA_LIFETIME,
+                snat: false,
+            }]
+        );
+        // Port moved by the allocator; other delimiter; non-canonical spelling.
+        let mut p = Ports {
+            taken: vec![41234],
+            ..Default::default()
+        };
+        let r = FtpRewriter.rewrite(b"eprt !2!FD00:0::103!41234!\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"eprt !1!100.64.1.131!42234!\n");
+        assert_eq!(r.pinholes[0].private_port, 41234);
+        // Another IPv6 address (FXP, or another host): untouched.
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::104|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(r.pinholes.is_empty() && p.calls.is_empty());
+        // Not an address, or port 0: no pinhole.
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::zz|41234|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(b"EPRT |2|fd00::103|0|\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        assert!(r.pinholes.is_empty());
+        // EPSV and the IPv4 server's 229 need nothing.
+        let r = FtpRewriter.rewrite(b"EPSV\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(
+            b"229 Entering extended passive mode (|||30001|).\r\n",
+            IN,
+            &f,
+            &mut p,
+        );
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(p.calls.is_empty());
+        // Without RGW64 the same IPv6 EPRT is not ours.
+        let r = run(b"EPRT |2|fd00::103|41234|\r\n", OUT, C, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn public_port_and_eprt_towards_an_ipv6_server_become_ipv6_eprt() {
+        let f = FlowAddrs {
+            private: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 1), 21),
+            peer: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 40000),
+            private_v6: Some("fd00::103".parse().unwrap()),
+            prefix64: Some("fd64:64::".parse().unwrap()),
+            ..flow(Role::PrivateServer)
+        };
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"PORT 203,0,113,10,160,26\r\n", IN, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |2|fd64:64::cb00:710a|40986|\r\n");
+        assert!(r.pinholes.is_empty() && p.calls.is_empty());
+        let r = FtpRewriter.rewrite(b"EPRT !1!203.0.113.10!41234!\n", IN, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT !2!fd64:64::cb00:710a!41234!\n");
+        // A partial PORT line is waited for.
+        let r = FtpRewriter.rewrite(b"PORT 203,0,1", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+        // A third host (FXP), EPSV, other commands: unchanged.
+        for msg in [
+            &b"PORT 198,51,100,9,4,1\r\n"[..],
+            b"EPSV\r\n",
+            b"RETR f\r\n",
+            b"EPRT |2|::1|5|\r\n",
+        ] {
+            let r = FtpRewriter.rewrite(msg, IN, &f, &mut p);
+            assert_eq!(r.outcome, Outcome::Unchanged, "{msg:?}");
+        }
+        // Without RGW64 the public side is never rewritten.
+        let r = run(b"PORT 203,0,113,10,160,26\r\n", IN, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
     }
 
     #[test]

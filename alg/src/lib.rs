@@ -25,7 +25,7 @@ pub mod sdp;
 pub mod seqadj;
 pub mod sip;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
 /// Well-known control ports whose flows carry addresses in their payload:
@@ -90,8 +90,26 @@ pub struct FlowAddrs {
     /// The private host's FQDN (for protocols that accept a name instead of
     /// an address literal), when known.
     pub host_fqdn: Option<String>,
+    /// RGW64: the private host's own IPv6 address when it is an IPv6-only
+    /// host reached through the translator, [`FlowAddrs::private`] being its
+    /// proxy IPv4 (the translated packets carry the proxy address, but the
+    /// host writes its IPv6 address in its messages: `EPRT |2|…|`,
+    /// `c=IN IP6 …`). `None` for IPv4 hosts.
+    pub private_v6: Option<Ipv6Addr>,
+    /// RGW64: the translator's /96 prefix (RFC 6052) through which an
+    /// IPv6-only host reaches IPv4 address `a.b.c.d` as `prefix64::a.b.c.d`.
+    /// With [`FlowAddrs::private_v6`], IPv4 addresses in a public peer's
+    /// session descriptions become these IPv6 addresses. `None` otherwise.
+    pub prefix64: Option<Ipv6Addr>,
     pub role: Role,
     pub transport: Transport,
+}
+
+/// `prefix64::v4` (RFC 6052 §2.2, /96: the IPv4 address in the last 32 bits).
+pub fn embed_v4(prefix64: Ipv6Addr, v4: Ipv4Addr) -> Ipv6Addr {
+    let mut o = prefix64.octets();
+    o[12..].copy_from_slice(&v4.octets());
+    Ipv6Addr::from(o)
 }
 
 /// Ask the engine for the public port of a new pinhole on [`FlowAddrs::public`].

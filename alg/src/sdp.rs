@@ -25,7 +25,7 @@
 //!   through a pool address ([`Role::PrivateServer`]), so its own RTP leaves
 //!   with that address.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ struct Line {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
     V4(Ipv4Addr),
+    /// `IN IP6` (RGW64: an IPv6-only host behind the translator).
+    V6(Ipv6Addr),
     Other,
 }
 
@@ -162,28 +164,43 @@ fn conn_of(
         body.get(r.clone())
             .is_some_and(|b| b.eq_ignore_ascii_case(s))
     };
-    if !is(nettype, b"IN") || !is(addrtype, b"IP4") {
+    if !is(nettype, b"IN") {
         return Conn::Other;
     }
-    let a = address_part(body, addr);
-    match body
-        .get(a)
-        .and_then(|b| std::str::from_utf8(b).ok())
+    let text = body
+        .get(address_part(body, addr))
+        .and_then(|b| std::str::from_utf8(b).ok());
+    if is(addrtype, b"IP4") {
+        text.and_then(|s| s.parse().ok())
+            .map_or(Conn::Other, Conn::V4)
+    } else if is(addrtype, b"IP6") {
+        // Some UAs (sipp's `[media_ip]`) write the URI form `[v6]`.
+        text.map(|s| {
+            s.strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or(s)
+        })
         .and_then(|s| s.parse().ok())
-    {
-        Some(ip) => Conn::V4(ip),
-        None => Conn::Other,
+        .map_or(Conn::Other, Conn::V6)
+    } else {
+        Conn::Other
+    }
+}
+
+/// Whether `conn` names the private host (its IPv4, or with RGW64 its IPv6).
+fn is_private(conn: Conn, flow: &FlowAddrs) -> bool {
+    match conn {
+        Conn::V4(ip) => ip == *flow.private.ip(),
+        Conn::V6(ip) => Some(ip) == flow.private_v6,
+        Conn::Other => false,
     }
 }
 
 /// The replacement for the address of a `<nettype> <addrtype> <address>`
-/// triple, if it names the private host. `IN IP6` returns `None` for now;
-/// an RGW64 family conversion (rewriting the addrtype as well) belongs here.
+/// triple, if it names the private host: the public IPv4 (the `addrtype`
+/// of an `IN IP6` triple becomes `IP4`, see [`address_edit`]).
 fn map_address(conn: Conn, flow: &FlowAddrs) -> Option<Vec<u8>> {
-    match conn {
-        Conn::V4(ip) if ip == *flow.private.ip() => Some(flow.public.to_string().into_bytes()),
-        _ => None,
-    }
+    is_private(conn, flow).then(|| flow.public.to_string().into_bytes())
 }
 
 /// Edit for the triple at `f[first..first + 3]` of a line's fields.
@@ -197,6 +214,10 @@ fn address_edit(
     let (nettype, addrtype, addr) = (f.get(first)?, f.get(first + 1)?, f.get(first + 2)?);
     let conn = conn_of(body, nettype, addrtype, addr);
     if let Some(new) = map_address(conn, flow) {
+        if matches!(conn, Conn::V6(_)) {
+            // RGW64: `IN IP6 <host>` → `IN IP4 <public>`.
+            edits.replace(addrtype.clone(), b"IP4".to_vec());
+        }
         edits.replace(address_part(body, addr), new);
     }
     Some(conn)
@@ -289,6 +310,47 @@ pub fn rewrite(
     Ok(SdpRewrite { body, pinholes })
 }
 
+/// RGW64, a body from the public side for an IPv6-only private host (with
+/// [`FlowAddrs::private_v6`] and [`FlowAddrs::prefix64`]): every
+/// `IN IP4 <a.b.c.d>` of `c=`, `o=` and `a=rtcp:` becomes
+/// `IN IP6 <prefix64::a.b.c.d>`, the address through which the host reaches
+/// that IPv4 address across the translator. Ports stay (no pinholes: the
+/// host's media leave outwards). `None` when nothing changes or the flow is
+/// not an RGW64 one.
+pub fn to_ipv6(body: &[u8], flow: &FlowAddrs) -> Option<Vec<u8>> {
+    let prefix = flow.prefix64.filter(|_| flow.private_v6.is_some())?;
+    let mut edits = Edits::default();
+    let triple = |f: &[Range<usize>], first: usize, edits: &mut Edits| {
+        let (Some(n), Some(t), Some(a)) = (f.get(first), f.get(first + 1), f.get(first + 2)) else {
+            return;
+        };
+        if let Conn::V4(ip) = conn_of(body, n, t, a) {
+            edits.replace(t.clone(), b"IP6".to_vec());
+            edits.replace(
+                address_part(body, a),
+                crate::embed_v4(prefix, ip).to_string().into_bytes(),
+            );
+        }
+    };
+    for line in split_lines(body) {
+        let f = fields(body, &line.value);
+        match line.kind {
+            b'c' => triple(&f, 0, &mut edits),
+            b'o' if f.len() >= 3 => triple(&f, f.len() - 3, &mut edits),
+            b'a' => {
+                let v = body.get(line.value.clone()).unwrap_or_default();
+                if let Some(rest) = v.strip_prefix(b"rtcp:") {
+                    let off = line.value.start + 5;
+                    let rf = fields(body, &(off..off + rest.len()));
+                    triple(&rf, 1, &mut edits);
+                }
+            }
+            _ => {}
+        }
+    }
+    (!edits.is_empty()).then(|| edits.apply(body))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn media_edits(
     body: &[u8],
@@ -302,7 +364,7 @@ fn media_edits(
     pinholes: &mut Vec<Pinhole>,
 ) -> Result<(), SdpError> {
     let private = *flow.private.ip();
-    if m.conn.or(session_conn) != Some(Conn::V4(private)) {
+    if !m.conn.or(session_conn).is_some_and(|c| is_private(c, flow)) {
         return Ok(());
     }
     let Some(line) = lines.get(m.m_line) else {
@@ -359,7 +421,7 @@ fn media_edits(
         let port_r = rf.first()?.clone();
         let port = body.get(port_r.clone()).and_then(parse_port)?;
         let ours = match (rf.get(1), rf.get(2), rf.get(3)) {
-            (Some(n), Some(t), Some(a)) => conn_of(body, n, t, a) == Conn::V4(private),
+            (Some(n), Some(t), Some(a)) => is_private(conn_of(body, n, t, a), flow),
             _ => true,
         };
         Some((port_r, port, ours))

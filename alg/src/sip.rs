@@ -32,12 +32,19 @@
 //! the datagram, or its first `Content-Length` bytes when the header is
 //! present (bytes after it are kept verbatim).
 //!
+//! RGW64: for an IPv6-only host behind the translator
+//! ([`FlowAddrs::private_v6`]) its IPv6 reference `[v6]` is replaced like its
+//! IPv4 address (by the public IPv4), SDP `IN IP6 <v6>` becomes
+//! `IN IP4 <public>` with the media pinholes to its proxy IPv4, and the
+//! public → private mapping gives `[v6]` back.
+//!
 //! Not handled (passed unchanged): SDP inside `multipart/*` or compressed
-//! bodies, IPv6 addresses (RGW64), host names (the private address is
+//! bodies, other IPv6 addresses, host names (the private address is
 //! always replaced by the public address, never by the host's FQDN: SDP
 //! `c=` needs an address, and an address keeps in-dialog requests on the
 //! signalling flow's own mapping).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::sdp::{self, SdpPolicy};
@@ -139,18 +146,29 @@ impl SipRewriter {
         let private = *flow.private.ip();
         let public = flow.public.to_string().into_bytes();
         let mut edits = Edits::default();
+        // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
+        // the IPv4 peer gets the public IPv4 in its place.
+        let privates: Vec<IpAddr> = std::iter::once(IpAddr::V4(private))
+            .chain(flow.private_v6.map(IpAddr::V6))
+            .collect();
         if let Some(uri) = msg.request_uri(buf) {
-            text::uri_host_edits(buf, uri, private, &public, &mut edits);
+            for &p in &privates {
+                text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
+            }
         }
         let mut is_sdp = false;
         let mut content_length = None;
         for h in &msg.headers {
             match canonical_name(h.name_bytes(buf)) {
                 Some(Name::Via) => {
-                    text::via_edits(buf, h.value.clone(), private, &public, &mut edits)
+                    for &p in &privates {
+                        text::via_edits(buf, h.value.clone(), p, &public, &mut edits)
+                    }
                 }
                 Some(Name::Contact | Name::Route | Name::RecordRoute) => {
-                    text::uri_host_edits(buf, h.value.clone(), private, &public, &mut edits)
+                    for &p in &privates {
+                        text::uri_host_edits(buf, h.value.clone(), p, &public, &mut edits)
+                    }
                 }
                 Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
                 Some(Name::ContentLength) => content_length = Some(h.value.clone()),
@@ -178,7 +196,11 @@ impl SipRewriter {
 
 /// Public → private where the private UA checks its own address.
 fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits {
-    let private = flow.private.ip().to_string().into_bytes();
+    // RGW64: an IPv6-only host gets its own IPv6 reference back.
+    let private = match flow.private_v6 {
+        Some(v6) => format!("[{v6}]").into_bytes(),
+        None => flow.private.ip().to_string().into_bytes(),
+    };
     let mut edits = Edits::default();
     if let Some(uri) = msg.request_uri(buf) {
         text::uri_host_edits(buf, uri, flow.public, &private, &mut edits);
@@ -189,6 +211,26 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
     {
         // Only the topmost Via value is this host's (§18.1.2).
         text::via_top_edit(buf, via.value.clone(), flow.public, &private, &mut edits);
+    }
+    // RGW64: an IPv6-only host cannot use the peer's `IN IP4` media
+    // addresses; it gets their prefix64 forms (see [`sdp::to_ipv6`]).
+    if flow.private_v6.is_some() {
+        let mut is_sdp = false;
+        let mut content_length = None;
+        for h in &msg.headers {
+            match canonical_name(h.name_bytes(buf)) {
+                Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
+                Some(Name::ContentLength) => content_length = Some(h.value.clone()),
+                _ => {}
+            }
+        }
+        let body = buf.get(msg.body.clone()).unwrap_or_default();
+        if let Some(new_body) = is_sdp.then(|| sdp::to_ipv6(body, flow)).flatten() {
+            if let Some(cl) = content_length {
+                edits.replace(cl, new_body.len().to_string().into_bytes());
+            }
+            edits.replace(msg.body.clone(), new_body);
+        }
     }
     edits
 }
@@ -227,7 +269,7 @@ fn canonical_name(name: &[u8]) -> Option<Name> {
 /// message shape): framing, header views, host replacement, byte edits.
 /// Everything works on byte ranges of the input and cannot panic.
 pub(crate) mod text {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::ops::Range;
 
     use crate::{MessageResult, Outcome};
@@ -547,12 +589,25 @@ pub(crate) mod text {
         }
     }
 
-    /// Does `bytes` spell exactly `addr` (dotted quad)?
-    pub fn is_addr(bytes: &[u8], addr: Ipv4Addr) -> bool {
-        std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            == Some(addr)
+    /// Does `bytes` spell exactly `addr` (dotted quad, or `[IPv6]`)?
+    pub fn is_addr(bytes: &[u8], addr: impl Into<IpAddr>) -> bool {
+        match addr.into() {
+            IpAddr::V4(a) => {
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                    == Some(a)
+            }
+            // An IPv6 reference `[addr]` (RFC 3261 §25.1), any spelling.
+            IpAddr::V6(a) => {
+                bytes
+                    .strip_prefix(b"[")
+                    .and_then(|b| b.strip_suffix(b"]"))
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|s| s.parse::<Ipv6Addr>().ok())
+                    == Some(a)
+            }
+        }
     }
 
     fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -565,10 +620,11 @@ pub(crate) mod text {
     pub fn uri_host_edits(
         buf: &[u8],
         value: Range<usize>,
-        from: Ipv4Addr,
+        from: impl Into<IpAddr>,
         to: &[u8],
         edits: &mut Edits,
     ) {
+        let from: IpAddr = from.into();
         const SCHEMES: &[(&[u8], bool)] = &[
             (b"sips:", false),
             (b"sip:", false),
@@ -616,12 +672,20 @@ pub(crate) mod text {
                 .iter()
                 .position(|&b| b == b'@')
                 .map_or(start, |o| start + o + 1);
-            let host_end = v
-                .get(host_start..uri_end)
-                .unwrap_or_default()
-                .iter()
-                .position(|&b| b":;?/#".contains(&b))
-                .map_or(uri_end, |o| host_start + o);
+            let host_end = if v.get(host_start) == Some(&b'[') {
+                // IPv6 reference: up to its closing bracket.
+                v.get(host_start..uri_end)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&b| b == b']')
+                    .map_or(uri_end, |o| host_start + o + 1)
+            } else {
+                v.get(host_start..uri_end)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&b| b":;?/#".contains(&b))
+                    .map_or(uri_end, |o| host_start + o)
+            };
             if v.get(host_start..host_end)
                 .is_some_and(|h| is_addr(h, from))
             {
@@ -709,10 +773,11 @@ pub(crate) mod text {
     pub fn via_edits(
         buf: &[u8],
         value: Range<usize>,
-        from: Ipv4Addr,
+        from: impl Into<IpAddr>,
         to: &[u8],
         edits: &mut Edits,
     ) {
+        let from: IpAddr = from.into();
         let v = buf.get(value.clone()).unwrap_or_default();
         for h in via_hosts(v) {
             if v.get(h.clone()).is_some_and(|b| is_addr(b, from)) {
@@ -725,10 +790,11 @@ pub(crate) mod text {
     pub fn via_top_edit(
         buf: &[u8],
         value: Range<usize>,
-        from: Ipv4Addr,
+        from: impl Into<IpAddr>,
         to: &[u8],
         edits: &mut Edits,
     ) {
+        let from: IpAddr = from.into();
         let v = buf.get(value.clone()).unwrap_or_default();
         if let Some(h) = via_hosts(v).into_iter().next() {
             if v.get(h.clone()).is_some_and(|b| is_addr(b, from)) {
@@ -756,6 +822,8 @@ pub(crate) mod testutil {
             peer: SocketAddrV4::new(PEER, peer_port),
             public: PUBLIC,
             host_fqdn: None,
+            private_v6: None,
+            prefix64: None,
             role,
             transport,
         }
@@ -1208,6 +1276,126 @@ mod tests {
             r.pinholes,
             vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
         );
+    }
+
+    // RGW64: the INVITE of sipp -6 on an IPv6-only host, after translation
+    // (its packets carry the host's proxy IPv4 192.168.0.101 here).
+    const UAC_INVITE6: &[u8] = concat!(
+        "INVITE sip:service@[fd64:64::c633:6407]:5070 SIP/2.0\r\n",
+        "Via: SIP/2.0/UDP [fd00:192:168::103]:5060;branch=z9hG4bK-1-1-0\r\n",
+        "From: sipp <sip:sipp@[fd00:192:168::103]:5060>;tag=1\r\n",
+        "To: service <sip:service@[fd64:64::c633:6407]:5070>\r\n",
+        "Call-ID: 1-1@fd00:192:168::103\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: <sip:sipp@[FD00:192:168:0::103]:5060>\r\n",
+        "Content-Type: application/sdp\r\n",
+        "Content-Length: 145\r\n",
+        "\r\n",
+        "v=0\r\n",
+        "o=user1 53655765 2353687637 IN IP6 fd00:192:168::103\r\n",
+        "s=-\r\n",
+        "c=IN IP6 fd00:192:168::103\r\n",
+        "t=0 0\r\n",
+        "m=audio 6000 RTP/AVP 0\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+    )
+    .as_bytes();
+
+    #[test]
+    fn ipv6_host_behind_translator_is_rewritten_to_ipv4() {
+        let mut flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        flow.private_v6 = Some("fd00:192:168::103".parse().unwrap());
+        content_length_matches(UAC_INVITE6);
+        let r = rw().rewrite(
+            UAC_INVITE6,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        let out = String::from_utf8_lossy(&output(&r.outcome, UAC_INVITE6)).into_owned();
+        assert!(
+            out.contains("Via: SIP/2.0/UDP 203.0.113.10:5060;branch="),
+            "{out}"
+        );
+        assert!(
+            out.contains("Contact: <sip:sipp@203.0.113.10:5060>"),
+            "{out}"
+        );
+        // Identities and the peer's (proxy) address stay.
+        assert!(
+            out.contains("From: sipp <sip:sipp@[fd00:192:168::103]:5060>"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("INVITE sip:service@[fd64:64::c633:6407]:5070 "),
+            "{out}"
+        );
+        assert!(
+            out.contains("o=user1 53655765 2353687637 IN IP4 203.0.113.10\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("c=IN IP4 203.0.113.10\r\nt=0 0\r\nm=audio 36000 RTP/AVP 0"),
+            "{out}"
+        );
+        assert!(!out.contains("IP6"), "{out}");
+        content_length_matches(out.as_bytes());
+        // Media pinholes lead to the proxy IPv4 (the translator does the rest).
+        assert_eq!(
+            r.pinholes,
+            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+        );
+        // The response's top Via and an incoming request-URI come back as
+        // the host's IPv6 reference.
+        let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-1-1-0\r\nContent-Length: 0\r\n\r\n";
+        let r = rw().rewrite(resp, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, resp)).into_owned();
+        assert!(
+            out.contains("Via: SIP/2.0/UDP [fd00:192:168::103]:5060;"),
+            "{out}"
+        );
+        let bye = b"BYE sip:sipp@203.0.113.10:5060 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let r = rw().rewrite(bye, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, bye)).into_owned();
+        assert!(
+            out.starts_with("BYE sip:sipp@[fd00:192:168::103]:5060 SIP/2.0"),
+            "{out}"
+        );
+        // The IPv4 callee's answer: its media address through prefix64.
+        flow.prefix64 = Some("fd64:64::".parse().unwrap());
+        let ok = concat!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-1-1-0\r\n",
+            "Content-Type: application/sdp\r\nContent-Length: 98\r\n\r\n",
+            "v=0\r\no=user1 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n",
+            "m=audio 18000 RTP/AVP 8\r\n",
+        )
+        .as_bytes();
+        content_length_matches(ok);
+        let r = rw().rewrite(ok, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, ok)).into_owned();
+        assert!(
+            out.contains("Via: SIP/2.0/UDP [fd00:192:168::103]:5060;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("o=user1 1 1 IN IP6 fd64:64::c633:6407\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("c=IN IP6 fd64:64::c633:6407\r\n"), "{out}");
+        assert!(out.contains("m=audio 18000 RTP/AVP 8\r\n"), "{out}");
+        assert!(r.pinholes.is_empty());
+        content_length_matches(out.as_bytes());
+        flow.prefix64 = None;
+        // Without RGW64 the IPv6 message is not ours: unchanged, no pinholes.
+        flow.private_v6 = None;
+        let r = rw().rewrite(
+            UAC_INVITE6,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        assert_eq!(output(&r.outcome, UAC_INVITE6), UAC_INVITE6);
+        assert!(r.pinholes.is_empty());
     }
 
     #[test]

@@ -531,10 +531,11 @@ fn run(path: PathBuf, log: String) -> Result<()> {
         let state = dataplane::alg::AlgState::new(&cfg.alg);
         let _ = gw.alg.set(Arc::clone(&state));
         let alg_gw = Arc::clone(&gw);
+        let alg_rgw64 = rgw64.clone();
         std::thread::Builder::new()
             .name("alg".into())
             .spawn(move || {
-                if let Err(e) = dataplane::alg::run(alg_gw, state, alg_queue) {
+                if let Err(e) = dataplane::alg::run(alg_gw, state, alg_queue, alg_rgw64) {
                     // ALG flows then pass unrewritten (queue bypass); say so loudly.
                     error!(error = %e, "ALG engine stopped; ALG flows now pass without rewriting");
                 }

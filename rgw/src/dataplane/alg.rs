@@ -6,7 +6,7 @@
 //! mapping. No other packet enters userspace.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use super::nlset::{data_addr_port, key_addr, key_pinhole, key_pinhole_snat, SetW
 use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
 use crate::config::{AlgConfig, Config};
 use crate::gateway::Gateway;
+use crate::rgw64::Rgw64;
 
 /// How long a claim is remembered for the ALG: the engine asks for it when
 /// it sees the flow's first packet in the forward hook, right after the claim.
@@ -120,6 +121,7 @@ impl AlgState {
 struct Ctx<'a> {
     cfg: &'a Config,
     gw: &'a Gateway,
+    rgw64: Option<&'a Rgw64>,
     now: Instant,
 }
 
@@ -149,6 +151,15 @@ impl FlowContext for Ctx<'_> {
             .iter()
             .find(|h| h.ipv4 == private && !h.name.is_empty())
             .map(|h| format!("{}.{zone}", h.name))
+    }
+
+    fn private_v6(&self, private: Ipv4Addr) -> Option<Ipv6Addr> {
+        // A proxy IPv4 of the translator: the IPv6 host bound to it.
+        self.rgw64?.xlat().lookup_v4(private)
+    }
+
+    fn prefix64(&self) -> Option<Ipv6Addr> {
+        Some(self.rgw64?.cfg.prefix64.network())
     }
 }
 
@@ -242,13 +253,23 @@ fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Opti
 }
 
 /// Runs the ALG on a bound queue in the calling thread until the socket fails.
-pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Result<()> {
+/// With RGW64 (`rgw64`), flows of IPv6-only hosts that leave the translator
+/// towards the WAN are ALG flows too: the TUN is their private side and
+/// their private address is the host's proxy IPv4.
+pub fn run(
+    gw: Arc<Gateway>,
+    state: Arc<AlgState>,
+    mut queue: nfq::Queue,
+    rgw64: Option<Arc<Rgw64>>,
+) -> Result<()> {
     let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
         .context("opening the nftables netlink socket for pinholes")?;
     let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
     // `lan` needs a restart to change (gateway::restart_only_change).
     let lan_index = ifindex(&gw.snapshot().cfg.lan.interface);
+    // So does `[rgw64]` (and with it the TUN).
+    let tun_index = gw.snapshot().cfg.rgw64.as_ref().map(|r| ifindex(&r.tun));
     info!(lan_index, "ALG engine listening");
     loop {
         let mut msg = match queue.recv() {
@@ -262,12 +283,20 @@ pub fn run(gw: Arc<Gateway>, state: Arc<AlgState>, mut queue: nfq::Queue) -> Res
         let snap = gw.snapshot();
         let cfg = &snap.cfg;
         let now = Instant::now();
-        let dir = if msg.get_indev() == lan_index {
+        let indev = msg.get_indev();
+        // The ruleset queues from the TUN only towards the WAN.
+        let from_tun = tun_index.is_some_and(|t| indev == t);
+        let dir = if indev == lan_index || from_tun {
             Direction::FromPrivate
         } else {
             Direction::FromPublic
         };
-        let ctx = Ctx { cfg, gw: &gw, now };
+        let ctx = Ctx {
+            cfg,
+            gw: &gw,
+            rgw64: rgw64.as_deref(),
+            now,
+        };
         let decision = {
             let mut engine = state.engine();
             if now.saturating_duration_since(last_expiry) >= Duration::from_secs(1) {

@@ -181,12 +181,21 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
     let alg_rules: Vec<String> = if cfg.alg.enabled {
         // Every packet of an ALG control flow, both directions, where both
         // carry the private host's address (DNAT done, SNAT not yet).
+        // RGW64: an IPv6-only host's flows leave the translator (TUN) as IPv4
+        // from its proxy address; the TUN is then the private side (only
+        // towards the WAN: NAT46 flows from the LAN are seen on the LAN).
+        let tun_out = cfg
+            .rgw64
+            .as_ref()
+            .map(|r| format!("iifname \"{}\" oifname \"{wan}\"", r.tun));
         ["dport", "sport"]
             .iter()
-            .map(|dir| {
-                format!(
-                    "iifname {{ \"{lan}\", \"{wan}\" }} meta l4proto {{ tcp, udp }} meta l4proto . th {dir} @{SET_ALG_PORTS} meta mark set {MARK_ALG:#010x} {alg_queue}"
-                )
+            .flat_map(|dir| {
+                let tail = format!(
+                    "meta l4proto {{ tcp, udp }} meta l4proto . th {dir} @{SET_ALG_PORTS} meta mark set {MARK_ALG:#010x} {alg_queue}"
+                );
+                std::iter::once(format!("iifname {{ \"{lan}\", \"{wan}\" }} {tail}"))
+                    .chain(tun_out.as_ref().map(|m| format!("{m} {tail}")))
             })
             .collect()
     } else {
@@ -586,6 +595,39 @@ mod tests {
              [dataplane]\nqueue_num = 3\n{extra}\n[[hosts]]\nname = \"hosta\"\nipv4 = \"192.168.0.101\"\n"
         );
         Config::from_toml_str(std::path::Path::new("t.toml"), &text).expect("test config is valid")
+    }
+
+    #[test]
+    fn alg_chain_takes_translated_flows_from_the_tun_with_rgw64() {
+        let plain = render(&cfg(""), QueueVia::Nft);
+        let alg = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("add rule ip rgw alg "))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(alg(&plain).len(), 2, "{plain}");
+        let six = render(
+            &cfg(
+                "[rgw64]\ntun = \"xl64\"\nprefix64 = \"fd64:64::/96\"\npool4 = \"10.64.0.0/24\"\n\
+                  lan_prefix6 = \"fd00:192:168::/64\"\nlan_address6 = \"fd00:192:168::1\"\n\
+                  wan_address6 = \"2001:db8:0:100::2\"",
+            ),
+            QueueVia::Nft,
+        );
+        let rules = alg(&six);
+        assert_eq!(rules.len(), 4, "{rules:#?}");
+        for dir in ["dport", "sport"] {
+            // Only towards the WAN: NAT46 flows are seen on the LAN side.
+            let want = format!(
+                "add rule ip rgw alg iifname \"xl64\" oifname \"wan0\" meta l4proto {{ tcp, udp }} \
+                 meta l4proto . th {dir} @alg_ports meta mark set"
+            );
+            assert!(
+                rules.iter().any(|r| r.starts_with(&want)),
+                "{want}\n{rules:#?}"
+            );
+        }
     }
 
     #[test]
