@@ -43,6 +43,7 @@ counters!(
     claims,
     claim_rejected,
     gate_unparsable,
+    gate_ttl_expiring,
     expiries,
     dataplane_errors,
     denied_pending_limit,

@@ -334,6 +334,10 @@ const GATE_UNPARSABLE: Family = Family {
     name: "rgw_gate_unparsable_total",
     help: "Queued first packets dropped because they could not be parsed.",
 };
+const GATE_TTL_EXPIRING: Family = Family {
+    name: "rgw_gate_ttl_expiring_total",
+    help: "Queued first packets whose TTL runs out in the gateway, passed on unclaimed (the kernel answers Time Exceeded).",
+};
 const EXPIRIES: Family = Family {
     name: "rgw_expiries_total",
     help: "Reservations that expired unclaimed after Tmax.",
@@ -435,6 +439,7 @@ const COUNTERS: &[Row] = &[
     ("claims", &CLAIMS, &[]),
     ("claim_rejected", &CLAIMS_REJECTED, &[]),
     ("gate_unparsable", &GATE_UNPARSABLE, &[]),
+    ("gate_ttl_expiring", &GATE_TTL_EXPIRING, &[]),
     ("expiries", &EXPIRIES, &[]),
     ("dataplane_errors", &DATAPLANE_ERRORS, &[]),
     ("dns_truncated", &DNS_RESPONSES, &[("outcome", "truncated")]),
@@ -1505,7 +1510,7 @@ mod tests {
     // ---- rgw's families --------------------------------------------------
 
     /// `Metrics::snapshot()` names as of this module (rgw/src/metrics.rs).
-    const CURRENT: [&str; 40] = [
+    const CURRENT: [&str; 41] = [
         "dns_queries_public",
         "dns_queries_private",
         "dns_answers_static",
@@ -1529,6 +1534,7 @@ mod tests {
         "claims",
         "claim_rejected",
         "gate_unparsable",
+        "gate_ttl_expiring",
         "expiries",
         "dataplane_errors",
         "dns_truncated",
@@ -1604,7 +1610,7 @@ mod tests {
     #[test]
     fn gateway_families_are_the_documented_ones() {
         let text = all_current();
-        assert_eq!(check_exposition(&text), Ok(40 + 5 + 3));
+        assert_eq!(check_exposition(&text), Ok(41 + 5 + 3));
         assert_eq!(
             families(&text),
             [
@@ -1620,6 +1626,7 @@ mod tests {
                 "rgw_dns_responses_total",
                 "rgw_ecs_binding_dropped_total",
                 "rgw_expiries_total",
+                "rgw_gate_ttl_expiring_total",
                 "rgw_gate_unparsable_total",
                 "rgw_kernel_dropped_packets_total",
                 "rgw_pending_reservations",
@@ -2207,7 +2214,7 @@ mod tests {
         assert!(out.status.success(), "curl failed: {out:?}");
         let got = String::from_utf8(out.stdout).unwrap();
         assert_eq!(got, text);
-        assert_eq!(check_exposition(&got), Ok(48));
+        assert_eq!(check_exposition(&got), Ok(49));
 
         let meta = |extra: &[&str]| {
             let mut a: Vec<String> = ["-s", "--noproxy", "*", "-o", "/dev/null", "-w"]

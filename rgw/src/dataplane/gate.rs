@@ -90,6 +90,13 @@ pub fn open(queue_num: u16, max_len: u32) -> Result<nfq::Queue> {
     Ok(queue)
 }
 
+/// Whether an IPv4 packet arriving here cannot be forwarded (TTL ≤ 1).
+/// The gate also sees the SYN proxy's own SYNs in OUTPUT; those are sent with
+/// the default TTL and are never affected.
+fn ttl_expires_here(p: &[u8]) -> bool {
+    p.get(8).is_some_and(|&ttl| ttl <= 1)
+}
+
 /// Runs the gate on a bound queue in the calling thread until the socket fails.
 pub fn run(gw: Arc<Gateway>, mut queue: nfq::Queue, queue_num: u16) -> Result<()> {
     info!(queue = queue_num, "first-packet gate listening");
@@ -103,6 +110,16 @@ pub fn run(gw: Arc<Gateway>, mut queue: nfq::Queue, queue_num: u16) -> Result<()
             }
         };
         let verdict = match FirstPacket::parse(msg.get_payload()) {
+            // A packet whose TTL runs out in our forwarding (a traceroute
+            // probe) would take the reservation with it: its conntrack
+            // entry is never confirmed. Let it go on unclaimed: the kernel
+            // answers Time Exceeded, and the next probe claims.
+            Some(_) if ttl_expires_here(msg.get_payload()) => {
+                inc(&gw.metrics.gate_ttl_expiring);
+                // Clear the queued mark, or gate_tail drops it as unanswered.
+                msg.set_nfmark(0);
+                nfq::Verdict::Accept
+            }
             Some(pkt) => match gw.claim(&pkt, Instant::now()) {
                 Some(mark) => {
                     msg.set_nfmark(mark);
@@ -153,6 +170,19 @@ mod tests {
         );
         let i = FirstPacket::parse(&ipv4(1, &[8, 0])).expect("icmp parses");
         assert_eq!((i.proto, i.dport), (1, None));
+    }
+
+    #[test]
+    fn ttl_one_expires_here() {
+        let mut p = ipv4(17, &[0, 53, 0x13, 0xc4]);
+        assert!(!ttl_expires_here(&p), "TTL 64");
+        p[8] = 2;
+        assert!(!ttl_expires_here(&p), "TTL 2 is forwarded with TTL 1");
+        p[8] = 1;
+        assert!(ttl_expires_here(&p));
+        p[8] = 0;
+        assert!(ttl_expires_here(&p));
+        assert!(!ttl_expires_here(&[0x45; 8]), "too short to tell");
     }
 
     #[test]
