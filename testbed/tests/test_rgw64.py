@@ -252,12 +252,13 @@ def test_traceroute_ipv4_host_to_ipv6_server(ns, topo):
 
 def test_traceroute_in_public_client_to_ipv6_only_host(ns, topo):
     r = reserve(topo, "hostc.gwa.demo")
-    # One ICMP probe at a time, from TTL 3: a probe that dies before the
-    # gateway forwards it would consume the reservation (docs/rgw64.md).
-    cp = nsrun(ns.cli, ["traceroute", "-I", "-N", "1", "-f", "3", "-n", "-q", "1", "-w", "1", "-m", "8", r],
+    # One ICMP probe at a time, from TTL 1: the probe that expires in the
+    # gateway passes the gate unclaimed, the next one claims (docs/rgw64.md).
+    cp = nsrun(ns.cli, ["traceroute", "-I", "-N", "1", "-n", "-q", "1", "-w", "1", "-m", "8", r],
                timeout=40)
     h = hops(cp.stdout)
-    assert h and h[-1] == r and len(h) < 6, cp.stdout
+    assert h and h[-1] == r and len(h) < 8 and "*" not in h, cp.stdout
+    assert h[0] == topo.RTR_IP, cp.stdout
 
 
 # ------------------------------------------------------------------ NTP-style UDP
