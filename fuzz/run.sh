@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")"
 secs=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-"dns_message sfqdn config_toml seqadj"}
+targets=${*:-"dns_message sfqdn config_toml seqadj alg_ftp alg_sip alg_rtsp alg_engine xlat_translate"}
 nice -n 15 cargo +nightly fuzz build -O
 # The binaries, run directly: edits made while fuzzing do not rebuild mid-run.
 bin=target/x86_64-unknown-linux-gnu/release

@@ -2,12 +2,28 @@
 //! `fuzz/` (nightly, feature `fuzzing`) and the stable tests below that
 //! replay the kept corpus (`fuzz/corpus/<target>/`) and every crash found.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, EngineConfig, FlowContext, Verdict};
+use crate::packet::build::{tcp_packet, udp_packet, TcpSpec};
+use crate::packet::Packet;
 use crate::seqadj::{SeqAdjust, MAX_CORRECTIONS};
+use crate::{
+    ftp, rtsp, sip, Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Rewriter, Role,
+    Transport,
+};
 
 /// Reads the fuzz input as a little instruction stream.
 struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
     fn u8(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
@@ -131,14 +147,276 @@ pub fn seqadj(data: &[u8]) {
     }
 }
 
+/// Hands out `private + offset` (never 0), or nothing when `offset == 0`.
+struct Ports {
+    offset: u16,
+}
+
+impl PortAlloc for Ports {
+    fn public_port(&mut self, _t: Transport, private_port: u16) -> Option<u16> {
+        if self.offset == 0 {
+            None
+        } else {
+            Some(private_port.wrapping_add(self.offset).max(1))
+        }
+    }
+}
+
+/// Targets `alg_ftp`, `alg_sip`, `alg_rtsp` (through [`alg_ftp`] etc.).
+///
+/// Byte 0 chooses direction, role, transport, whether the host FQDN is known
+/// and whether ports can be allocated; the rest is one message (or the start
+/// of a stream).
+///
+/// Invariants: no panic; `consumed` never exceeds the input; `Incomplete`
+/// consumes nothing; a complete message consumes at least one byte; a
+/// malformed stream is skipped by at least one byte; the same input gives the
+/// same result (a retransmission is rewritten identically); every pinhole is
+/// for the flow's public address or the private host, with a non-zero port.
+pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
+    let Some((&ctl, buf)) = data.split_first() else {
+        return;
+    };
+    let dir = if ctl & 1 == 0 {
+        Direction::FromPrivate
+    } else {
+        Direction::FromPublic
+    };
+    let role = if ctl & 2 == 0 {
+        Role::PrivateClient
+    } else {
+        Role::PrivateServer
+    };
+    let transport = if ctl & 4 == 0 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let private = Ipv4Addr::new(192, 168, 0, 101);
+    let public = Ipv4Addr::new(198, 51, 100, 17);
+    let (private_port, peer_port) = match role {
+        Role::PrivateServer => (alg_port, 40000),
+        Role::PrivateClient => (40000, alg_port),
+    };
+    let flow = FlowAddrs {
+        private: SocketAddrV4::new(private, private_port),
+        peer: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), peer_port),
+        public,
+        host_fqdn: (ctl & 8 != 0).then(|| "hosta.gwa.demo".to_string()),
+        role,
+        transport,
+    };
+    let offset = if ctl & 16 == 0 { 1000 } else { 0 };
+    let run = || -> MessageResult { rw.rewrite(buf, dir, &flow, &mut Ports { offset }) };
+    let r = run();
+    assert!(
+        r.consumed <= buf.len(),
+        "consumed {} of {}",
+        r.consumed,
+        buf.len()
+    );
+    match &r.outcome {
+        Outcome::Incomplete => assert_eq!(r.consumed, 0, "incomplete but consumed"),
+        Outcome::Unchanged | Outcome::Rewritten(_) => {
+            assert!(r.consumed >= 1, "a complete message of 0 bytes")
+        }
+        Outcome::Malformed => {
+            if transport == Transport::Tcp {
+                assert!(r.consumed >= 1, "a malformed stream must be skipped");
+            }
+        }
+    }
+    for p in &r.pinholes {
+        assert!(p.public_port != 0 && p.private_port != 0, "{p:?}");
+        assert!(
+            p.public_addr == public || p.private_addr == private,
+            "{p:?}"
+        );
+    }
+    assert_eq!(run(), r, "the same message rewritten twice differs");
+}
+
+/// Target `alg_ftp`: one message through [`ftp::FtpRewriter`] (see [`check_rewriter`]).
+pub fn alg_ftp(data: &[u8]) {
+    check_rewriter(&ftp::FtpRewriter, data, 21);
+}
+
+/// Target `alg_sip`: one message through [`sip::SipRewriter`] (see [`check_rewriter`]).
+pub fn alg_sip(data: &[u8]) {
+    check_rewriter(&sip::SipRewriter::default(), data, 5060);
+}
+
+/// Target `alg_rtsp`: one message through [`rtsp::RtspRewriter`] (see [`check_rewriter`]).
+pub fn alg_rtsp(data: &[u8]) {
+    check_rewriter(&rtsp::RtspRewriter::default(), data, 554);
+}
+
+/// Every flow gets fixed public addresses and the FQDN of host A.
+struct Ctx;
+
+impl FlowContext for Ctx {
+    fn public_addr(
+        &self,
+        _: SocketAddrV4,
+        _: SocketAddrV4,
+        _: Transport,
+        role: Role,
+    ) -> Option<Ipv4Addr> {
+        Some(match role {
+            Role::PrivateClient => Ipv4Addr::new(198, 51, 100, 2),
+            Role::PrivateServer => Ipv4Addr::new(198, 51, 100, 17),
+        })
+    }
+    fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
+        Some("hosta.gwa.demo".into())
+    }
+}
+
+const PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
+const PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// Target `alg_engine`: TCP/UDP conversations on the ALG ports through
+/// [`Engine::handle`], both directions, with segments, retransmissions, ACKs
+/// (with SACK) and FIN/RST built from the input; time advances too.
+///
+/// Byte 0: transport and port (FTP, SIP/TCP, SIP/UDP, RTSP) and whether the
+/// private host is the server; then up to 64 operations.
+///
+/// Invariants: no panic; a replaced packet is a whole IPv4 TCP/UDP packet
+/// with correct IP and L4 checksums, of the same flow (addresses and ports
+/// unchanged), at most 65535 bytes; the flow table stays within
+/// `max_flows`; every pinhole has non-zero ports.
+pub fn alg_engine(data: &[u8]) {
+    let mut input = Bytes(data);
+    let Some(setup) = input.u8() else { return };
+    let (transport, alg_port) = match setup % 4 {
+        0 => (Transport::Tcp, 21),
+        1 => (Transport::Tcp, 5060),
+        2 => (Transport::Udp, 5060),
+        _ => (Transport::Tcp, 554),
+    };
+    // Inbound (the private host is the server) or outbound.
+    let inbound = setup & 4 != 0;
+    let (private_port, peer_port) = if inbound {
+        (alg_port, 40000)
+    } else {
+        (40000, alg_port)
+    };
+    let cfg = EngineConfig {
+        max_flows: 4,
+        max_hold: 2048,
+        ..EngineConfig::default()
+    };
+    let max_flows = cfg.max_flows;
+    let mut engine = Engine::new(cfg);
+    let t0 = Instant::now();
+    let mut now = t0;
+    // Next sequence number per direction (0: from private, 1: from public).
+    let mut next = [0x1000_0000u32, 0x8000_0000u32];
+    let mut handshake_done = false;
+    let mut ops = 0;
+    while let Some(op) = input.u8() {
+        ops += 1;
+        if ops > 64 {
+            break;
+        }
+        let d = usize::from(op & 1);
+        let dir = if d == 0 {
+            Direction::FromPrivate
+        } else {
+            Direction::FromPublic
+        };
+        let (src, dst) = if d == 0 {
+            ((PRIVATE, private_port), (PEER, peer_port))
+        } else {
+            ((PEER, peer_port), (PRIVATE, private_port))
+        };
+        let packet = if transport == Transport::Udp {
+            let len = usize::from(input.u8().unwrap_or(0)) * 4;
+            let payload = input.bytes(len).to_vec();
+            udp_packet(src, dst, &payload)
+        } else if !handshake_done && op & 0x80 == 0 {
+            handshake_done = d == 1;
+            let flags = if d == 0 { 0x02 } else { 0x12 };
+            let seq = next[d].wrapping_sub(1);
+            tcp_packet(&TcpSpec {
+                src,
+                dst,
+                seq,
+                ack: next[1 - d],
+                flags,
+                sack: &[],
+                payload: &[],
+            })
+        } else {
+            let kind = (op >> 1) & 7;
+            let len = usize::from(input.u8().unwrap_or(0)) * 4;
+            let payload = input.bytes(len).to_vec();
+            let back = u32::from(input.u8().unwrap_or(0));
+            let (seq, flags, payload) = match kind {
+                // Retransmission from up to 255*8 bytes back.
+                0 => (next[d].wrapping_sub(back * 8), 0x18, payload),
+                // A pure ACK, maybe with a SACK block.
+                1 => (next[d], 0x10, Vec::new()),
+                2 => (next[d], 0x11, Vec::new()),
+                3 => (next[d], 0x04, Vec::new()),
+                // A segment after a gap.
+                4 => (next[d].wrapping_add(back), 0x18, payload),
+                _ => (next[d], 0x18, payload),
+            };
+            if kind >= 5 {
+                next[d] = next[d].wrapping_add(payload.len() as u32);
+            }
+            let sack = [(next[1 - d].wrapping_sub(back * 4), next[1 - d])];
+            let ack = next[1 - d].wrapping_sub(if kind == 1 { back } else { 0 });
+            tcp_packet(&TcpSpec {
+                src,
+                dst,
+                seq,
+                ack,
+                flags,
+                sack: if kind == 1 && back & 1 == 1 {
+                    &sack
+                } else {
+                    &[]
+                },
+                payload: &payload,
+            })
+        };
+        if op & 0x40 != 0 {
+            now += Duration::from_secs(u64::from(op & 0x3f) * 8);
+            engine.expire(now);
+        }
+        let decision = engine.handle(now, dir, &packet, &Ctx);
+        if let Verdict::Replace(out) = &decision.verdict {
+            assert!(out.len() <= 65535);
+            let p = Packet::parse(out).expect("a replaced packet parses");
+            assert!(p.ip.header_checksum_ok(), "bad IP checksum");
+            assert!(p.checksums_ok(), "bad TCP/UDP checksum");
+            let orig = Packet::parse(&packet).expect("the fuzz packet parses");
+            assert_eq!((p.ip.src(), p.ip.dst()), (orig.ip.src(), orig.ip.dst()));
+            assert_eq!(
+                (p.src_port(), p.dst_port()),
+                (orig.src_port(), orig.dst_port())
+            );
+        }
+        for ph in &decision.pinholes {
+            assert!(ph.public_port != 0 && ph.private_port != 0, "{ph:?}");
+        }
+        assert!(engine.stats().flows <= max_flows);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Runs every kept input of `target` (`fuzz/{seeds,corpus,regressions}/<target>/`)
+    /// through `harness`; returns how many there were.
     fn replay(target: &str, harness: fn(&[u8])) -> usize {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let mut n = 0;
-        for dir in ["corpus", "regressions"] {
+        for dir in ["seeds", "corpus", "regressions"] {
             let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
                 continue;
             };
@@ -155,6 +433,42 @@ mod tests {
     fn seqadj_corpus_replays() {
         let n = replay("seqadj", seqadj);
         assert!(n > 0, "fuzz/corpus/seqadj is empty");
+    }
+
+    #[test]
+    fn alg_ftp_corpus_replays() {
+        assert!(replay("alg_ftp", alg_ftp) > 0, "no fuzz inputs for alg_ftp");
+    }
+
+    #[test]
+    fn alg_sip_corpus_replays() {
+        assert!(replay("alg_sip", alg_sip) > 0, "no fuzz inputs for alg_sip");
+    }
+
+    #[test]
+    fn alg_rtsp_corpus_replays() {
+        assert!(
+            replay("alg_rtsp", alg_rtsp) > 0,
+            "no fuzz inputs for alg_rtsp"
+        );
+    }
+
+    #[test]
+    fn alg_engine_corpus_replays() {
+        assert!(
+            replay("alg_engine", alg_engine) > 0,
+            "no fuzz inputs for alg_engine"
+        );
+    }
+
+    #[test]
+    fn alg_sip_regression_sdp_rtcp_port_zero() {
+        // a=rtcp:00 in an SDP answer asked for a pinhole to private port 0;
+        // check_rewriter asserts every pinhole has non-zero ports.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/alg_sip/sdp-rtcp-port-zero");
+        let bytes = std::fs::read(path).expect("the regression input is kept");
+        alg_sip(&bytes);
     }
 
     #[test]

@@ -28,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 mod checksum;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_harness;
 mod icmp;
 mod mapping;
 mod v4to6;

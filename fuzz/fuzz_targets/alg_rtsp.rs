@@ -1,0 +1,4 @@
+//! Fuzz target `alg_rtsp`: see `rgw_alg::fuzz_harness::alg_rtsp` for the input format and the invariants.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rgw_alg::fuzz_harness::alg_rtsp(data));
