@@ -2,7 +2,7 @@
 //! `fuzz/` (nightly, feature `fuzzing`) and the stable tests below that
 //! replay the kept corpus (`fuzz/corpus/<target>/`) and every crash found.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineConfig, FlowContext, Verdict};
@@ -205,6 +205,9 @@ pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
         host_fqdn: (ctl & 8 != 0).then(|| "hosta.gwa.demo".to_string()),
         role,
         transport,
+        // Bit 5: the private end is an IPv6-only host behind the translator.
+        private_v6: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd00, 0x192, 0x168, 0, 0, 0, 0, 0x103)),
+        prefix64: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd64, 0x64, 0, 0, 0, 0, 0, 0)),
     };
     let offset = if ctl & 16 == 0 { 1000 } else { 0 };
     let run = || -> MessageResult { rw.rewrite(buf, dir, &flow, &mut Ports { offset }) };

@@ -191,25 +191,38 @@ fn ifindex(name: &str) -> u32 {
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
+/// Adds `key : data`; a key that maps to something else (an older call or
+/// transfer of the same endpoints) is replaced: the newest message wins.
+fn put(
+    w: &mut SetWriter,
+    table: &str,
+    map: &str,
+    key: &[u8],
+    data: &[u8],
+    lifetime: Duration,
+) -> Result<()> {
+    match w.add_map_many(table, map, &[(key, data)], Some(lifetime)) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            match w.delete(table, map, key) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
+                _ => {}
+            }
+            w.add_map_many(table, map, &[(key, data)], Some(lifetime))?;
+            Ok(())
+        }
+        r => Ok(r?),
+    }
+}
+
 fn write_pinhole(w: &mut SetWriter, table: &str, p: &Pinhole) -> Result<()> {
     let proto = p.transport.number();
     let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
     let data = data_addr_port(p.private_addr, p.private_port);
-    w.add_map_many(
-        table,
-        MAP_PINHOLES,
-        &[(&key[..], &data[..])],
-        Some(p.lifetime),
-    )?;
+    put(w, table, MAP_PINHOLES, &key, &data, p.lifetime)?;
     if p.snat {
         let key = key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer);
         let data = key_addr(p.public_addr);
-        w.add_map_many(
-            table,
-            MAP_PINHOLE_SNAT,
-            &[(&key[..], &data[..])],
-            Some(p.lifetime),
-        )?;
+        put(w, table, MAP_PINHOLE_SNAT, &key, &data, p.lifetime)?;
     }
     Ok(())
 }
