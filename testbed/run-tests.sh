@@ -23,8 +23,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit tests (cargo test)"
 cargo test --workspace --locked
 
-step "building rgw for the end-to-end tests"
-cargo build --locked -p rgw
+step "building rgw and netem-lite for the end-to-end tests"
+cargo build --locked -p rgw -p rgw-testbed-tools
 export RGW_BIN="$repo/target/debug/rgw"
 
 step "end-to-end tests in network namespaces (pytest)"
