@@ -690,6 +690,7 @@ impl Engine {
             pinholes,
             stats,
             rewriter,
+            protocol: flow.protocol,
             now,
         };
         let decision = match pkt.l4 {
@@ -766,6 +767,7 @@ impl Engine {
             host_fqdn: ctx.host_fqdn(*key.private.ip()),
             private_v6,
             prefix64: private_v6.and_then(|_| ctx.prefix64()),
+            epsv_for_pasv: false,
             role,
             transport: key.transport,
         };
@@ -794,6 +796,7 @@ struct Cx<'a> {
     pinholes: &'a mut HashMap<PinholeKey, PinholeEntry>,
     stats: &'a mut EngineStats,
     rewriter: &'a dyn Rewriter,
+    protocol: Protocol,
     now: Instant,
 }
 
@@ -811,7 +814,7 @@ impl Cx<'_> {
     #[allow(clippy::too_many_arguments)]
     fn parse(
         &mut self,
-        addrs: &FlowAddrs,
+        addrs: &mut FlowAddrs,
         ports: &mut BTreeMap<(Transport, u16), Allocation>,
         rewrites: &mut u64,
         lifetime: Duration,
@@ -844,6 +847,13 @@ impl Cx<'_> {
             let mut r = self.rewriter.rewrite(rest, dir, addrs, &mut alloc);
             let n = r.consumed;
             let valid = n >= 1 && n <= rest.len();
+            if self.protocol == Protocol::Ftp && valid && r.outcome != Outcome::Incomplete {
+                // RGW64 PASV state: decided per message, in stream order
+                // (retransmissions are replayed, never parsed again).
+                if let Some(msg) = rest.get(..n) {
+                    addrs.epsv_for_pasv = crate::ftp::epsv_for_pasv_after(addrs, dir, msg);
+                }
+            }
             if keep_first && off == 0 && matches!(r.outcome, Outcome::Rewritten(_)) {
                 // Its start has gone out unchanged already.
                 self.stats.missed_rewrites += 1;
@@ -914,7 +924,7 @@ impl Cx<'_> {
         }
         let lifetime = self.lifetime(flow.protocol);
         let parsed = self.parse(
-            &flow.addrs,
+            &mut flow.addrs,
             &mut flow.ports,
             &mut flow.rewrites,
             lifetime,
@@ -1242,7 +1252,7 @@ impl Cx<'_> {
 
 /// The parts of a flow a stream's parser needs besides the stream.
 struct PerStream<'a> {
-    addrs: &'a FlowAddrs,
+    addrs: &'a mut FlowAddrs,
     ports: &'a mut BTreeMap<(Transport, u16), Allocation>,
     rewrites: &'a mut u64,
     lifetime: Duration,
@@ -2006,6 +2016,106 @@ mod tests {
         let o = o.unwrap();
         assert_eq!((o.seq, o.data.as_slice()), (next - 6, &epsv[..]));
         assert_eq!(holes[0].public_port, 40001);
+    }
+
+    /// RGW64: hostc (IPv6-only) behind its proxy IPv4.
+    struct Ctx64;
+    impl FlowContext for Ctx64 {
+        fn public_addr(
+            &self,
+            _: SocketAddrV4,
+            _: SocketAddrV4,
+            _: Transport,
+            _: Role,
+        ) -> Option<Ipv4Addr> {
+            Some(PUB)
+        }
+        fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
+            None
+        }
+        fn private_v6(&self, _: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+            Some("fd00::103".parse().unwrap())
+        }
+        fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
+            Some("fd64:64::".parse().unwrap())
+        }
+    }
+
+    #[test]
+    fn pasv_to_an_ipv6_server_becomes_epsv_and_its_229_a_227() {
+        let conn = Conn {
+            private: (Ipv4Addr::new(10, 64, 0, 1), 21),
+            peer: (PEER, 50000),
+        };
+        let mut e = Engine::new(EngineConfig::default());
+        let now = Instant::now();
+        let mut send = |dir, seq, ack, flags, data: &[u8]| {
+            let p = conn.seg(dir, seq, ack, flags, data);
+            let d = e.handle(now, dir, &p, &Ctx64);
+            let o = out_of(&d, &p);
+            (
+                o.unwrap_or_else(|| panic!("dropped {dir:?} {seq}")),
+                d.pinholes,
+            )
+        };
+        send(IN, 7000, 0, TcpFlags::SYN, b"");
+        send(OUT, 3000, 7001, TcpFlags::SYN | A, b"");
+        let greet = b"220 pyftpdlib ready.\r\n";
+        send(OUT, 3001, 7001, PA, greet);
+        let s = 3001 + greet.len() as u32;
+        // PASV goes on as EPSV (same length: no shift).
+        let (o, holes) = send(IN, 7001, s, PA, b"PASV\r\n");
+        assert_eq!(
+            (o.seq, o.ack, o.data.as_slice()),
+            (7001, s, &b"EPSV\r\n"[..])
+        );
+        assert!(holes.is_empty());
+        // The server's 229 comes out as a 227 with the pool address.
+        let epsv = b"229 Entering extended passive mode (|||40001|).\r\n"; // 49
+        let pasv = b"227 Entering Passive Mode (1,2,3,4,156,65)\r\n"; // 44
+        assert_eq!((epsv.len(), pasv.len()), (49, 44));
+        let (o, holes) = send(OUT, s, 7007, PA, epsv);
+        assert_eq!((o.seq, o.data.as_slice()), (s, &pasv[..]));
+        assert_eq!(
+            holes,
+            vec![Pinhole {
+                peer: PEER,
+                transport: Transport::Tcp,
+                public_addr: PUB,
+                public_port: 40001,
+                private_addr: Ipv4Addr::new(10, 64, 0, 1),
+                private_port: 40001,
+                lifetime: Duration::from_secs(30),
+                snat: false,
+            }]
+        );
+        // A retransmitted 229 is replayed as the same 227.
+        let (o, _) = send(OUT, s, 7007, PA, epsv);
+        assert_eq!((o.seq, o.data.as_slice()), (s, &pasv[..]));
+        // Later server data is shifted by -5; the client's ACK moves back.
+        let s2 = s + 49;
+        let (o, _) = send(OUT, s2, 7007, PA, b"150 ok\r\n");
+        assert_eq!(o.seq, s2 - 5);
+        let (o, _) = send(IN, 7007, s2 - 5 + 8, A, b"");
+        assert_eq!(o.ack, s2 + 8);
+        // The client's own EPSV: its 229 stays a 229.
+        let (o, _) = send(IN, 7007, s2 + 3, PA, b"EPSV\r\n");
+        assert_eq!(o.data, b"EPSV\r\n");
+        let s3 = s2 + 8;
+        let (o, holes) = send(OUT, s3, 7013, PA, epsv);
+        assert_eq!((o.seq, o.data.as_slice()), (s3 - 5, &epsv[..]));
+        assert_eq!(holes[0].private_port, 40001);
+        // A refused PASV (its EPSV refused) clears the state too.
+        let s4 = s3 + 49;
+        send(IN, 7013, s4 - 5, PA, b"PASV\r\n");
+        let (o, _) = send(OUT, s4, 7019, PA, b"500 no.\r\n");
+        assert_eq!(o.seq, s4 - 5);
+        let s5 = s4 + 9;
+        send(IN, 7019, s5 - 5, PA, b"EPSV\r\n");
+        let (o, _) = send(OUT, s5, 7025, PA, epsv);
+        assert_eq!(o.data, &epsv[..]);
+        assert_eq!(e.stats().rewrites, 3);
+        assert_eq!(e.flows()[0].offset_from_private, -5);
     }
 
     #[test]

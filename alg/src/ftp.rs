@@ -32,6 +32,13 @@
 //! * 229 carries no address; the public client connects to the flow's public
 //!   address and the announced port, so a pinhole is needed all the same;
 //!   the reply is rewritten only when the public port differs.
+//! * RGW64, passive mode from a public IPv4 client to an IPv6-only private
+//!   server: the server cannot answer `PASV` with an IPv4 address, so the
+//!   client's `PASV` goes on as `EPSV` (same length) and the flow remembers
+//!   it ([`FlowAddrs::epsv_for_pasv`], kept by the engine with
+//!   [`epsv_for_pasv_after`]); the server's `229 … (|||port|)` then reaches
+//!   the client as `227 Entering Passive Mode (public,p1,p2)` with a
+//!   pinhole to the host's proxy IPv4, as for a 229.
 //! * Lines end with `\r\n`; a bare `\n` is tolerated and kept. A partial line
 //!   is held ([`Outcome::Incomplete`]) only while it can still become one of
 //!   the four messages above and is at most [`MAX_LINE`] bytes; any other
@@ -286,6 +293,21 @@ fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
         return unchanged();
     };
     let (body, ending) = split_ending(line);
+    if let Some(rest) = pasv_command(body) {
+        // The IPv6 server cannot name an IPv4 address for the client: ask
+        // it for the port alone (same length, no sequence shift); its 229
+        // becomes a 227 ([`epsv_for_pasv_after`], [`reply`]).
+        let verb: &[u8] = if body.first().is_some_and(u8::is_ascii_lowercase) {
+            b"epsv"
+        } else {
+            b"EPSV"
+        };
+        let mut out = Vec::with_capacity(consumed);
+        out.extend_from_slice(verb);
+        out.extend_from_slice(rest);
+        out.extend_from_slice(ending);
+        return result(Outcome::Rewritten(out), consumed, Vec::new());
+    }
     let is_port = starts_with_ci(body, b"PORT");
     if !is_port && !starts_with_ci(body, b"EPRT") {
         return unchanged();
@@ -327,6 +349,41 @@ fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
     );
     out.extend_from_slice(ending);
     result(Outcome::Rewritten(out), consumed, Vec::new())
+}
+
+/// `PASV` (a line body without its ending, arguments tolerated): what
+/// follows the verb.
+fn pasv_command(body: &[u8]) -> Option<&[u8]> {
+    if !starts_with_ci(body, b"PASV") {
+        return None;
+    }
+    let rest = body.get(4..)?;
+    matches!(rest.first(), None | Some(b' ' | b'\t')).then_some(rest)
+}
+
+/// RGW64: the flow's [`FlowAddrs::epsv_for_pasv`] after the complete
+/// message `msg` went by in direction `dir`. The public client's `PASV` to
+/// an IPv6-only server (sent on as `EPSV`) sets it; the server's answer to
+/// it clears it: `229` (rewritten to `227`), or a refusal (4xx, 5xx). A
+/// `227` clears it as well (the server got `PASV` after all, e.g. its start
+/// had passed unchanged). Replies to earlier commands (`200`, `226`, `150`,
+/// multi-line continuations) leave it.
+pub fn epsv_for_pasv_after(flow: &FlowAddrs, dir: Direction, msg: &[u8]) -> bool {
+    if flow.role != Role::PrivateServer || v6_host(flow).is_none() {
+        return false;
+    }
+    let (body, _) = split_ending(msg);
+    match dir {
+        Direction::FromPublic => flow.epsv_for_pasv || pasv_command(body).is_some(),
+        Direction::FromPrivate => {
+            let answer = matches!(
+                body,
+                [b'4' | b'5', b'0'..=b'9', b'0'..=b'9', b' ', ..]
+                    | [b'2', b'2', b'7' | b'9', b' ', ..]
+            );
+            flow.epsv_for_pasv && !answer
+        }
+    }
 }
 
 enum Eprt {
@@ -410,6 +467,17 @@ fn reply(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageRes
             return unchanged();
         };
         let holes = vec![pinhole(flow, public_port, port)];
+        if flow.epsv_for_pasv && flow.private_v6.is_some() {
+            // RGW64: the public client asked PASV (sent on as EPSV): it
+            // expects a 227 with the address it reached us on.
+            let mut out = format!(
+                "227 Entering Passive Mode ({})",
+                host_port_text(flow.public, public_port)
+            )
+            .into_bytes();
+            out.extend_from_slice(ending);
+            return result(Outcome::Rewritten(out), consumed, holes);
+        }
         if public_port == port {
             return result(Outcome::Unchanged, consumed, holes);
         }
@@ -434,7 +502,7 @@ impl Rewriter for FtpRewriter {
             && flow.role == Role::PrivateServer
             && v6_host(flow).is_some();
         let words: &[&[u8]] = match (dir, flow.role) {
-            (Direction::FromPublic, _) if to_v6 => &[b"PORT", b"EPRT"],
+            (Direction::FromPublic, _) if to_v6 => &[b"PORT", b"EPRT", b"PASV"],
             (Direction::FromPublic, _) => &[],
             (Direction::FromPrivate, Role::PrivateClient) => &[b"PORT", b"EPRT"],
             (Direction::FromPrivate, Role::PrivateServer) => &[b"227 ", b"229 "],
@@ -497,6 +565,7 @@ mod tests {
             host_fqdn: None,
             private_v6: None,
             prefix64: None,
+            epsv_for_pasv: false,
             role,
             transport: Transport::Tcp,
         }
@@ -667,6 +736,144 @@ mod tests {
         }
         // Without RGW64 the public side is never rewritten.
         let r = run(b"PORT 203,0,113,10,160,26\r\n", IN, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+    }
+
+    fn server64() -> FlowAddrs {
+        FlowAddrs {
+            private: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 1), 21),
+            peer: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 40000),
+            private_v6: Some("fd00::103".parse().unwrap()),
+            prefix64: Some("fd64:64::".parse().unwrap()),
+            ..flow(Role::PrivateServer)
+        }
+    }
+
+    #[test]
+    fn pasv_towards_an_ipv6_server_becomes_epsv() {
+        let f = server64();
+        let mut p = Ports::default();
+        for (msg, want) in [
+            (&b"PASV\r\n"[..], &b"EPSV\r\n"[..]),
+            (b"pasv\n", b"epsv\n"),
+            (b"Pasv\r\n", b"EPSV\r\n"),
+        ] {
+            let r = FtpRewriter.rewrite(msg, IN, &f, &mut p);
+            assert_eq!(rewritten(&r), want);
+            assert_eq!(r.consumed, msg.len());
+            assert!(r.pinholes.is_empty());
+        }
+        // Only the line itself.
+        let r = FtpRewriter.rewrite(b"PASV\r\nRETR f\r\n", IN, &f, &mut p);
+        assert_eq!((rewritten(&r), r.consumed), (&b"EPSV\r\n"[..], 6));
+        // A partial PASV is waited for; PASVX and others are not PASV.
+        let r = FtpRewriter.rewrite(b"PAS", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+        for msg in [&b"PASVX\r\n"[..], b"EPSV\r\n", b"PAS\r\n"] {
+            let r = FtpRewriter.rewrite(msg, IN, &f, &mut p);
+            assert_eq!(r.outcome, Outcome::Unchanged, "{msg:?}");
+        }
+        // An IPv4 server's flow (no RGW64): PASV passes.
+        let r = run(b"PASV\r\n", IN, S, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert!(p.calls.is_empty());
+    }
+
+    #[test]
+    fn epsv_for_pasv_state() {
+        let f = server64();
+        let after = |f: &FlowAddrs, dir, msg: &[u8]| epsv_for_pasv_after(f, dir, msg);
+        assert!(after(&f, IN, b"PASV\r\n"));
+        assert!(after(&f, IN, b"pasv\n"));
+        assert!(!after(&f, IN, b"EPSV\r\n"));
+        assert!(!after(&f, IN, b"PASVX\r\n"));
+        let on = FlowAddrs {
+            epsv_for_pasv: true,
+            ..server64()
+        };
+        // Other commands keep it (pipelined after the PASV).
+        assert!(after(&on, IN, b"RETR f\r\n"));
+        // Replies to earlier commands keep it; the answer to it clears it.
+        for msg in [
+            &b"200 Type set to: Binary.\r\n"[..],
+            b"226 Transfer complete.\r\n",
+            b"150 File status okay.\r\n",
+            b"230-Welcome\r\n",
+        ] {
+            assert!(after(&on, OUT, msg), "{msg:?}");
+        }
+        for msg in [
+            &b"229 Entering extended passive mode (|||30001|).\r\n"[..],
+            b"227 Entering passive mode (1,2,3,4,5,6).\r\n",
+            b"500 Command not understood.\r\n",
+            b"425 Can't open data connection.\r\n",
+        ] {
+            assert!(!after(&on, OUT, msg), "{msg:?}");
+        }
+        // Never for IPv4 hosts or private clients.
+        assert!(!after(&flow(S), IN, b"PASV\r\n"));
+        let c = FlowAddrs {
+            role: Role::PrivateClient,
+            ..server64()
+        };
+        assert!(!after(&c, IN, b"PASV\r\n"));
+    }
+
+    #[test]
+    fn epsv_reply_to_a_converted_pasv_becomes_227() {
+        let f = FlowAddrs {
+            epsv_for_pasv: true,
+            ..server64()
+        };
+        let msg = b"229 Entering extended passive mode (|||30001|).\r\n";
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(msg, OUT, &f, &mut p);
+        // 30001 = 117 * 256 + 49
+        assert_eq!(
+            rewritten(&r),
+            b"227 Entering Passive Mode (100,64,1,131,117,49)\r\n"
+        );
+        assert_eq!(r.consumed, msg.len());
+        assert_eq!(
+            r.pinholes,
+            vec![Pinhole {
+                peer: Ipv4Addr::new(203, 0, 113, 10),
+                transport: Transport::Tcp,
+                public_addr: Ipv4Addr::new(100, 64, 1, 131),
+                public_port: 30001,
+                private_addr: Ipv4Addr::new(10, 64, 0, 1),
+                private_port: 30001,
+                lifetime: DATA_LIFETIME,
+                snat: false,
+            }]
+        );
+        // Port moved by the allocator; bare newline kept.
+        let mut p = Ports {
+            taken: vec![30001],
+            ..Default::default()
+        };
+        let r = FtpRewriter.rewrite(b"229 EPSV ok (|||30001|)\n", OUT, &f, &mut p);
+        // 31001 = 121 * 256 + 25
+        assert_eq!(
+            rewritten(&r),
+            b"227 Entering Passive Mode (100,64,1,131,121,25)\n"
+        );
+        assert_eq!(r.pinholes[0].private_port, 30001);
+        // Without the flag, the client asked EPSV itself: 229 stays.
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(msg, OUT, &server64(), &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        assert_eq!(r.pinholes.len(), 1);
+        // A malformed 229 is not turned into anything.
+        let r = FtpRewriter.rewrite(b"229 (||30001|)\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
+        // The flag without an IPv6 host (cannot happen: the engine never
+        // sets it) changes nothing.
+        let f4 = FlowAddrs {
+            epsv_for_pasv: true,
+            ..flow(S)
+        };
+        let r = FtpRewriter.rewrite(msg, OUT, &f4, &mut p);
         assert_eq!(r.outcome, Outcome::Unchanged);
     }
 
@@ -899,7 +1106,7 @@ mod tests {
     #[test]
     fn random_input_never_panics() {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let alphabet = b"PORTEPRT227 9|,.()0123456789\r\n192168aA";
+        let alphabet = b"PORTEPRTPASV227 9|,.()0123456789\r\n192168aA";
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -921,6 +1128,22 @@ mod tests {
                 match r.outcome {
                     Outcome::Incomplete => assert_eq!(r.consumed, 0),
                     _ => assert!(r.consumed >= 1 && r.consumed <= buf.len()),
+                }
+            }
+            // RGW64 server flows, with and without a converted PASV.
+            for epsv_for_pasv in [false, true] {
+                let f = FlowAddrs {
+                    epsv_for_pasv,
+                    ..server64()
+                };
+                for dir in [OUT, IN] {
+                    let mut p = Ports::default();
+                    let r = FtpRewriter.rewrite(&buf, dir, &f, &mut p);
+                    match r.outcome {
+                        Outcome::Incomplete => assert_eq!(r.consumed, 0),
+                        _ => assert!(r.consumed >= 1 && r.consumed <= buf.len()),
+                    }
+                    let _ = epsv_for_pasv_after(&f, dir, &buf);
                 }
             }
         }

@@ -101,6 +101,11 @@ pub struct FlowAddrs {
     /// With [`FlowAddrs::private_v6`], IPv4 addresses in a public peer's
     /// session descriptions become these IPv6 addresses. `None` otherwise.
     pub prefix64: Option<Ipv6Addr>,
+    /// RGW64 FTP state of the flow, kept by the engine: the public IPv4
+    /// client's `PASV` went to the IPv6-only server as `EPSV`, so the
+    /// server's `229` reply must reach the client as a `227` (see
+    /// [`ftp::epsv_for_pasv_after`]). `false` for every other flow.
+    pub epsv_for_pasv: bool,
     pub role: Role,
     pub transport: Transport,
 }

@@ -824,6 +824,7 @@ pub(crate) mod testutil {
             host_fqdn: None,
             private_v6: None,
             prefix64: None,
+            epsv_for_pasv: false,
             role,
             transport,
         }

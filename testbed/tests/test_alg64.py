@@ -11,7 +11,11 @@ IPv6 address from the translator's binding and the /96 prefix64.
             Active: `EPRT |2|<hostc>|p|` becomes `EPRT |1|<service address>|p|`
             with a pinhole to 10.64.0.1. Passive: EPSV/229, no rewrite.
   FTP 4->6  cli -> pool address of hostc.gwa.demo -> pyftpdlib on hostc.
-            Passive: EPSV, pinhole for the 229's port to 10.64.0.1. Active:
+            Passive: EPSV, pinhole for the 229's port to 10.64.0.1. PASV
+            (curl --disable-epsv, lftp ftp:prefer-epsv no): an IPv6 server
+            cannot answer it with an IPv4 address, so the client's `PASV`
+            reaches hostc as `EPSV` and its `229 (|||p|)` reaches the client
+            as `227 (<pool address>,p)`, pinhole to 10.64.0.1. Active:
             the client's `PORT`/`EPRT |1|` naming itself becomes
             `EPRT |2|prefix64::cli|p|` (an IPv6 server refuses the others).
   SIP 6->4  sipp -6 on hostc calls sipp on web: [hostc] in Via/Contact and
@@ -21,10 +25,7 @@ IPv6 address from the translator's binding and the /96 prefix64.
 
 Every test checks the bytes on both ends (sha256 of every file; RTP counted
 with tcpdump at both ends) and what each side was told (server and sipp
-message logs). Not covered: PASV/227 between an IPv4 client and an IPv6
-server (a 227 cannot carry the server's IPv6 address; the ALG would have to
-turn PASV into EPSV and 229 into 227), so lftp passive (PASV) inbound is not
-a row here; curl uses EPSV.
+message logs).
 """
 
 from __future__ import annotations
@@ -195,13 +196,14 @@ def curl_both_ways(netns: str, url: str, active: bool, local: pathlib.Path, extr
     return log
 
 
-def lftp_both_ways(netns: str, host: str, active: bool, local: pathlib.Path) -> str:
+def lftp_both_ways(netns: str, host: str, active: bool, local: pathlib.Path, settings=()) -> str:
     script = local / "script.lftp"
     debug = local / "lftp-debug.log"
     script.write_text("\n".join([
         "set cmd:fail-exit yes",
         "set ftp:ssl-allow no",
         f"set ftp:passive-mode {'no' if active else 'yes'}",
+        *settings,
         "set net:timeout 10",
         "set net:max-retries 2",
         "set net:reconnect-interval-base 2",
@@ -339,6 +341,92 @@ def test_ftp_passive_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, proc
     after = alg_counters(gw64)
     assert after["pinholes_written"] - before["pinholes_written"] >= len(cmds), (before, after)
     assert after["pinhole_errors"] == before["pinhole_errors"], (before, after)
+
+
+@pytest.mark.parametrize("client", ["curl", "lftp"])
+def test_ftp_pasv_public_ipv4_client_to_ipv6_only_host(gw64, topo, work, procs, client):
+    """cli (IPv4) -> pool address of hostc.gwa.demo -> pyftpdlib on hostc
+    (IPv6 only) with PASV (curl --disable-epsv; lftp ftp:prefer-epsv no): the
+    ALG sends each `PASV` on as `EPSV` and turns the server's
+    `229 (|||p|)` into `227 (<pool address>,p1,p2)` with a pinhole to hostc's
+    proxy IPv4. FILES files down and FILES up, byte-identical."""
+    srv, loc, want_down, want_up = setup_files(work)
+    before = alg_counters(gw64)
+    log = work / "ftp-server.log"
+    start_ftp(procs, topo.NS_HC, topo.HC_IP6, srv, log)
+    pools = []
+    if client == "curl":
+        (loc / "down").mkdir(parents=True)
+        names = [f"f{i:02d}.bin" for i in range(FILES)]
+        common = ["curl", "-sS", "-v", "--max-time", "60", "--connect-timeout", "10", "-u", "rgw:rgw",
+                  "--ftp-pasv", "--disable-epsv"]
+        pools.append(reserve(topo, "hostc.gwa.demo"))
+        args = []
+        for n in names:
+            args += [f"ftp://{pools[-1]}/down/{n}", "-o", str(loc / "down" / n)]
+        cp = nsrun(topo.NS_CLI, common + args, timeout=90)
+        assert cp.returncode == 0, f"curl download failed:\n{cp.stderr[-4000:]}"
+        out = cp.stderr
+        pools.append(reserve(topo, "hostc.gwa.demo"))
+        glob = "{" + ",".join(names) + "}"
+        cp = nsrun(topo.NS_CLI, common + ["-T", f"{loc / 'up'}/{glob}", f"ftp://{pools[-1]}/up/"], timeout=90)
+        assert cp.returncode == 0, f"curl upload failed:\n{cp.stderr[-4000:]}"
+        out += cp.stderr
+        sent = re.findall(r"^> (PASV|EPSV)\b", out, re.M)
+        got = re.findall(r"^< (227 .*|229 .*)$", out, re.M)
+    else:
+        pools.append(reserve(topo, "hostc.gwa.demo"))
+        out = lftp_both_ways(topo.NS_CLI, pools[-1], False, loc, settings=["set ftp:prefer-epsv no"])
+        sent = re.findall(r"---> (PASV|EPSV)\b", out)
+        got = re.findall(r"<--- (227 .*|229 .*)$", out, re.M)
+    procs.stop_all()
+    assert sha256_tree(loc / "down") == want_down, "downloaded files differ from the server's"
+    assert sha256_tree(srv / "up") == want_up, "uploaded files differ from the client's"
+    # The client asked PASV only and was answered 227 with the pool address
+    # it had connected to.
+    assert sent and set(sent) == {"PASV"}, sent[:10]
+    assert len(got) == len(sent), (sent, got[:10])
+    for line in got:
+        m = re.match(r"227 Entering Passive Mode \((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)", line.strip())
+        assert m, f"client got {line!r}"
+        assert ".".join(m.groups()[:4]) in pools, (line, pools)
+        port = int(m.group(5)) * 256 + int(m.group(6))
+        lo, hi = map(int, PASV_PORTS.split("-"))
+        assert lo <= port <= hi, line
+    # The IPv6 server was asked EPSV only (it would have refused PASV).
+    srv_log = log.read_text(errors="replace")
+    cmds = server_commands(srv_log)
+    assert {c for c, _ in cmds} == {"EPSV"} and len(cmds) == len(sent), (cmds, len(sent))
+    after = alg_counters(gw64)
+    # PASV -> EPSV and 229 -> 227: two rewrites per data connection.
+    assert after["rewrites"] - before["rewrites"] >= 2 * len(cmds), (before, after)
+    assert after["pinholes_written"] - before["pinholes_written"] >= len(cmds), (before, after)
+    assert after["pinhole_errors"] == before["pinhole_errors"], (before, after)
+
+
+def test_ftp_pasv_to_ipv6_only_host_fails_without_conversion_control(gw64, topo, work, procs):
+    """Control: PASV from the IPv4 client reaching the IPv6 server unchanged
+    (on a non-ALG port, so the gateway does not touch it): pyftpdlib answers
+    `227 … (<its IPv6>,p1,p2)`, which curl cannot use. This is
+    the failure the ALG prevents in test_ftp_pasv_public_ipv4_client_to_ipv6_only_host."""
+    srv, loc, _, _ = setup_files(work)
+    log = work / "ftp-server.log"
+    procs.start(topo.NS_HC, [PY, "-u", str(PEERS / "ftp_server.py"), topo.HC_IP6, "2121", str(srv),
+                             "--passive-ports", PASV_PORTS, "--masquerade", "none", "--duration", "300"],
+                log, "ftp-server ready")
+    r = reserve(topo, "hostc.gwa.demo")
+    cp = nsrun(topo.NS_CLI, ["curl", "-sS", "-v", "--max-time", "20", "--connect-timeout", "10", "-u", "rgw:rgw",
+                             "--ftp-pasv", "--disable-epsv", f"ftp://{r}:2121/down/f00.bin", "-o",
+                             str(loc / "y")], timeout=40)
+    procs.stop_all()
+    srv_log = log.read_text(errors="replace")
+    # The control connection itself worked (the server got the login).
+    assert re.search(r"<- USER rgw", srv_log), f"{srv_log[-2000:]}\n{cp.stderr[-2000:]}"
+    assert cp.returncode != 0, "PASV reached an IPv6 server and worked without the ALG?"
+    assert re.search(r"<- PASV", srv_log), srv_log[-2000:]
+    # pyftpdlib on IPv6 answers PASV with its IPv6 address in the 227 (or
+    # refuses it): nothing an IPv4 client can connect to.
+    assert not re.search(r"^< 227 .*\(\d+,\d+,\d+,\d+,\d+,\d+\)", cp.stderr, re.M), cp.stderr[-2000:]
 
 
 @pytest.mark.parametrize("client", ["curl", "lftp"])
