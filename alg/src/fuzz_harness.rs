@@ -208,6 +208,8 @@ pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
         // Bit 5: the private end is an IPv6-only host behind the translator.
         private_v6: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd00, 0x192, 0x168, 0, 0, 0, 0, 0x103)),
         prefix64: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd64, 0x64, 0, 0, 0, 0, 0, 0)),
+        // Bit 6: a PASV of the client was turned into EPSV (IPv6-only server).
+        epsv_for_pasv: ctl & 64 != 0,
     };
     let offset = if ctl & 16 == 0 { 1000 } else { 0 };
     let run = || -> MessageResult { rw.rewrite(buf, dir, &flow, &mut Ports { offset }) };

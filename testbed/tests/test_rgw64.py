@@ -5,8 +5,8 @@ private host hostc). Rows of the seed's "Protocol Compatibility RGW64" table:
 netcat TCP/UDP 4/6 in and out, ping 4/6 both ways, traceroute 4/6 (ICMP
 errors translated), NTP-style UDP out, SSH both ways, HTTP out, HTTP in.
 Every server names the peer it saw, so each test checks where the bytes
-arrived and through which translation. FTP and SIP through the ALG are not
-here (the ALG is not wired to the translator yet)."""
+arrived and through which translation. FTP and SIP through the ALG across the
+two families are in test_alg64.py."""
 
 from __future__ import annotations
 
