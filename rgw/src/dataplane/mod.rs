@@ -10,6 +10,8 @@ pub mod ctliberal;
 pub mod gate;
 pub mod nlset;
 pub mod ruleset;
+#[cfg(test)]
+pub(crate) mod testns;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -867,22 +867,10 @@ mod tests {
     /// Runs `f` in a fresh thread that lives in its own, new network
     /// namespace containing the test ruleset. Needs root.
     fn in_private_netns<F: FnOnce() + Send + 'static>(f: F) {
-        let handle = std::thread::spawn(move || {
-            // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new
-            // network namespace; it touches no memory of ours.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET) failed (tests need root): {}",
-                io::Error::last_os_error()
-            );
+        crate::dataplane::testns::in_fresh_netns(move || {
             nft_stdin(RULESET);
             f();
         });
-        if let Err(panic) = handle.join() {
-            std::panic::resume_unwind(panic);
-        }
     }
 
     fn writer() -> SetWriter {

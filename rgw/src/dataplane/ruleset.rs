@@ -517,15 +517,7 @@ mod tests {
     /// Runs `nft -c -f -` (check only: the kernel validates, nothing stays)
     /// in a fresh network namespace, on a thread of its own.
     fn nft_check_in_private_netns(script: String) -> Result<(), String> {
-        std::thread::spawn(move || {
-            // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new
-            // network namespace; it touches no memory of ours.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "unshare(CLONE_NEWNET) failed (tests need root): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+        crate::dataplane::testns::in_fresh_netns(move || {
             use std::io::Write;
             let mut child = std::process::Command::new("nft")
                 .args(["-c", "-f", "-"])
@@ -546,8 +538,6 @@ mod tests {
                 Err(String::from_utf8_lossy(&out.stderr).into_owned())
             }
         })
-        .join()
-        .map_err(|_| "checker thread panicked".to_string())?
     }
 
     #[test]
