@@ -189,6 +189,22 @@ pub trait FlowContext {
     fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
         None
     }
+    /// RGW64 NAT46: the IPv6 destination bound to `peer` when `peer` is a
+    /// proxy IPv4 of the translator (see [`FlowAddrs::peer_v6`]).
+    fn peer_v6(&self, peer: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+        let _ = peer;
+        None
+    }
+    /// RGW64 NAT46: the address through which the IPv6 peer `peer_v6`
+    /// sees the IPv4 host `private` (see [`FlowAddrs::public_v6`]).
+    fn public_v6(
+        &self,
+        private: Ipv4Addr,
+        peer_v6: std::net::Ipv6Addr,
+    ) -> Option<std::net::Ipv6Addr> {
+        let _ = (private, peer_v6);
+        None
+    }
 }
 
 /// What to do with a packet.
@@ -530,12 +546,15 @@ struct Parsed {
 
 /// Whether messages of this direction are parsed at all. FTP from the
 /// public side only towards an IPv6-only private server (RGW64: its
-/// client's PORT/EPRT become IPv6 EPRT, see [`crate::ftp`]).
+/// client's PORT/EPRT become IPv6 EPRT, see [`crate::ftp`]) and from an
+/// IPv6-only server to a private IPv4 client (NAT46: its 229 may become a
+/// 227).
 fn parses(protocol: Protocol, dir: Direction, addrs: &FlowAddrs) -> bool {
     !(protocol == Protocol::Ftp && dir == Direction::FromPublic)
         || (addrs.role == Role::PrivateServer
             && addrs.private_v6.is_some()
             && addrs.prefix64.is_some())
+        || (addrs.role == Role::PrivateClient && addrs.nat46().is_some())
 }
 
 /// Offset of `seq` from `base` as an index (wrap-around safe).
@@ -760,14 +779,31 @@ impl Engine {
             return false;
         };
         let private_v6 = ctx.private_v6(*key.private.ip());
+        // NAT46 (an IPv4 host to an IPv6-only peer) needs all three
+        // addresses; a flow of an IPv6-only host is never one.
+        let nat46 = match private_v6 {
+            Some(_) => None,
+            None => {
+                let peer = ctx.peer_v6(*key.peer.ip());
+                let public = peer.and_then(|p| ctx.public_v6(*key.private.ip(), p));
+                match (peer, public, ctx.prefix64()) {
+                    (Some(peer), Some(public), Some(_)) => Some((peer, public)),
+                    _ => None,
+                }
+            }
+        };
         let addrs = FlowAddrs {
             private: key.private,
             peer: key.peer,
             public,
             host_fqdn: ctx.host_fqdn(*key.private.ip()),
             private_v6,
-            prefix64: private_v6.and_then(|_| ctx.prefix64()),
+            prefix64: (private_v6.is_some() || nat46.is_some())
+                .then(|| ctx.prefix64())
+                .flatten(),
             epsv_for_pasv: false,
+            peer_v6: nat46.map(|n| n.0),
+            public_v6: nat46.map(|n| n.1),
             role,
             transport: key.transport,
         };
@@ -1499,6 +1535,7 @@ mod tests {
                 private_port: 1025,
                 lifetime: Duration::from_secs(30),
                 snat: false,
+                v6: None,
             }]
         );
         // Later data shifted by -6.
@@ -2087,6 +2124,7 @@ mod tests {
                 private_port: 40001,
                 lifetime: Duration::from_secs(30),
                 snat: false,
+                v6: None,
             }]
         );
         // A retransmitted 229 is replayed as the same 227.
@@ -2116,6 +2154,98 @@ mod tests {
         assert_eq!(o.data, &epsv[..]);
         assert_eq!(e.stats().rewrites, 3);
         assert_eq!(e.flows()[0].offset_from_private, -5);
+    }
+
+    /// RGW64 NAT46: an IPv4 host talks to an IPv6-only server through the
+    /// server's proxy IPv4 10.64.0.7.
+    struct Ctx46;
+    impl FlowContext for Ctx46 {
+        fn public_addr(
+            &self,
+            _: SocketAddrV4,
+            _: SocketAddrV4,
+            _: Transport,
+            _: Role,
+        ) -> Option<Ipv4Addr> {
+            Some(PUB)
+        }
+        fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
+            None
+        }
+        fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
+            Some("fd64:64::".parse().unwrap())
+        }
+        fn peer_v6(&self, peer: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+            (peer == Ipv4Addr::new(10, 64, 0, 7)).then(|| "2001:db8::80".parse().unwrap())
+        }
+        fn public_v6(&self, _: Ipv4Addr, _: std::net::Ipv6Addr) -> Option<std::net::Ipv6Addr> {
+            Some("2001:db8:100::2".parse().unwrap())
+        }
+    }
+
+    #[test]
+    fn nat46_port_becomes_ipv6_eprt_and_pasv_epsv_with_a_227_back() {
+        let conn = Conn {
+            private: (Ipv4Addr::new(192, 168, 0, 101), 40000),
+            peer: (Ipv4Addr::new(10, 64, 0, 7), 21),
+        };
+        let mut e = Engine::new(EngineConfig::default());
+        let now = Instant::now();
+        let mut send = |dir, seq, ack, flags, data: &[u8]| {
+            let p = conn.seg(dir, seq, ack, flags, data);
+            let d = e.handle(now, dir, &p, &Ctx46);
+            let o = out_of(&d, &p);
+            (
+                o.unwrap_or_else(|| panic!("dropped {dir:?} {seq}")),
+                d.pinholes,
+            )
+        };
+        send(OUT, 3000, 0, TcpFlags::SYN, b"");
+        send(IN, 7000, 3001, TcpFlags::SYN | A, b"");
+        let greet = b"220 pyftpdlib ready.\r\n";
+        send(IN, 7001, 3001, PA, greet);
+        let s = 7001 + greet.len() as u32;
+        // PORT (26 bytes) becomes an IPv6 EPRT (36 bytes): +10.
+        let port = b"PORT 192,168,0,101,160,26\r\n";
+        let eprt = b"EPRT |2|2001:db8:100::2|40986|\r\n";
+        let (o, holes) = send(OUT, 3001, s, PA, port);
+        assert_eq!((o.seq, o.data.as_slice()), (3001, &eprt[..]));
+        assert_eq!(holes.len(), 1);
+        let v6 = holes[0].v6.clone().expect("an IPv6 pinhole");
+        assert_eq!(
+            v6.peer,
+            "2001:db8::80".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            v6.private_addr,
+            "fd64:64::c0a8:65".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            (holes[0].public_port, holes[0].private_port),
+            (40986, 40986)
+        );
+        let c = 3001 + port.len() as u32;
+        let shift = (eprt.len() - port.len()) as u32;
+        // The server's ACK of the longer command comes back unmapped.
+        let (o, _) = send(IN, s, c + shift, PA, b"200 ok\r\n");
+        assert_eq!(o.ack, c);
+        let s = s + 8;
+        // PASV goes on as EPSV; the 229 comes back as a 227 naming the
+        // server's proxy IPv4 (no pinhole: the data connection goes out).
+        let (o, holes) = send(OUT, c, s, PA, b"PASV\r\n");
+        assert_eq!((o.seq, o.data.as_slice()), (c + shift, &b"EPSV\r\n"[..]));
+        assert!(holes.is_empty());
+        let c = c + 6;
+        let epsv = b"229 Entering extended passive mode (|||40001|).\r\n";
+        let pasv = b"227 Entering Passive Mode (10,64,0,7,156,65)\r\n";
+        let (o, holes) = send(IN, s, c + shift, PA, epsv);
+        assert_eq!((o.seq, o.ack, o.data.as_slice()), (s, c, &pasv[..]));
+        assert!(holes.is_empty());
+        // Later server data is shifted by the 227's length change.
+        let s2 = s + epsv.len() as u32;
+        let (o, _) = send(IN, s2, c + shift, PA, b"150 ok\r\n");
+        assert_eq!(o.seq, s2 - (epsv.len() - pasv.len()) as u32);
+        assert_eq!(e.stats().rewrites, 3);
     }
 
     #[test]

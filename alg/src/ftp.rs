@@ -23,6 +23,14 @@
 //!   `EPRT |1|public|port|` with a pinhole to the proxy IPv4 (the translator
 //!   takes the data connection on to the host). `EPSV` needs nothing (port
 //!   only) and replies from an IPv4 server pass unchanged.
+//! * RGW64 NAT46: a private IPv4 client talking to an IPv6-only server
+//!   through the server's proxy IPv4 ([`FlowAddrs::nat46`]): its `PORT` /
+//!   `EPRT |1|` naming itself become `EPRT |2|<public IPv6>|port|` with an
+//!   IPv6 pinhole ([`crate::Pinhole6`]) to the host's `prefix64::` address,
+//!   which the translator takes on to the host; its `PASV` goes on as
+//!   `EPSV` and the server's `229` reaches it as
+//!   `227 Entering Passive Mode (proxy,p1,p2)` (the data connection goes
+//!   outwards to the proxy IPv4: no pinhole). `EPSV` needs nothing.
 //! * An address is rewritten only when it is the private host's own address
 //!   ([`FlowAddrs::private`]): a PORT naming a third host (FXP) is left
 //!   alone. A 227 that already names the public address (a server configured
@@ -48,7 +56,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::{
-    Direction, FlowAddrs, MessageResult, Outcome, Pinhole, PortAlloc, Rewriter, Role, Transport,
+    Direction, FlowAddrs, MessageResult, Outcome, Pinhole, Pinhole6, PortAlloc, Rewriter, Role,
+    Transport,
 };
 
 /// Longest partial line worth holding (a PORT or 227 line is < 100 bytes).
@@ -205,6 +214,40 @@ fn pinhole(flow: &FlowAddrs, public_port: u16, private_port: u16) -> Pinhole {
         private_port,
         lifetime: DATA_LIFETIME,
         snat: false,
+        // NAT46: the IPv6 server connects to our IPv6 address.
+        v6: flow.nat46().map(|(peer, public, prefix)| Pinhole6 {
+            peer,
+            public_addr: public,
+            private_addr: crate::embed_v4(prefix, *flow.private.ip()),
+        }),
+    }
+}
+
+/// `PASV` (a line body) → `EPSV` with the same arguments and case (same
+/// length: no sequence shift), for an IPv6 server that cannot name an IPv4
+/// address for the client.
+fn pasv_as_epsv(body: &[u8], ending: &[u8]) -> Option<Vec<u8>> {
+    let rest = pasv_command(body)?;
+    let verb: &[u8] = if body.first().is_some_and(u8::is_ascii_lowercase) {
+        b"epsv"
+    } else {
+        b"EPSV"
+    };
+    let mut out = Vec::with_capacity(body.len() + ending.len());
+    out.extend_from_slice(verb);
+    out.extend_from_slice(rest);
+    out.extend_from_slice(ending);
+    Some(out)
+}
+
+/// The verb of an `EPRT` replacing `cmd` (`PORT` or `EPRT`, case kept).
+fn eprt_verb(cmd: &[u8], is_port: bool) -> &[u8] {
+    if !is_port {
+        cmd
+    } else if cmd.iter().all(u8::is_ascii_lowercase) {
+        b"eprt"
+    } else {
+        b"EPRT"
     }
 }
 
@@ -222,6 +265,12 @@ fn splice(body: &[u8], start: usize, end: usize, replacement: &[u8], ending: &[u
 fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageResult {
     let consumed = line.len();
     let (body, ending) = split_ending(line);
+    if flow.nat46().is_some() {
+        if let Some(out) = pasv_as_epsv(body, ending) {
+            // NAT46: the server's 229 becomes a 227 (`reply_to_v4_client`).
+            return result(Outcome::Rewritten(out), consumed, Vec::new());
+        }
+    }
     let is_port = starts_with_ci(body, b"PORT");
     let is_eprt = starts_with_ci(body, b"EPRT");
     if !is_port && !is_eprt {
@@ -260,6 +309,23 @@ fn command(line: &[u8], flow: &FlowAddrs, ports: &mut dyn PortAlloc) -> MessageR
         return result(Outcome::Unchanged, consumed, Vec::new());
     };
     let mut out = Vec::with_capacity(consumed + 8);
+    if let Some((_, public6, _)) = flow.nat46() {
+        // NAT46: the IPv6 server refuses PORT and IPv4 EPRT; it gets our
+        // IPv6 address, whose pinhole leads to the host across the translator.
+        let d = if is_port {
+            '|'
+        } else {
+            char::from(args.first().copied().unwrap_or(b'|'))
+        };
+        out.extend_from_slice(eprt_verb(cmd, is_port));
+        out.extend_from_slice(format!(" {d}2{d}{public6}{d}{public_port}{d}").as_bytes());
+        out.extend_from_slice(ending);
+        return result(
+            Outcome::Rewritten(out),
+            consumed,
+            vec![pinhole(flow, public_port, port)],
+        );
+    }
     out.extend_from_slice(cmd);
     out.push(b' ');
     if is_port {
@@ -293,19 +359,10 @@ fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
         return unchanged();
     };
     let (body, ending) = split_ending(line);
-    if let Some(rest) = pasv_command(body) {
+    if let Some(out) = pasv_as_epsv(body, ending) {
         // The IPv6 server cannot name an IPv4 address for the client: ask
-        // it for the port alone (same length, no sequence shift); its 229
-        // becomes a 227 ([`epsv_for_pasv_after`], [`reply`]).
-        let verb: &[u8] = if body.first().is_some_and(u8::is_ascii_lowercase) {
-            b"epsv"
-        } else {
-            b"EPSV"
-        };
-        let mut out = Vec::with_capacity(consumed);
-        out.extend_from_slice(verb);
-        out.extend_from_slice(rest);
-        out.extend_from_slice(ending);
+        // it for the port alone; its 229 becomes a 227
+        // ([`epsv_for_pasv_after`], [`reply`]).
         return result(Outcome::Rewritten(out), consumed, Vec::new());
     }
     let is_port = starts_with_ci(body, b"PORT");
@@ -333,17 +390,8 @@ fn command_to_v6(line: &[u8], flow: &FlowAddrs) -> MessageResult {
     } else {
         char::from(args.first().copied().unwrap_or(b'|'))
     };
-    let verb: &[u8] = if is_port {
-        if cmd.iter().all(u8::is_ascii_lowercase) {
-            b"eprt"
-        } else {
-            b"EPRT"
-        }
-    } else {
-        cmd
-    };
     let mut out = Vec::with_capacity(consumed + 32);
-    out.extend_from_slice(verb);
+    out.extend_from_slice(eprt_verb(cmd, is_port));
     out.extend_from_slice(
         format!(" {d}2{d}{}{d}{port}{d}", crate::embed_v4(prefix, addr)).as_bytes(),
     );
@@ -369,21 +417,48 @@ fn pasv_command(body: &[u8]) -> Option<&[u8]> {
 /// had passed unchanged). Replies to earlier commands (`200`, `226`, `150`,
 /// multi-line continuations) leave it.
 pub fn epsv_for_pasv_after(flow: &FlowAddrs, dir: Direction, msg: &[u8]) -> bool {
-    if flow.role != Role::PrivateServer || v6_host(flow).is_none() {
+    // Which side is the IPv4 client: the public one towards an IPv6-only
+    // private server, the private one towards an IPv6-only server (NAT46).
+    let client = if flow.role == Role::PrivateServer && v6_host(flow).is_some() {
+        Direction::FromPublic
+    } else if flow.role == Role::PrivateClient && flow.nat46().is_some() {
+        Direction::FromPrivate
+    } else {
         return false;
-    }
+    };
     let (body, _) = split_ending(msg);
-    match dir {
-        Direction::FromPublic => flow.epsv_for_pasv || pasv_command(body).is_some(),
-        Direction::FromPrivate => {
-            let answer = matches!(
-                body,
-                [b'4' | b'5', b'0'..=b'9', b'0'..=b'9', b' ', ..]
-                    | [b'2', b'2', b'7' | b'9', b' ', ..]
-            );
-            flow.epsv_for_pasv && !answer
-        }
+    if dir == client {
+        flow.epsv_for_pasv || pasv_command(body).is_some()
+    } else {
+        let answer = matches!(
+            body,
+            [b'4' | b'5', b'0'..=b'9', b'0'..=b'9', b' ', ..] | [b'2', b'2', b'7' | b'9', b' ', ..]
+        );
+        flow.epsv_for_pasv && !answer
     }
+}
+
+/// RGW64 NAT46: the IPv6-only server's `229 … (|||port|)` answering the
+/// private IPv4 client's `PASV` (sent on as `EPSV`) becomes
+/// `227 Entering Passive Mode (proxy,p1,p2)`: the client connects to the
+/// server's proxy IPv4 (the flow's peer) and the translator takes the data
+/// connection on. Outbound: no pinhole.
+fn reply_to_v4_client(line: &[u8], flow: &FlowAddrs) -> MessageResult {
+    let consumed = line.len();
+    let (body, ending) = split_ending(line);
+    if !flow.epsv_for_pasv || !starts_with_ci(body, b"229 ") {
+        return result(Outcome::Unchanged, consumed, Vec::new());
+    }
+    let Some((_, _, port)) = body.get(4..).and_then(find_epsv_port) else {
+        return result(Outcome::Malformed, consumed, Vec::new());
+    };
+    let mut out = format!(
+        "227 Entering Passive Mode ({})",
+        host_port_text(*flow.peer.ip(), port)
+    )
+    .into_bytes();
+    out.extend_from_slice(ending);
+    result(Outcome::Rewritten(out), consumed, Vec::new())
 }
 
 enum Eprt {
@@ -501,9 +576,12 @@ impl Rewriter for FtpRewriter {
         let to_v6 = dir == Direction::FromPublic
             && flow.role == Role::PrivateServer
             && v6_host(flow).is_some();
+        let nat46 = flow.role == Role::PrivateClient && flow.nat46().is_some();
         let words: &[&[u8]] = match (dir, flow.role) {
             (Direction::FromPublic, _) if to_v6 => &[b"PORT", b"EPRT", b"PASV"],
+            (Direction::FromPublic, _) if nat46 => &[b"229 "],
             (Direction::FromPublic, _) => &[],
+            (Direction::FromPrivate, Role::PrivateClient) if nat46 => &[b"PORT", b"EPRT", b"PASV"],
             (Direction::FromPrivate, Role::PrivateClient) => &[b"PORT", b"EPRT"],
             (Direction::FromPrivate, Role::PrivateServer) => &[b"227 ", b"229 "],
         };
@@ -521,6 +599,7 @@ impl Rewriter for FtpRewriter {
         let line = buf.get(..=nl).unwrap_or(buf);
         match (dir, flow.role) {
             (Direction::FromPublic, _) if to_v6 => command_to_v6(line, flow),
+            (Direction::FromPublic, _) if nat46 => reply_to_v4_client(line, flow),
             (Direction::FromPublic, _) => result(Outcome::Unchanged, line.len(), Vec::new()),
             (Direction::FromPrivate, Role::PrivateClient) => command(line, flow, ports),
             (Direction::FromPrivate, Role::PrivateServer) => reply(line, flow, ports),
@@ -566,6 +645,8 @@ mod tests {
             private_v6: None,
             prefix64: None,
             epsv_for_pasv: false,
+            peer_v6: None,
+            public_v6: None,
             role,
             transport: Transport::Tcp,
         }
@@ -606,6 +687,7 @@ mod tests {
                 private_port: 40986,
                 lifetime: DATA_LIFETIME,
                 snat: false,
+                v6: None,
             }]
         );
         // Port moved by the allocator.
@@ -669,6 +751,7 @@ mod tests {
                 private_port: 41234,
                 lifetime: DATA_LIFETIME,
                 snat: false,
+                v6: None,
             }]
         );
         // Port moved by the allocator; other delimiter; non-canonical spelling.
@@ -704,6 +787,111 @@ mod tests {
         // Without RGW64 the same IPv6 EPRT is not ours.
         let r = run(b"EPRT |2|fd00::103|41234|\r\n", OUT, C, &mut p);
         assert_eq!(r.outcome, Outcome::Unchanged);
+    }
+
+    /// NAT46: the private IPv4 client 192.168.0.101 talks to an IPv6-only
+    /// server through its proxy IPv4 10.64.0.7.
+    fn nat46_flow() -> FlowAddrs {
+        FlowAddrs {
+            peer: SocketAddrV4::new(Ipv4Addr::new(10, 64, 0, 7), 21),
+            prefix64: Some("fd64:64::".parse().unwrap()),
+            peer_v6: Some("2001:db8:0:113::80".parse().unwrap()),
+            public_v6: Some("2001:db8:0:100::2".parse().unwrap()),
+            ..flow(Role::PrivateClient)
+        }
+    }
+
+    #[test]
+    fn nat46_port_and_eprt_become_ipv6_eprt_with_an_ipv6_pinhole() {
+        let f = nat46_flow();
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"PORT 192,168,0,101,160,26\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPRT |2|2001:db8:0:100::2|40986|\r\n");
+        let want = Pinhole {
+            peer: Ipv4Addr::new(10, 64, 0, 7),
+            transport: Transport::Tcp,
+            public_addr: Ipv4Addr::new(100, 64, 1, 131),
+            public_port: 40986,
+            private_addr: Ipv4Addr::new(192, 168, 0, 101),
+            private_port: 40986,
+            lifetime: DATA_LIFETIME,
+            snat: false,
+            v6: Some(Pinhole6 {
+                peer: "2001:db8:0:113::80".parse().unwrap(),
+                public_addr: "2001:db8:0:100::2".parse().unwrap(),
+                private_addr: "fd64:64::c0a8:65".parse().unwrap(),
+            }),
+        };
+        assert_eq!(r.pinholes, vec![want.clone()]);
+        // lower case, own delimiter, a taken port.
+        let mut p = Ports {
+            taken: vec![41234],
+            ..Default::default()
+        };
+        let r = FtpRewriter.rewrite(b"eprt !1!192.168.0.101!41234!\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"eprt !2!2001:db8:0:100::2!42234!\n");
+        assert_eq!(r.pinholes[0].public_port, 42234);
+        assert_eq!(r.pinholes[0].private_port, 41234);
+        assert_eq!(r.pinholes[0].v6, want.v6);
+        let r = FtpRewriter.rewrite(b"port 192,168,0,101,160,26\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"eprt |2|2001:db8:0:100::2|40986|\r\n");
+        // A third host (FXP) and EPSV are left alone; so is the server's
+        // 229 to an EPSV the client asked itself.
+        let r = FtpRewriter.rewrite(b"PORT 192,168,0,9,160,26\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(b"EPSV\r\n", OUT, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        let r = FtpRewriter.rewrite(b"229 Entering (|||30001|)\r\n", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        // Without the IPv6 addresses (not NAT46) the PORT stays IPv4.
+        let plain = FlowAddrs {
+            peer_v6: None,
+            ..nat46_flow()
+        };
+        let r = FtpRewriter.rewrite(b"PORT 192,168,0,101,160,26\r\n", OUT, &plain, &mut p);
+        assert_eq!(rewritten(&r), b"PORT 100,64,1,131,160,26\r\n");
+        assert_eq!(r.pinholes[0].v6, None);
+    }
+
+    #[test]
+    fn nat46_pasv_becomes_epsv_and_the_229_a_227_with_the_proxy_address() {
+        let mut f = nat46_flow();
+        let mut p = Ports::default();
+        let r = FtpRewriter.rewrite(b"PASV\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"EPSV\r\n");
+        let r = FtpRewriter.rewrite(b"pasv\r\n", OUT, &f, &mut p);
+        assert_eq!(rewritten(&r), b"epsv\r\n");
+        assert!(r.pinholes.is_empty());
+        // The engine keeps the state: set by the PASV, cleared by the answer.
+        assert!(epsv_for_pasv_after(&f, OUT, b"PASV\r\n"));
+        f.epsv_for_pasv = true;
+        assert!(epsv_for_pasv_after(&f, IN, b"200 Type set to I\r\n"));
+        assert!(!epsv_for_pasv_after(
+            &f,
+            IN,
+            b"229 Entering (|||30001|)\r\n"
+        ));
+        assert!(!epsv_for_pasv_after(&f, IN, b"500 no\r\n"));
+        let r = FtpRewriter.rewrite(
+            b"229 Entering extended passive mode (|||30001|).\r\n",
+            IN,
+            &f,
+            &mut p,
+        );
+        // 30001 = 117 * 256 + 49
+        assert_eq!(
+            rewritten(&r),
+            b"227 Entering Passive Mode (10,64,0,7,117,49)\r\n"
+        );
+        assert!(r.pinholes.is_empty() && p.calls.is_empty());
+        // Split: the start of a 229 is held, other replies pass at once.
+        let r = FtpRewriter.rewrite(b"229 Enter", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Incomplete);
+        let r = FtpRewriter.rewrite(b"150 Here", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Unchanged);
+        // A broken 229 is malformed, not a 227 to nowhere.
+        let r = FtpRewriter.rewrite(b"229 Entering (|||0x|)\r\n", IN, &f, &mut p);
+        assert_eq!(r.outcome, Outcome::Malformed);
     }
 
     #[test]
@@ -789,6 +977,8 @@ mod tests {
         assert!(!after(&f, IN, b"PASVX\r\n"));
         let on = FlowAddrs {
             epsv_for_pasv: true,
+            peer_v6: None,
+            public_v6: None,
             ..server64()
         };
         // Other commands keep it (pipelined after the PASV).
@@ -823,6 +1013,8 @@ mod tests {
     fn epsv_reply_to_a_converted_pasv_becomes_227() {
         let f = FlowAddrs {
             epsv_for_pasv: true,
+            peer_v6: None,
+            public_v6: None,
             ..server64()
         };
         let msg = b"229 Entering extended passive mode (|||30001|).\r\n";
@@ -845,6 +1037,7 @@ mod tests {
                 private_port: 30001,
                 lifetime: DATA_LIFETIME,
                 snat: false,
+                v6: None,
             }]
         );
         // Port moved by the allocator; bare newline kept.
@@ -871,6 +1064,8 @@ mod tests {
         // sets it) changes nothing.
         let f4 = FlowAddrs {
             epsv_for_pasv: true,
+            peer_v6: None,
+            public_v6: None,
             ..flow(S)
         };
         let r = FtpRewriter.rewrite(msg, OUT, &f4, &mut p);
@@ -1134,6 +1329,8 @@ mod tests {
             for epsv_for_pasv in [false, true] {
                 let f = FlowAddrs {
                     epsv_for_pasv,
+                    peer_v6: None,
+                    public_v6: None,
                     ..server64()
                 };
                 for dir in [OUT, IN] {

@@ -207,9 +207,15 @@ pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
         transport,
         // Bit 5: the private end is an IPv6-only host behind the translator.
         private_v6: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd00, 0x192, 0x168, 0, 0, 0, 0, 0x103)),
-        prefix64: (ctl & 32 != 0).then(|| Ipv6Addr::new(0xfd64, 0x64, 0, 0, 0, 0, 0, 0)),
+        prefix64: (ctl & (32 | 128) != 0).then(|| Ipv6Addr::new(0xfd64, 0x64, 0, 0, 0, 0, 0, 0)),
         // Bit 6: a PASV of the client was turned into EPSV (IPv6-only server).
         epsv_for_pasv: ctl & 64 != 0,
+        // Bit 7 (without bit 5): NAT46, the peer is an IPv6-only server
+        // behind its proxy IPv4.
+        peer_v6: (ctl & (32 | 128) == 128)
+            .then(|| Ipv6Addr::new(0x2001, 0xdb8, 0, 0x113, 0, 0, 0, 0x80)),
+        public_v6: (ctl & (32 | 128) == 128)
+            .then(|| Ipv6Addr::new(0x2001, 0xdb8, 0, 0x100, 0, 0, 0, 2)),
     };
     let offset = if ctl & 16 == 0 { 1000 } else { 0 };
     let run = || -> MessageResult { rw.rewrite(buf, dir, &flow, &mut Ports { offset }) };

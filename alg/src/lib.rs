@@ -106,8 +106,25 @@ pub struct FlowAddrs {
     /// server's `229` reply must reach the client as a `227` (see
     /// [`ftp::epsv_for_pasv_after`]). `false` for every other flow.
     pub epsv_for_pasv: bool,
+    /// RGW64 NAT46: the public peer's real IPv6 address when
+    /// [`FlowAddrs::peer`] is a proxy IPv4 of the translator (an IPv4
+    /// private host talking to an IPv6-only server). Its messages name this
+    /// address; ours must name [`FlowAddrs::public_v6`]. `None` otherwise.
+    pub peer_v6: Option<Ipv6Addr>,
+    /// RGW64 NAT46: the address the IPv6 peer sees for our side (the
+    /// gateway's NAT66 source address). Set together with
+    /// [`FlowAddrs::peer_v6`] (and [`FlowAddrs::prefix64`]).
+    pub public_v6: Option<Ipv6Addr>,
     pub role: Role,
     pub transport: Transport,
+}
+
+impl FlowAddrs {
+    /// RGW64 NAT46: `(peer_v6, public_v6, prefix64)` when the flow is an
+    /// IPv4 private host's flow to an IPv6-only peer through the translator.
+    pub fn nat46(&self) -> Option<(Ipv6Addr, Ipv6Addr, Ipv6Addr)> {
+        Some((self.peer_v6?, self.public_v6?, self.prefix64?))
+    }
 }
 
 /// `prefix64::v4` (RFC 6052 §2.2, /96: the IPv4 address in the last 32 bits).
@@ -142,6 +159,20 @@ pub struct Pinhole {
     /// `private_port` leave with source `public_addr` (e.g. RTP from a
     /// private server reached through a pool address).
     pub snat: bool,
+    /// RGW64 NAT46: the pinhole lives on the IPv6 side instead (the IPv4
+    /// fields above still describe the flow as the engine tracks it).
+    pub v6: Option<Pinhole6>,
+}
+
+/// The IPv6 form of a [`Pinhole`] (RGW64 NAT46): admit flows from `peer`
+/// to `public_addr:public_port` and DNAT them to
+/// `private_addr:private_port`, `private_addr` being the private IPv4
+/// host's `prefix64::` address, which the translator takes on to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pinhole6 {
+    pub peer: Ipv6Addr,
+    pub public_addr: Ipv6Addr,
+    pub private_addr: Ipv6Addr,
 }
 
 /// How one message came out of a rewriter.

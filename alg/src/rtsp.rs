@@ -207,6 +207,7 @@ impl RtspRewriter {
                 private_port: port,
                 lifetime: self.media_lifetime,
                 snat: flow.role == Role::PrivateServer,
+                v6: None,
             };
             if !pinholes.contains(&p) {
                 pinholes.push(p);
@@ -634,6 +635,7 @@ mod tests {
                 private_port,
                 lifetime: DEFAULT_MEDIA_LIFETIME,
                 snat,
+                v6: None,
             })
             .collect()
     }

@@ -200,7 +200,14 @@ fn is_private(conn: Conn, flow: &FlowAddrs) -> bool {
 /// triple, if it names the private host: the public IPv4 (the `addrtype`
 /// of an `IN IP6` triple becomes `IP4`, see [`address_edit`]).
 fn map_address(conn: Conn, flow: &FlowAddrs) -> Option<Vec<u8>> {
-    is_private(conn, flow).then(|| flow.public.to_string().into_bytes())
+    if !is_private(conn, flow) {
+        return None;
+    }
+    Some(match flow.nat46() {
+        // NAT46: the IPv6 peer gets our IPv6 address.
+        Some((_, public6, _)) => public6.to_string().into_bytes(),
+        None => flow.public.to_string().into_bytes(),
+    })
 }
 
 /// Edit for the triple at `f[first..first + 3]` of a line's fields.
@@ -214,9 +221,12 @@ fn address_edit(
     let (nettype, addrtype, addr) = (f.get(first)?, f.get(first + 1)?, f.get(first + 2)?);
     let conn = conn_of(body, nettype, addrtype, addr);
     if let Some(new) = map_address(conn, flow) {
-        if matches!(conn, Conn::V6(_)) {
+        match (conn, flow.nat46()) {
+            // RGW64 NAT46: `IN IP4 <host>` → `IN IP6 <public IPv6>`.
+            (Conn::V4(_), Some(_)) => edits.replace(addrtype.clone(), b"IP6".to_vec()),
             // RGW64: `IN IP6 <host>` → `IN IP4 <public>`.
-            edits.replace(addrtype.clone(), b"IP4".to_vec());
+            (Conn::V6(_), _) => edits.replace(addrtype.clone(), b"IP4".to_vec()),
+            _ => {}
         }
         edits.replace(address_part(body, addr), new);
     }
@@ -319,17 +329,42 @@ pub fn rewrite(
 /// not an RGW64 one.
 pub fn to_ipv6(body: &[u8], flow: &FlowAddrs) -> Option<Vec<u8>> {
     let prefix = flow.prefix64.filter(|_| flow.private_v6.is_some())?;
+    map_triples(body, |conn| match conn {
+        Conn::V4(ip) => Some((b"IP6", crate::embed_v4(prefix, ip).to_string())),
+        _ => None,
+    })
+}
+
+/// RGW64 NAT46, a body from the IPv6-only peer for a private IPv4 host
+/// ([`FlowAddrs::nat46`]): `IN IP6 <peer's IPv6>` of `c=`, `o=` and
+/// `a=rtcp:` becomes `IN IP4 <its proxy IPv4>`, the address through which
+/// the host reaches it across the translator. Other IPv6 addresses (a media
+/// relay elsewhere) have no proxy IPv4 and stay. Ports stay (the host's
+/// media leave outwards). `None` when nothing changes or the flow is not a
+/// NAT46 one.
+pub fn to_ipv4(body: &[u8], flow: &FlowAddrs) -> Option<Vec<u8>> {
+    let (peer6, _, _) = flow.nat46()?;
+    let peer4 = *flow.peer.ip();
+    map_triples(body, |conn| match conn {
+        Conn::V6(ip) if ip == peer6 => Some((b"IP4", peer4.to_string())),
+        _ => None,
+    })
+}
+
+/// Applies `map` to every `<nettype> <addrtype> <address>` triple of `c=`,
+/// `o=` and `a=rtcp:` lines: `Some((addrtype, address))` replaces both.
+fn map_triples(
+    body: &[u8],
+    map: impl Fn(Conn) -> Option<(&'static [u8; 3], String)>,
+) -> Option<Vec<u8>> {
     let mut edits = Edits::default();
     let triple = |f: &[Range<usize>], first: usize, edits: &mut Edits| {
         let (Some(n), Some(t), Some(a)) = (f.get(first), f.get(first + 1), f.get(first + 2)) else {
             return;
         };
-        if let Conn::V4(ip) = conn_of(body, n, t, a) {
-            edits.replace(t.clone(), b"IP6".to_vec());
-            edits.replace(
-                address_part(body, a),
-                crate::embed_v4(prefix, ip).to_string().into_bytes(),
-            );
+        if let Some((addrtype, addr)) = map(conn_of(body, n, t, a)) {
+            edits.replace(t.clone(), addrtype.to_vec());
+            edits.replace(address_part(body, a), addr.into_bytes());
         }
     };
     for line in split_lines(body) {
@@ -398,7 +433,13 @@ fn media_edits(
             private_addr: private,
             private_port: port,
             lifetime: policy.lifetime,
-            snat: flow.role == Role::PrivateServer,
+            snat: flow.role == Role::PrivateServer && flow.nat46().is_none(),
+            // NAT46: the IPv6 peer sends its media to our IPv6 address.
+            v6: flow.nat46().map(|(peer, public, prefix)| crate::Pinhole6 {
+                peer,
+                public_addr: public,
+                private_addr: crate::embed_v4(prefix, private),
+            }),
         };
         if !pinholes.contains(&p) {
             pinholes.push(p);

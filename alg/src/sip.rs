@@ -38,6 +38,15 @@
 //! `IN IP4 <public>` with the media pinholes to its proxy IPv4, and the
 //! public → private mapping gives `[v6]` back.
 //!
+//! RGW64 NAT46: for a private IPv4 host talking to an IPv6-only peer through
+//! the peer's proxy IPv4 ([`FlowAddrs::nat46`]) the host's IPv4 becomes the
+//! gateway's `[IPv6]` (request-URI, Via, Contact, routes), SDP `IN IP4
+//! <host>` becomes `IN IP6 <gateway>` with IPv6 media pinholes, and a
+//! request-URI addressed to the proxy IPv4 gets the peer's `[IPv6]`. From the
+//! peer, our `[IPv6]` in the request-URI / top Via becomes the host's IPv4,
+//! the peer's `[IPv6]` in Contact and routes and its SDP `IN IP6` become the
+//! proxy IPv4.
+//!
 //! Not handled (passed unchanged): SDP inside `multipart/*` or compressed
 //! bodies, other IPv6 addresses, host names (the private address is
 //! always replaced by the public address, never by the host's FQDN: SDP
@@ -144,7 +153,11 @@ impl SipRewriter {
         pinholes: &mut Vec<crate::Pinhole>,
     ) -> Option<Edits> {
         let private = *flow.private.ip();
-        let public = flow.public.to_string().into_bytes();
+        let public = match flow.nat46() {
+            // RGW64 NAT46: the IPv6 peer gets our IPv6 reference.
+            Some((_, public6, _)) => format!("[{public6}]").into_bytes(),
+            None => flow.public.to_string().into_bytes(),
+        };
         let mut edits = Edits::default();
         // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
         // the IPv4 peer gets the public IPv4 in its place.
@@ -154,6 +167,12 @@ impl SipRewriter {
         if let Some(uri) = msg.request_uri(buf) {
             for &p in &privates {
                 text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
+            }
+            if let Some((peer6, _, _)) = flow.nat46() {
+                // NAT46: a request addressed to the peer's proxy IPv4 reaches
+                // it addressed to itself.
+                let to = format!("[{peer6}]").into_bytes();
+                text::uri_host_edits(buf, uri, *flow.peer.ip(), &to, &mut edits);
             }
         }
         let mut is_sdp = false;
@@ -201,20 +220,38 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
         Some(v6) => format!("[{v6}]").into_bytes(),
         None => flow.private.ip().to_string().into_bytes(),
     };
+    // RGW64 NAT46: the IPv6 peer names our IPv6 address.
+    let public = match flow.nat46() {
+        Some((_, public6, _)) => IpAddr::V6(public6),
+        None => IpAddr::V4(flow.public),
+    };
     let mut edits = Edits::default();
     if let Some(uri) = msg.request_uri(buf) {
-        text::uri_host_edits(buf, uri, flow.public, &private, &mut edits);
+        text::uri_host_edits(buf, uri, public, &private, &mut edits);
     } else if let Some(via) = msg
         .headers
         .iter()
         .find(|h| canonical_name(h.name_bytes(buf)) == Some(Name::Via))
     {
         // Only the topmost Via value is this host's (§18.1.2).
-        text::via_top_edit(buf, via.value.clone(), flow.public, &private, &mut edits);
+        text::via_top_edit(buf, via.value.clone(), public, &private, &mut edits);
+    }
+    if let Some((peer6, _, _)) = flow.nat46() {
+        // NAT46: the IPv4 host cannot send in-dialog requests to the peer's
+        // IPv6 Contact or route set: they get the peer's proxy IPv4.
+        let peer4 = flow.peer.ip().to_string().into_bytes();
+        for h in &msg.headers {
+            if let Some(Name::Contact | Name::Route | Name::RecordRoute) =
+                canonical_name(h.name_bytes(buf))
+            {
+                text::uri_host_edits(buf, h.value.clone(), peer6, &peer4, &mut edits);
+            }
+        }
     }
     // RGW64: an IPv6-only host cannot use the peer's `IN IP4` media
     // addresses; it gets their prefix64 forms (see [`sdp::to_ipv6`]).
-    if flow.private_v6.is_some() {
+    // NAT46: the IPv4 host gets the IPv6 peer's proxy IPv4 ([`sdp::to_ipv4`]).
+    if flow.private_v6.is_some() || flow.nat46().is_some() {
         let mut is_sdp = false;
         let mut content_length = None;
         for h in &msg.headers {
@@ -225,7 +262,11 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
             }
         }
         let body = buf.get(msg.body.clone()).unwrap_or_default();
-        if let Some(new_body) = is_sdp.then(|| sdp::to_ipv6(body, flow)).flatten() {
+        let convert = |b: &[u8]| match flow.private_v6 {
+            Some(_) => sdp::to_ipv6(b, flow),
+            None => sdp::to_ipv4(b, flow),
+        };
+        if let Some(new_body) = is_sdp.then(|| convert(body)).flatten() {
             if let Some(cl) = content_length {
                 edits.replace(cl, new_body.len().to_string().into_bytes());
             }
@@ -825,6 +866,8 @@ pub(crate) mod testutil {
             private_v6: None,
             prefix64: None,
             epsv_for_pasv: false,
+            peer_v6: None,
+            public_v6: None,
             role,
             transport,
         }
@@ -1218,6 +1261,7 @@ mod tests {
             private_port,
             lifetime: DEFAULT_MEDIA_LIFETIME,
             snat,
+            v6: None,
         }
     }
 
@@ -1397,6 +1441,101 @@ mod tests {
         );
         assert_eq!(output(&r.outcome, UAC_INVITE6), UAC_INVITE6);
         assert!(r.pinholes.is_empty());
+    }
+
+    #[test]
+    fn nat46_ipv4_host_to_ipv6_peer_is_rewritten_to_ipv6_and_back() {
+        let mut flow = flow(Role::PrivateClient, Transport::Udp, 5060, 5070);
+        let peer6: std::net::Ipv6Addr = "2001:db8::80".parse().unwrap();
+        let public6: std::net::Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        flow.prefix64 = Some("fd64:64::".parse().unwrap());
+        flow.peer_v6 = Some(peer6);
+        flow.public_v6 = Some(public6);
+        let r = rw().rewrite(
+            UAC_INVITE,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        let out = String::from_utf8_lossy(&output(&r.outcome, UAC_INVITE)).into_owned();
+        for want in [
+            "INVITE sip:service@[2001:db8::80]:5070 SIP/2.0\r\n",
+            "Via: SIP/2.0/UDP [2001:db8:100::2]:5060;branch=",
+            "Contact: sip:sipp@[2001:db8:100::2]:5060\r\n",
+            "o=user1 53655765 2353687637 IN IP6 2001:db8:100::2\r\n",
+            "c=IN IP6 2001:db8:100::2\r\nt=0 0\r\nm=audio 36000 RTP/AVP 0",
+            // Identities stay.
+            "From: sipp <sip:sipp@192.168.0.101:5060>",
+            "To: service <sip:service@198.51.100.7:5070>",
+        ] {
+            assert!(out.contains(want), "{want:?} not in\n{out}");
+        }
+        assert!(!out.contains("IP4"), "{out}");
+        content_length_matches(out.as_bytes());
+        // Media pinholes on the IPv6 side, to the host's prefix64 address.
+        let v6 = Some(crate::Pinhole6 {
+            peer: peer6,
+            public_addr: public6,
+            private_addr: "fd64:64::c0a8:65".parse().unwrap(),
+        });
+        let want: Vec<Pinhole> = [(36000, 6000), (36001, 6001)]
+            .iter()
+            .map(|&(public_port, private_port)| Pinhole {
+                v6: v6.clone(),
+                ..pinhole(public_port, private_port, false)
+            })
+            .collect();
+        assert_eq!(r.pinholes, want);
+        // The IPv6 callee's answer: our [IPv6] in the top Via back to the
+        // host's IPv4, its own [IPv6] (Contact, SDP) to its proxy IPv4.
+        let ok = concat!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [2001:db8:100::2]:5060;branch=z9hG4bK-1-1-0\r\n",
+            "Contact: <sip:[2001:db8::80]:5070;transport=UDP>\r\n",
+            "Content-Type: application/sdp\r\nContent-Length: 98\r\n\r\n",
+            "v=0\r\no=user1 1 1 IN IP6 2001:db8::80\r\ns=-\r\nc=IN IP6 2001:db8::80\r\nt=0 0\r\n",
+            "m=audio 18000 RTP/AVP 8\r\n",
+        )
+        .as_bytes();
+        content_length_matches(ok);
+        let r = rw().rewrite(ok, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, ok)).into_owned();
+        for want in [
+            "Via: SIP/2.0/UDP 192.168.0.101:5060;branch=",
+            "Contact: <sip:198.51.100.7:5070;transport=UDP>\r\n",
+            "o=user1 1 1 IN IP4 198.51.100.7\r\n",
+            "c=IN IP4 198.51.100.7\r\n",
+            "m=audio 18000 RTP/AVP 8\r\n",
+        ] {
+            assert!(out.contains(want), "{want:?} not in\n{out}");
+        }
+        assert!(!out.contains("IP6") && !out.contains('['), "{out}");
+        assert!(r.pinholes.is_empty());
+        content_length_matches(out.as_bytes());
+        // Another IPv6 media address has no proxy IPv4: it stays.
+        let other = ok.to_vec();
+        let other = replace(&other, "c=IN IP6 2001:db8::80", "c=IN IP6 2001:db8::99");
+        let r = rw().rewrite(&other, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, &other)).into_owned();
+        assert!(out.contains("c=IN IP6 2001:db8::99\r\n"), "{out}");
+        // An in-dialog request of the callee comes back to the host's IPv4.
+        let bye = b"BYE sip:sipp@[2001:db8:100::2]:5060 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let r = rw().rewrite(bye, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, bye)).into_owned();
+        assert!(
+            out.starts_with("BYE sip:sipp@192.168.0.101:5060 SIP/2.0"),
+            "{out}"
+        );
+        // Without public_v6 the flow is not NAT46: plain IPv4 rewriting.
+        flow.public_v6 = None;
+        let r = rw().rewrite(
+            UAC_INVITE,
+            Direction::FromPrivate,
+            &flow,
+            &mut OffsetPorts(30000),
+        );
+        let out = String::from_utf8_lossy(&output(&r.outcome, UAC_INVITE)).into_owned();
+        assert!(out.contains("c=IN IP4 203.0.113.10\r\n"), "{out}");
+        assert!(r.pinholes.iter().all(|p| p.v6.is_none()));
     }
 
     #[test]

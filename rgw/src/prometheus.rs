@@ -621,6 +621,10 @@ const ALG_PINHOLES: Family = Family {
     name: "rgw_alg_pinholes_total",
     help: "Pinholes the ALG shell wrote to the kernel maps (pinholes, pinhole_snat), by result: written or error (netlink refused).",
 };
+const ALG_PINHOLES6: Family = Family {
+    name: "rgw_alg_nat46_pinholes_total",
+    help: "Of the pinholes written, those in the ip6 table's pinholes6 map (RGW64 NAT46: an IPv6-only server's data or media connection to wan_address6, DNATed to the IPv4 host through the translator).",
+};
 const ALG_MESSAGES: Family = Family {
     name: "rgw_alg_messages_total",
     help: "ALG messages not rewritten, by outcome: malformed (could not be parsed, passed unchanged), hold_overflow (longer than alg.max_hold: the direction is no longer parsed), build_error (the rewritten packet would exceed 65535 bytes: passed unchanged).",
@@ -708,6 +712,7 @@ const ALG_COUNTERS: &[Row] = &[
     ("build_errors", &ALG_MESSAGES, &[("outcome", "build_error")]),
     ("pinholes_written", &ALG_PINHOLES, &[("result", "written")]),
     ("pinhole_errors", &ALG_PINHOLES, &[("result", "error")]),
+    ("pinholes6_written", &ALG_PINHOLES6, &[]),
     ("ct_liberal", &ALG_CT_LIBERAL, &[("result", "marked")]),
     ("ct_liberal_errors", &ALG_CT_LIBERAL, &[("result", "error")]),
 ];
@@ -1666,7 +1671,7 @@ mod tests {
     }
 
     /// `AlgState::counters()` names, in its order.
-    const ALG_CURRENT: [&str; 26] = [
+    const ALG_CURRENT: [&str; 27] = [
         "packets",
         "unparsed",
         "not_alg",
@@ -1693,6 +1698,7 @@ mod tests {
         "ct_liberal",
         "ct_liberal_errors",
         "pinholes_recycled",
+        "pinholes6_written",
     ];
 
     fn alg_text() -> String {
@@ -1757,7 +1763,7 @@ mod tests {
             assert!(is_metric_name(fam.name));
         }
         let text = alg_text();
-        assert_eq!(check_exposition(&text), Ok(26 + 1));
+        assert_eq!(check_exposition(&text), Ok(27 + 1));
         for line in [
             "# TYPE rgw_alg_flows gauge\nrgw_alg_flows 7\n",
             "rgw_alg_packets_total 100\n",
@@ -1827,7 +1833,7 @@ mod tests {
         let doc = include_str!("../../docs/metrics.md");
         let text = format!("{}{}", alg_text(), rgw64_text());
         let fams = families(&text);
-        assert_eq!(fams.len(), 13 + 9);
+        assert_eq!(fams.len(), 14 + 9);
         for f in fams {
             assert!(
                 doc.contains(&format!("`{f}`")),

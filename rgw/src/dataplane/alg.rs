@@ -17,10 +17,14 @@ use rgw_alg::{Direction, Pinhole, Protocol, Role, Transport};
 use tracing::{debug, error, info, warn};
 
 use super::ctliberal::{CtLiberal, OrigTuple};
-use super::nlset::{data_addr_port, key_addr, key_pinhole, key_pinhole_snat, SetWriter};
+use super::nlset::{
+    data_addr6_port, data_addr_port, key_addr, key_pinhole, key_pinhole6, key_pinhole_snat,
+    SetWriter,
+};
 use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
 use crate::config::{AlgConfig, Config};
 use crate::gateway::Gateway;
+use crate::rgw64::plumbing::MAP_PINHOLES6;
 use crate::rgw64::Rgw64;
 
 /// How long a claim is remembered for the ALG: the engine asks for it when
@@ -64,6 +68,8 @@ pub struct AlgShellStats {
     pub replaced: AtomicU64,
     pub dropped: AtomicU64,
     pub pinholes_written: AtomicU64,
+    /// Of those, NAT46 pinholes in the `ip6` table.
+    pub pinholes6_written: AtomicU64,
     pub pinhole_errors: AtomicU64,
     /// ALG TCP flows whose conntrack entry was marked liberal (see ctliberal).
     pub ct_liberal: AtomicU64,
@@ -161,6 +167,27 @@ impl FlowContext for Ctx<'_> {
     fn prefix64(&self) -> Option<Ipv6Addr> {
         Some(self.rgw64?.cfg.prefix64.network())
     }
+
+    fn peer_v6(&self, peer: Ipv4Addr) -> Option<Ipv6Addr> {
+        // A proxy IPv4 of an IPv6-only destination (bound at DNS time).
+        let r = self.rgw64?;
+        if !r.cfg.pool4.contains(&peer) {
+            return None;
+        }
+        r.xlat().lookup_v4(peer)
+    }
+
+    fn public_v6(&self, private: Ipv4Addr, peer_v6: Ipv6Addr) -> Option<Ipv6Addr> {
+        let r = self.rgw64?;
+        if r.cfg.lan_prefix6.contains(&peer_v6) {
+            // An IPv6 host of our own LAN sees the IPv4 host's prefix64
+            // address (no NAT66 on the way).
+            Some(rgw_alg::embed_v4(r.cfg.prefix64.network(), private))
+        } else {
+            // Leaving the WAN, translated sources are NATed66 to it.
+            Some(r.cfg.wan_address6)
+        }
+    }
 }
 
 /// Opens and binds the ALG queue (before nftables is touched, like the gate).
@@ -214,8 +241,14 @@ fn put(
     }
 }
 
-fn write_pinhole(w: &mut SetWriter, table: &str, p: &Pinhole) -> Result<()> {
+/// Writes a pinhole into the `ip` maps, or (NAT46) into the `ip6` one.
+fn write_pinhole(w: &mut SetWriter, w6: &mut SetWriter, table: &str, p: &Pinhole) -> Result<()> {
     let proto = p.transport.number();
+    if let Some(v6) = &p.v6 {
+        let key = key_pinhole6(v6.peer, proto, v6.public_addr, p.public_port);
+        let data = data_addr6_port(v6.private_addr, p.private_port);
+        return put(w6, table, MAP_PINHOLES6, &key, &data, p.lifetime);
+    }
     let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
     let data = data_addr_port(p.private_addr, p.private_port);
     put(w, table, MAP_PINHOLES, &key, &data, p.lifetime)?;
@@ -277,6 +310,9 @@ pub fn run(
 ) -> Result<()> {
     let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
         .context("opening the nftables netlink socket for pinholes")?;
+    // NAT46 pinholes live in the `ip6` table (RGW64).
+    let mut writer6 = SetWriter::open(libc::NFPROTO_IPV6 as u8)
+        .context("opening the nftables netlink socket for IPv6 pinholes")?;
     let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
     // `lan` needs a restart to change (gateway::restart_only_change).
@@ -297,8 +333,10 @@ pub fn run(
         let cfg = &snap.cfg;
         let now = Instant::now();
         let indev = msg.get_indev();
-        // The ruleset queues from the TUN only towards the WAN.
-        let from_tun = tun_index.is_some_and(|t| indev == t);
+        // The ruleset queues from the TUN towards the WAN (flows of IPv6-only
+        // hosts: the TUN is their private side) and towards the LAN (NAT46:
+        // the IPv6-only server's side).
+        let from_tun = tun_index.is_some_and(|t| indev == t) && msg.get_outdev() != lan_index;
         let dir = if indev == lan_index || from_tun {
             Direction::FromPrivate
         } else {
@@ -334,10 +372,16 @@ pub fn run(
             }
         }
         for p in &decision.pinholes {
-            match write_pinhole(&mut writer, &cfg.dataplane.table, p) {
+            match write_pinhole(&mut writer, &mut writer6, &cfg.dataplane.table, p) {
                 Ok(()) => {
                     state.stats.pinholes_written.fetch_add(1, Ordering::Relaxed);
-                    debug!(peer = %p.peer, proto = ?p.transport, public = %p.public_addr, public_port = p.public_port, private = %p.private_addr, private_port = p.private_port, snat = p.snat, "pinhole");
+                    if p.v6.is_some() {
+                        state
+                            .stats
+                            .pinholes6_written
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    debug!(peer = %p.peer, proto = ?p.transport, public = %p.public_addr, public_port = p.public_port, private = %p.private_addr, private_port = p.private_port, snat = p.snat, v6 = ?p.v6, "pinhole");
                 }
                 Err(e) => {
                     state.stats.pinhole_errors.fetch_add(1, Ordering::Relaxed);
@@ -394,6 +438,7 @@ impl AlgState {
             ("duplicates", s.duplicates),
             ("build_errors", s.build_errors),
             ("pinholes_written", r(&self.stats.pinholes_written)),
+            ("pinholes6_written", r(&self.stats.pinholes6_written)),
             ("pinhole_errors", r(&self.stats.pinhole_errors)),
             ("ct_liberal", r(&self.stats.ct_liberal)),
             ("ct_liberal_errors", r(&self.stats.ct_liberal_errors)),

@@ -31,7 +31,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -98,6 +98,25 @@ pub fn data_addr_port(addr: Ipv4Addr, port: u16) -> [u8; 8] {
     let mut data = [0u8; 8];
     data[..4].copy_from_slice(&addr.octets());
     data[4..6].copy_from_slice(&port.to_be_bytes());
+    data
+}
+
+/// Key of the IPv6 pinhole map `ipv6_addr . inet_proto . ipv6_addr .
+/// inet_service` (peer, protocol, public address, public port; RGW64 NAT46).
+pub fn key_pinhole6(peer: Ipv6Addr, proto: u8, public: Ipv6Addr, port: u16) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..16].copy_from_slice(&peer.octets());
+    key[16] = proto;
+    key[20..36].copy_from_slice(&public.octets());
+    key[36..38].copy_from_slice(&port.to_be_bytes());
+    key
+}
+
+/// Data of a `ipv6_addr . inet_service` DNAT target (address, port).
+pub fn data_addr6_port(addr: Ipv6Addr, port: u16) -> [u8; 20] {
+    let mut data = [0u8; 20];
+    data[..16].copy_from_slice(&addr.octets());
+    data[16..18].copy_from_slice(&port.to_be_bytes());
     data
 }
 
@@ -1051,6 +1070,39 @@ mod tests {
                 "{json}"
             );
             assert!(json.contains("198.51.100.17"), "{json}");
+        });
+    }
+
+    #[test]
+    fn ipv6_pinhole_map_elements() {
+        crate::dataplane::testns::in_fresh_netns(|| {
+            nft_stdin(
+                "table ip6 rgwtest {
+    map pinholes6 { type ipv6_addr . inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service; flags timeout; }
+}
+",
+            );
+            let mut w = SetWriter::open(libc::NFPROTO_IPV6 as u8).expect("open netlink");
+            let a = |s: &str| s.parse::<Ipv6Addr>().expect("test address");
+            let key = key_pinhole6(a("2001:db8::80"), 6, a("2001:db8:100::2"), 40001);
+            let data = data_addr6_port(a("fd64:64::c0a8:65"), 40002);
+            w.add_map_many(
+                TABLE,
+                "pinholes6",
+                &[(&key[..], &data[..])],
+                Some(Duration::from_secs(30)),
+            )
+            .expect("add IPv6 pinhole");
+            let out = Command::new("nft")
+                .args(["-j", "list", "map", "ip6", TABLE, "pinholes6"])
+                .output()
+                .expect("run nft list");
+            let json = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                json.contains(r#""2001:db8::80", "tcp", "2001:db8:100::2", 40001"#),
+                "{json}"
+            );
+            assert!(json.contains(r#""fd64:64::c0a8:65", 40002"#), "{json}");
         });
     }
 

@@ -182,12 +182,15 @@ pub fn render(cfg: &Config, via: QueueVia) -> String {
         // Every packet of an ALG control flow, both directions, where both
         // carry the private host's address (DNAT done, SNAT not yet).
         // RGW64: an IPv6-only host's flows leave the translator (TUN) as IPv4
-        // from its proxy address; the TUN is then the private side (only
-        // towards the WAN: NAT46 flows from the LAN are seen on the LAN).
-        let tun_out = cfg
-            .rgw64
-            .as_ref()
-            .map(|r| format!("iifname \"{}\" oifname \"{wan}\"", r.tun));
+        // from its proxy address; the TUN is then the private side (towards
+        // the WAN). NAT46 flows of IPv4 hosts to IPv6-only servers are seen
+        // on the LAN one way and come back from the TUN towards the LAN.
+        let tun_out = cfg.rgw64.as_ref().map(|r| {
+            format!(
+                "iifname \"{tun}\" oifname {{ \"{wan}\", \"{lan}\" }}",
+                tun = r.tun
+            )
+        });
         ["dport", "sport"]
             .iter()
             .flat_map(|dir| {
@@ -608,9 +611,9 @@ mod tests {
         let rules = alg(&six);
         assert_eq!(rules.len(), 4, "{rules:#?}");
         for dir in ["dport", "sport"] {
-            // Only towards the WAN: NAT46 flows are seen on the LAN side.
+            // Towards the WAN (IPv6-only hosts) and the LAN (NAT46 replies).
             let want = format!(
-                "add rule ip rgw alg iifname \"xl64\" oifname \"wan0\" meta l4proto {{ tcp, udp }} \
+                "add rule ip rgw alg iifname \"xl64\" oifname {{ \"wan0\", \"lan0\" }} meta l4proto {{ tcp, udp }} \
                  meta l4proto . th {dir} @alg_ports meta mark set"
             );
             assert!(

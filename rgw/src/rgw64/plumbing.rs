@@ -5,7 +5,10 @@
 //! table (same name as the `ip` one) NATs IPv6 leaving the WAN from the LAN
 //! prefix or from prefix64 (translated IPv4 sources) to `wan_address6`
 //! (NAT66), and drops unsolicited inbound IPv6: private hosts are reached
-//! through the Circular Pool, as with IPv4.
+//! through the Circular Pool, as with IPv4. The one exception are the ALG's
+//! NAT46 pinholes ([`MAP_PINHOLES6`]): an IPv6-only server's data or media
+//! connection to `wan_address6` that a rewritten FTP/SIP message announced
+//! is DNATed to the private IPv4 host's `prefix64::` address (the TUN).
 
 use std::process::{Command, Stdio};
 
@@ -43,6 +46,11 @@ fn sysctl(path: &str, value: &str) -> Result<()> {
 /// Set of the hosts' published (global) IPv6 addresses: inbound IPv6 may reach them.
 pub const SET_HOSTS6: &str = "hosts6";
 
+/// ALG pinholes on the IPv6 side (NAT46: an IPv6-only server's data or
+/// media connection to `wan_address6`): `peer . proto . public . port :
+/// prefix64::host . port`, timeout elements written by the ALG shell.
+pub const MAP_PINHOLES6: &str = "pinholes6";
+
 /// The `ip6` table as one nft transaction (reconciles like the `ip` one).
 ///
 /// A ULA LAN (the usual case, and the testbed's) is NATed66 to
@@ -67,7 +75,12 @@ pub fn render6(cfg: &Config, r: &Rgw64Config) -> String {
         "add table ip6 {t}
          add counter ip6 {t} {COUNTER_FORWARD6_DROP}
          add set ip6 {t} {SET_HOSTS6} {{ type ipv6_addr; }}
-         {hosts}         add chain ip6 {t} srcnat {{ type nat hook postrouting priority srcnat; policy accept; }}
+         add map ip6 {t} {MAP_PINHOLES6} {{ type ipv6_addr . inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service; flags timeout; }}
+         flush map ip6 {t} {MAP_PINHOLES6}
+         {hosts}         add chain ip6 {t} dstnat {{ type nat hook prerouting priority dstnat; policy accept; }}
+         flush chain ip6 {t} dstnat
+         add rule ip6 {t} dstnat iifname \"{wan}\" meta l4proto {{ tcp, udp }} dnat ip6 to ip6 saddr . meta l4proto . ip6 daddr . th dport map @{MAP_PINHOLES6}
+         add chain ip6 {t} srcnat {{ type nat hook postrouting priority srcnat; policy accept; }}
          flush chain ip6 {t} srcnat
          add rule ip6 {t} srcnat oifname \"{wan}\" ip6 saddr {nat66} snat to {wan6}
          add chain ip6 {t} forward {{ type filter hook forward priority filter; policy accept; }}
@@ -75,10 +88,12 @@ pub fn render6(cfg: &Config, r: &Rgw64Config) -> String {
          add rule ip6 {t} forward ct state established,related accept
          add rule ip6 {t} forward ct state invalid drop
          add rule ip6 {t} forward iifname \"{wan}\" oifname \"{lan}\" ip6 daddr @{SET_HOSTS6} accept
+         add rule ip6 {t} forward iifname \"{wan}\" oifname \"{tun}\" ct status dnat accept
          add rule ip6 {t} forward iifname \"{wan}\" counter name {COUNTER_FORWARD6_DROP} drop
 ",
         hosts = render_hosts6(cfg),
         wan6 = r.wan_address6,
+        tun = r.tun,
     )
 }
 
