@@ -155,7 +155,8 @@ def curl_session(topo, url: str, mode_args, local: pathlib.Path, srv_log: pathli
             told = re.findall(r"^[<>] .*$", cp.stderr, re.M)
             raise AssertionError(
                 f"curl {what} failed ({cp.returncode}): {cp.stderr.strip().splitlines()[-1:]}\n"
-                f"--- curl's control dialogue (first and last lines) ---\n" + "\n".join(told[:8] + ["..."] + told[-8:]) +
+                "--- curl's control dialogue (first and last lines) ---\n"
+                + "\n".join(told[:8] + ["..."] + told[-8:]) +
                 f"\n--- what the server got and answered ---\n"
                 f"{server_dialogue(srv_log.read_text(errors='replace'))}")
     return out
