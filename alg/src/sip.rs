@@ -36,7 +36,9 @@
 //! ([`FlowAddrs::private_v6`]) its IPv6 reference `[v6]` is replaced like its
 //! IPv4 address (by the public IPv4), SDP `IN IP6 <v6>` becomes
 //! `IN IP4 <public>` with the media pinholes to its proxy IPv4, and the
-//! public → private mapping gives `[v6]` back.
+//! public → private mapping gives `[v6]` back; the IPv4 peer's own address
+//! in its Contact and route headers becomes `[prefix64::peer]`, so the host
+//! can send in-dialog requests there.
 //!
 //! RGW64 NAT46: for a private IPv4 host talking to an IPv6-only peer through
 //! the peer's proxy IPv4 ([`FlowAddrs::nat46`]) the host's IPv4 becomes the
@@ -236,15 +238,24 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
         // Only the topmost Via value is this host's (§18.1.2).
         text::via_top_edit(buf, via.value.clone(), public, &private, &mut edits);
     }
-    if let Some((peer6, _, _)) = flow.nat46() {
-        // NAT46: the IPv4 host cannot send in-dialog requests to the peer's
-        // IPv6 Contact or route set: they get the peer's proxy IPv4.
-        let peer4 = flow.peer.ip().to_string().into_bytes();
+    // Across families the private UA cannot send in-dialog requests to the
+    // peer's Contact or route set as written: NAT46, the IPv4 host gets the
+    // IPv6 peer's proxy IPv4; an IPv6-only host gets the IPv4 peer's
+    // `[prefix64::a.b.c.d]`.
+    let peer_map = match (flow.nat46(), flow.private_v6.and(flow.prefix64)) {
+        (Some((peer6, _, _)), _) => Some((IpAddr::V6(peer6), flow.peer.ip().to_string())),
+        (None, Some(prefix)) => Some((
+            IpAddr::V4(*flow.peer.ip()),
+            format!("[{}]", crate::embed_v4(prefix, *flow.peer.ip())),
+        )),
+        (None, None) => None,
+    };
+    if let Some((from, to)) = peer_map {
         for h in &msg.headers {
             if let Some(Name::Contact | Name::Route | Name::RecordRoute) =
                 canonical_name(h.name_bytes(buf))
             {
-                text::uri_host_edits(buf, h.value.clone(), peer6, &peer4, &mut edits);
+                text::uri_host_edits(buf, h.value.clone(), from, to.as_bytes(), &mut edits);
             }
         }
     }
@@ -1428,6 +1439,19 @@ mod tests {
         );
         assert!(out.contains("c=IN IP6 fd64:64::c633:6407\r\n"), "{out}");
         assert!(out.contains("m=audio 18000 RTP/AVP 8\r\n"), "{out}");
+        // The IPv4 peer's Contact: reachable for the IPv6-only host through prefix64.
+        let contact = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-1-1-0\r\nContact: <sip:198.51.100.7:5070;transport=UDP>\r\nRecord-Route: <sip:198.51.100.9;lr>\r\nContent-Length: 0\r\n\r\n";
+        let r = rw().rewrite(contact, Direction::FromPublic, &flow, &mut OffsetPorts(0));
+        let out = String::from_utf8_lossy(&output(&r.outcome, contact)).into_owned();
+        assert!(
+            out.contains("Contact: <sip:[fd64:64::c633:6407]:5070;transport=UDP>\r\n"),
+            "{out}"
+        );
+        // Another host's address is not the peer's: left.
+        assert!(
+            out.contains("Record-Route: <sip:198.51.100.9;lr>\r\n"),
+            "{out}"
+        );
         assert!(r.pinholes.is_empty());
         content_length_matches(out.as_bytes());
         flow.prefix64 = None;

@@ -21,7 +21,11 @@ IPv6 address from the translator's binding and the /96 prefix64.
   SIP 6->4  sipp -6 on hostc calls sipp on web: [hostc] in Via/Contact and
             `c=IN IP6 <hostc>` become the service address / `IN IP4`, the
             answer's `IN IP4 web` becomes `IN IP6 prefix64::web`.
-  SIP 4->6  sipp on cli calls sipp -6 on hostc through udp5060.hostc.gwa.demo.
+  SIP 4->6  sipp on cli calls sipp -6 on hostc through udp5060.hostc.gwa.demo
+            (tcp5060.hostc.gwa.demo over TCP).
+  Both SIP tests run over UDP and over TCP (sipp -t u1 / -t t1: one
+  connection carrying every call, so the ALG rewrites inside a TCP stream
+  and the gateway adjusts its sequence numbers; the RTP is UDP either way).
 
 Every test checks the bytes on both ends (sha256 of every file; RTP counted
 with tcpdump at both ends) and what each side was told (server and sipp
@@ -501,9 +505,43 @@ def assert_media(per_port: dict, where: str):
         f"RTP at {where}: {len(per_port)} streams (want {SIP_CALLS}) of {RTP_PER_CALL} packets; {per_port}"
 
 
-def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
+SIPP_TRANSPORT = {"udp": "u1", "tcp": "t1"}
+
+
+def wait_listening(netns: str, transport: str, port: int, timeout: float = 10):
+    """Until a socket of the sipp UAS listens (TCP) or is bound (UDP) on port."""
+    flag = "-t" if transport == "tcp" else "-u"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if nsrun(netns, ["ss", "-Hln", flag, f"sport = :{port}"], timeout=10).stdout.strip():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {transport}/{port} in {netns} after {timeout}s")
+
+
+def sipp_stats(path: pathlib.Path) -> dict:
+    lines = path.read_text().splitlines() if path.exists() else []
+    assert len(lines) >= 2, f"sipp wrote no statistics to {path}"
+    head, last = lines[0].split(";"), lines[-1].split(";")
+    return {k: last[i] for i, k in enumerate(head) if i < len(last)}
+
+
+def assert_tcp_rewritten(rgw, transport: str, role: str):
+    """Over TCP: the ALG's SIP flow of hostc (its proxy IPv4) carried the
+    calls and shifted hostc's stream (the addresses change length), so every
+    later segment of the connection needed its sequence numbers adjusted."""
+    if transport != "tcp":
+        return
+    flows = [f for f in rgw.status()["alg"]["flows"]
+             if (f["protocol"], f["transport"], f["role"]) == ("sip", "tcp", role)
+             and f["private"].startswith(HOSTC_PROXY4 + ":")]
+    assert flows and all(f["rewrites"] > 0 and f["offset_from_private"] != 0 for f in flows), flows
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs, transport):
     """sipp -6 on hostc calls sipp on web (IPv4 only) through the translator:
-    SIP_CALLS calls over UDP, none failed, RTP both ways. The callee's RTP
+    SIP_CALLS calls over UDP or TCP, none failed, RTP both ways. The callee's RTP
     goes to the address of the caller's SDP: `c=IN IP6 <hostc>` is useless to
     it, the ALG makes it `c=IN IP4 <service address>` with pinholes to
     hostc's proxy IPv4."""
@@ -519,15 +557,16 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
                                        work / "uac-rx.pcap", "udp and dst portrange 26000-26999"],
                           work / "tcpdump-hc.log", "listening on")
     del cap_uas, cap_uac
+    t = SIPP_TRANSPORT[transport]
     uas_log = work / "uas.log"
     procs.start(topo.NS_WEB, ["/bin/sh", "-c", (
-        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {WEB_IP} -p 5060 -mp 28000 -t u1 -nostdin "
+        f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {WEB_IP} -p 5060 -mp 28000 -t {t} -nostdin "
         f"-m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err -error_file uas_err.log "
         f"-trace_msg -message_file uas_msg.log")], uas_log, "sipp-uas-start")
-    time.sleep(1.0)
+    wait_listening(topo.NS_WEB, transport, 5060)
     target = f"[fd64:64::{WEB_IP}]"
     cp = nsrun(topo.NS_HC, ["/bin/sh", "-c", sh + (
-        f"sipp -sf uac_rtp.xml {target}:5060 -i {topo.HC_IP6} -p 5062 -mp 26000 -t u1 -nostdin "
+        f"sipp -sf uac_rtp.xml {target}:5060 -i {topo.HC_IP6} -p 5062 -mp 26000 -t {t} -nostdin "
         f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 "
         f"-trace_stat -stf uac_stat.csv -trace_err -error_file uac_err.log -trace_msg -message_file uac_msg.log")],
                timeout=90)
@@ -535,12 +574,16 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
     msgs = (work / "uas_msg.log").read_text(errors="replace") if (work / "uas_msg.log").exists() else ""
     assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode}:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
                                 f"--- errors ---\n{err}\n--- UAS messages ---\n{msgs[-3000:]}")
+    stats = sipp_stats(work / "uac_stat.csv")
+    assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(SIP_CALLS), "0"), stats
+    assert_tcp_rewritten(gw64, transport, "outbound")
     time.sleep(1.0)
     procs.stop_all()
     at_uas = rtp_per_port(work / "uas-rx.pcap")
     at_uac = rtp_per_port(work / "uac-rx.pcap")
     # What the IPv4 callee was offered: IPv4 only, the gateway's service address.
     assert "INVITE sip:" in msgs, msgs[-2000:]
+    assert f"Via: SIP/2.0/{transport.upper()} " in msgs, msgs[:3000]
     assert f"c=IN IP4 {GW}" in msgs and "IN IP6" not in msgs, msgs[:3000]
     # Where the callee routes back: the service address, never hostc's IPv6
     # (From/Call-ID are identities and keep it).
@@ -560,13 +603,15 @@ def test_sip_ipv6_uac_calls_ipv4_uas(gw64, topo, work, procs):
 # ------------------------------------------------------------------ SIP 4 -> 6
 
 
-def test_sip_public_ipv4_uac_calls_ipv6_only_uas(gw64, topo, work, procs):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sip_public_ipv4_uac_calls_ipv6_only_uas(gw64, topo, work, procs, transport):
     """sipp on the public cli (IPv4) calls sipp -6 on hostc through a Circular
-    Pool reservation (udp5060.hostc.gwa.demo): the INVITE's request-URI and
+    Pool reservation (udp5060.hostc.gwa.demo, over TCP tcp5060.hostc.gwa.demo,
+    both built-in SFQDNs): the INVITE's request-URI and
     `c=IN IP4 <cli>` reach hostc as its own `[IPv6]` and
     `IN IP6 prefix64::cli`; hostc's answer `c=IN IP6 <hostc>` reaches cli as
     `IN IP4 <pool address>`, with media pinholes (and SNAT) to hostc's proxy
-    IPv4. SIP_CALLS calls, none failed, RTP both ways."""
+    IPv4. SIP_CALLS calls over UDP or TCP, none failed, RTP both ways."""
     for f in ("uac_rtp.xml", "uas_rtp.xml"):
         shutil.copy(PEERS / "sip" / f, work / f)
     subprocess.run([PY, str(PEERS / "rtp_pcap.py"), str(work / "rtp.pcap"), str(RTP_PER_CALL)], check=True)
@@ -575,14 +620,15 @@ def test_sip_public_ipv4_uac_calls_ipv6_only_uas(gw64, topo, work, procs):
                              "udp and dst portrange 28000-28999"], work / "tcpdump-hc.log", "listening on")
     procs.start(topo.NS_CLI, ["tcpdump", "-i", "eth0", "-n", "-U", "-Z", "root", "-w", work / "uac-rx.pcap",
                               "udp and dst portrange 26000-26999"], work / "tcpdump-cli.log", "listening on")
+    t = SIPP_TRANSPORT[transport]
     procs.start(topo.NS_HC, ["/bin/sh", "-c", (
         f"cd {work} && echo sipp-uas-start && exec sipp -sf uas_rtp.xml -i {topo.HC_IP6} -p 5060 -mp 28000 "
-        f"-t u1 -nostdin -m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err "
+        f"-t {t} -nostdin -m {SIP_CALLS} -timeout 120s -trace_stat -stf uas_stat.csv -trace_err "
         f"-error_file uas_err.log -trace_msg -message_file uas_msg.log")], work / "uas.log", "sipp-uas-start")
-    time.sleep(1.0)
-    r = reserve(topo, "udp5060.hostc.gwa.demo")
+    wait_listening(topo.NS_HC, transport, 5060)
+    r = reserve(topo, f"{transport}5060.hostc.gwa.demo")
     cp = nsrun(topo.NS_CLI, ["/bin/sh", "-c", (
-        f"cd {work} && exec sipp -sf uac_rtp.xml {r}:5060 -i {topo.CLI_IP} -p 5060 -mp 26000 -t u1 -nostdin "
+        f"cd {work} && exec sipp -sf uac_rtp.xml {r}:5060 -i {topo.CLI_IP} -p 5060 -mp 26000 -t {t} -nostdin "
         f"-m {SIP_CALLS} -r 5 -l {SIP_CALLS} -timeout 60s -timeout_error -max_retrans 5 -trace_stat "
         f"-stf uac_stat.csv -trace_err -error_file uac_err.log -trace_msg -message_file uac_msg.log")],
         timeout=90)
@@ -590,12 +636,16 @@ def test_sip_public_ipv4_uac_calls_ipv6_only_uas(gw64, topo, work, procs):
     uas_msgs = (work / "uas_msg.log").read_text(errors="replace") if (work / "uas_msg.log").exists() else ""
     assert cp.returncode == 0, (f"sipp UAC exit {cp.returncode}:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
                                 f"--- errors ---\n{err}\n--- UAS messages ---\n{uas_msgs[-3000:]}")
+    stats = sipp_stats(work / "uac_stat.csv")
+    assert (stats["SuccessfulCall(C)"], stats["FailedCall(C)"]) == (str(SIP_CALLS), "0"), stats
+    assert_tcp_rewritten(gw64, transport, "inbound")
     time.sleep(1.0)
     procs.stop_all()
     uac_msgs = (work / "uac_msg.log").read_text(errors="replace")
     # The IPv6 callee was offered the caller's media through prefix64 and
     # addressed as itself.
     assert f"INVITE sip:service@[{topo.HC_IP6}]:5060" in uas_msgs, uas_msgs[:3000]
+    assert f"Via: SIP/2.0/{transport.upper()} " in uas_msgs, uas_msgs[:3000]
     assert f"c=IN IP6 {embed(topo.CLI_IP)}\n" in uas_msgs, uas_msgs[:3000]
     # The IPv4 caller was answered with the pool address, never an IPv6 one.
     assert f"c=IN IP4 {r}" in uac_msgs and "IN IP6" not in uac_msgs and topo.HC_IP6 not in uac_msgs, \
