@@ -139,6 +139,14 @@ impl FlowContext for Ctx<'_> {
         transport: Transport,
         role: Role,
     ) -> Option<Ipv4Addr> {
+        // NAT46 (an IPv6-only peer behind its proxy IPv4): the flow went out
+        // through the translator, whichever side spoke first after the
+        // engine forgot it (e.g. the server's request on an idle SIP flow);
+        // the IPv4 public address only names the flow, the peer sees
+        // `public_v6`.
+        if self.peer_v6(*peer.ip()).is_some() {
+            return Some(self.cfg.wan.service_address);
+        }
         match role {
             // Outbound flows leave through the SNAT to the service address.
             Role::PrivateClient => Some(self.cfg.wan.service_address),
