@@ -53,7 +53,6 @@
 //!   partial line passes unchanged at once.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use crate::{
     Direction, FlowAddrs, MessageResult, Outcome, Pinhole, Pinhole6, PortAlloc, Rewriter, Role,
@@ -62,10 +61,6 @@ use crate::{
 
 /// Longest partial line worth holding (a PORT or 227 line is < 100 bytes).
 pub const MAX_LINE: usize = 512;
-
-/// Default lifetime of a data connection pinhole (the engine overrides it
-/// with its configuration).
-pub const DATA_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Rewrites PORT/EPRT commands and 227/229 replies of the private host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,22 +199,12 @@ fn find_epsv_port(s: &[u8]) -> Option<(usize, usize, u16)> {
     None
 }
 
+/// A data connection pinhole (its lifetime is the engine's to set).
 fn pinhole(flow: &FlowAddrs, public_port: u16, private_port: u16) -> Pinhole {
     Pinhole {
-        peer: *flow.peer.ip(),
-        transport: Transport::Tcp,
-        public_addr: flow.public,
-        public_port,
-        private_addr: *flow.private.ip(),
-        private_port,
-        lifetime: DATA_LIFETIME,
-        snat: false,
         // NAT46: the IPv6 server connects to our IPv6 address.
-        v6: flow.nat46().map(|(peer, public, prefix)| Pinhole6 {
-            peer,
-            public_addr: public,
-            private_addr: crate::embed_v4(prefix, *flow.private.ip()),
-        }),
+        v6: Pinhole6::nat46(flow),
+        ..Pinhole::new(flow, Transport::Tcp, public_port, private_port)
     }
 }
 
@@ -612,6 +597,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::SocketAddrV4;
+    use std::time::Duration;
 
     /// Identity mapping except for ports listed in `taken`, which move up by
     /// 1000; counts calls.
@@ -685,7 +671,7 @@ mod tests {
                 public_port: 40986,
                 private_addr: Ipv4Addr::new(192, 168, 0, 101),
                 private_port: 40986,
-                lifetime: DATA_LIFETIME,
+                lifetime: Duration::ZERO,
                 snat: false,
                 v6: None,
             }]
@@ -749,7 +735,7 @@ mod tests {
                 public_port: 41234,
                 private_addr: Ipv4Addr::new(10, 64, 0, 1),
                 private_port: 41234,
-                lifetime: DATA_LIFETIME,
+                lifetime: Duration::ZERO,
                 snat: false,
                 v6: None,
             }]
@@ -814,7 +800,7 @@ mod tests {
             public_port: 40986,
             private_addr: Ipv4Addr::new(192, 168, 0, 101),
             private_port: 40986,
-            lifetime: DATA_LIFETIME,
+            lifetime: Duration::ZERO,
             snat: false,
             v6: Some(Pinhole6 {
                 peer: "2001:db8:0:113::80".parse().unwrap(),
@@ -1035,7 +1021,7 @@ mod tests {
                 public_port: 30001,
                 private_addr: Ipv4Addr::new(10, 64, 0, 1),
                 private_port: 30001,
-                lifetime: DATA_LIFETIME,
+                lifetime: Duration::ZERO,
                 snat: false,
                 v6: None,
             }]

@@ -25,7 +25,6 @@
 //! no body (RFC 2326 §12.14).
 
 use std::ops::Range;
-use std::time::Duration;
 
 use crate::sdp::{self, SdpPolicy};
 use crate::sip::text::{self, Edits, Framing, Syntax};
@@ -33,24 +32,9 @@ use crate::{
     Direction, FlowAddrs, MessageResult, Outcome, Pinhole, PortAlloc, Rewriter, Role, Transport,
 };
 
-/// Default lifetime of the pinholes opened by a SETUP: the client starts
-/// PLAY right after SETUP.
-pub const DEFAULT_MEDIA_LIFETIME: Duration = Duration::from_secs(120);
-
 /// Rewrites RTSP messages on a TCP stream.
-#[derive(Debug, Clone)]
-pub struct RtspRewriter {
-    /// Lifetime of the RTP/RTCP pinholes opened from `Transport` headers.
-    pub media_lifetime: Duration,
-}
-
-impl Default for RtspRewriter {
-    fn default() -> Self {
-        RtspRewriter {
-            media_lifetime: DEFAULT_MEDIA_LIFETIME,
-        }
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RtspRewriter;
 
 const RTSP_SYNTAX: Syntax = Syntax {
     version: b"RTSP/",
@@ -168,7 +152,6 @@ impl RtspRewriter {
         if is_sdp && !body.is_empty() {
             let policy = SdpPolicy {
                 media_pinholes: false,
-                lifetime: self.media_lifetime,
             };
             let sdp = sdp::rewrite(body, flow, ports, &policy).map_err(|_| NoPort)?;
             if let Some(new_body) = sdp.body {
@@ -199,15 +182,8 @@ impl RtspRewriter {
         let mut open = |port: u16, pinholes: &mut Vec<Pinhole>| -> Result<u16, NoPort> {
             let public_port = ports.public_port(Transport::Udp, port).ok_or(NoPort)?;
             let p = Pinhole {
-                peer: *flow.peer.ip(),
-                transport: Transport::Udp,
-                public_addr: flow.public,
-                public_port,
-                private_addr: private,
-                private_port: port,
-                lifetime: self.media_lifetime,
                 snat: flow.role == Role::PrivateServer,
-                v6: None,
+                ..Pinhole::new(flow, Transport::Udp, public_port, port)
             };
             if !pinholes.contains(&p) {
                 pinholes.push(p);
@@ -613,7 +589,7 @@ mod tests {
     .as_bytes();
 
     fn rw() -> RtspRewriter {
-        RtspRewriter::default()
+        RtspRewriter
     }
 
     fn client_flow() -> FlowAddrs {
@@ -626,17 +602,7 @@ mod tests {
 
     fn pinholes(list: &[(u16, u16)], snat: bool) -> Vec<Pinhole> {
         list.iter()
-            .map(|&(public_port, private_port)| Pinhole {
-                peer: PEER,
-                transport: Transport::Udp,
-                public_addr: PUBLIC,
-                public_port,
-                private_addr: PRIVATE,
-                private_port,
-                lifetime: DEFAULT_MEDIA_LIFETIME,
-                snat,
-                v6: None,
-            })
+            .map(|&(public_port, private_port)| media_pinhole(public_port, private_port, snat))
             .collect()
     }
 

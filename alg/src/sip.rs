@@ -56,31 +56,15 @@
 //! signalling flow's own mapping).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use crate::sdp::{self, SdpPolicy};
 use crate::{Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Rewriter, Transport};
 
 use text::{Edits, Framing, Syntax};
 
-/// Default lifetime of the media pinholes a SIP message opens: long enough
-/// for the answer and the first RTP packets of a ringing call.
-pub const DEFAULT_MEDIA_LIFETIME: Duration = Duration::from_secs(180);
-
 /// Rewrites SIP requests and responses (UDP datagrams or TCP stream slices).
-#[derive(Debug, Clone)]
-pub struct SipRewriter {
-    /// Lifetime of the RTP/RTCP pinholes opened from SDP bodies.
-    pub media_lifetime: Duration,
-}
-
-impl Default for SipRewriter {
-    fn default() -> Self {
-        SipRewriter {
-            media_lifetime: DEFAULT_MEDIA_LIFETIME,
-        }
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SipRewriter;
 
 const SIP_SYNTAX: Syntax = Syntax {
     version: b"SIP/",
@@ -200,7 +184,6 @@ impl SipRewriter {
         if is_sdp && !body.is_empty() {
             let policy = SdpPolicy {
                 media_pinholes: true,
-                lifetime: self.media_lifetime,
             };
             let sdp = sdp::rewrite(body, flow, ports, &policy).ok()?;
             pinholes.extend(sdp.pinholes);
@@ -861,8 +844,9 @@ pub(crate) mod text {
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
 
-    use crate::{Direction, FlowAddrs, Outcome, PortAlloc, Rewriter, Role, Transport};
+    use crate::{Direction, FlowAddrs, Outcome, Pinhole, PortAlloc, Rewriter, Role, Transport};
 
     pub const PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
     pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -902,6 +886,23 @@ pub(crate) mod testutil {
                     .find(|(p, _)| *p == private_port)
                     .map_or(private_port, |(_, q)| *q),
             )
+        }
+    }
+
+    /// The media pinhole a rewriter asks for: UDP from the peer to
+    /// `PUBLIC:public_port`, towards `PRIVATE:private_port`, its lifetime
+    /// left to the engine.
+    pub fn media_pinhole(public_port: u16, private_port: u16, snat: bool) -> Pinhole {
+        Pinhole {
+            peer: PEER,
+            transport: Transport::Udp,
+            public_addr: PUBLIC,
+            public_port,
+            private_addr: PRIVATE,
+            private_port,
+            lifetime: Duration::ZERO,
+            snat,
+            v6: None,
         }
     }
 
@@ -1259,21 +1260,7 @@ mod tests {
     .as_bytes();
 
     fn rw() -> SipRewriter {
-        SipRewriter::default()
-    }
-
-    fn pinhole(public_port: u16, private_port: u16, snat: bool) -> Pinhole {
-        Pinhole {
-            peer: PEER,
-            transport: Transport::Udp,
-            public_addr: PUBLIC,
-            public_port,
-            private_addr: PRIVATE,
-            private_port,
-            lifetime: DEFAULT_MEDIA_LIFETIME,
-            snat,
-            v6: None,
-        }
+        SipRewriter
     }
 
     fn content_length_matches(msg: &[u8]) {
@@ -1330,7 +1317,10 @@ mod tests {
         content_length_matches(INVITE_REWRITTEN);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+            vec![
+                media_pinhole(36000, 6000, false),
+                media_pinhole(36001, 6001, false)
+            ]
         );
     }
 
@@ -1399,7 +1389,10 @@ mod tests {
         // Media pinholes lead to the proxy IPv4 (the translator does the rest).
         assert_eq!(
             r.pinholes,
-            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+            vec![
+                media_pinhole(36000, 6000, false),
+                media_pinhole(36001, 6001, false)
+            ]
         );
         // The response's top Via and an incoming request-URI come back as
         // the host's IPv6 reference.
@@ -1506,7 +1499,7 @@ mod tests {
             .iter()
             .map(|&(public_port, private_port)| Pinhole {
                 v6: v6.clone(),
-                ..pinhole(public_port, private_port, false)
+                ..media_pinhole(public_port, private_port, false)
             })
             .collect();
         assert_eq!(r.pinholes, want);
@@ -1583,7 +1576,10 @@ mod tests {
         content_length_matches(&out);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(6000, 6000, false), pinhole(6001, 6001, false)]
+            vec![
+                media_pinhole(6000, 6000, false),
+                media_pinhole(6001, 6001, false)
+            ]
         );
     }
 
@@ -1719,7 +1715,10 @@ mod tests {
         content_length_matches(&out);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(41000, 6000, true), pinhole(41001, 6001, true)]
+            vec![
+                media_pinhole(41000, 6000, true),
+                media_pinhole(41001, 6001, true)
+            ]
         );
 
         let r = rw().rewrite(UAS_180_PRIVATE, Direction::FromPrivate, &flow, &mut NoPorts);
