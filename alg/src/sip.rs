@@ -60,7 +60,7 @@ use std::net::IpAddr;
 use crate::sdp::{self, SdpPolicy};
 use crate::{Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Rewriter, Transport};
 
-use text::{Edits, Framing, Syntax};
+use text::{Edits, Syntax};
 
 /// Rewrites SIP requests and responses (UDP datagrams or TCP stream slices).
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,113 +89,84 @@ impl Rewriter for SipRewriter {
             return text::result(Outcome::Unchanged, buf.len());
         }
         // §7.5: CRLFs before the start line are ignored (kept verbatim here).
-        let msg_buf = buf.get(lead..).unwrap_or_default();
-        let msg = match text::frame(msg_buf, &SIP_SYNTAX, stream) {
-            Framing::Message(m) => m,
-            Framing::Incomplete => return text::result(Outcome::Incomplete, 0),
-            Framing::Malformed { skip } => {
-                return text::result(Outcome::Malformed, if stream { skip } else { buf.len() })
-            }
+        let msg = match text::frame_at(buf, lead, &SIP_SYNTAX, stream) {
+            Ok(m) => m,
+            Err(r) => return r,
         };
-        let consumed = lead + msg.end;
+        let msg_buf = buf.get(lead..).unwrap_or_default();
         let mut pinholes = Vec::new();
         let edits = match dir {
             Direction::FromPrivate => {
-                match self.private_to_public(msg_buf, &msg, flow, ports, &mut pinholes) {
+                match private_to_public(msg_buf, &msg, flow, ports, &mut pinholes) {
                     Some(e) => e,
                     // No public port for a media stream: the message passes
                     // unchanged (see PortAlloc) and opens nothing.
-                    None => return text::result(Outcome::Unchanged, consumed),
+                    None => return text::result(Outcome::Unchanged, lead + msg.end),
                 }
             }
             Direction::FromPublic => public_to_private(msg_buf, &msg, flow),
         };
-        if edits.is_empty() {
-            return MessageResult {
-                outcome: Outcome::Unchanged,
-                consumed,
-                pinholes,
-            };
-        }
-        let mut out = Vec::with_capacity(consumed + 64);
-        out.extend_from_slice(buf.get(..lead).unwrap_or_default());
-        out.extend_from_slice(&edits.apply(msg_buf.get(..msg.end).unwrap_or_default()));
-        MessageResult {
-            outcome: Outcome::Rewritten(out),
-            consumed,
-            pinholes,
-        }
+        text::edited(buf, lead, &msg, edits, pinholes)
     }
 }
 
-impl SipRewriter {
-    /// Private → public. `None` when a media port could not be allocated.
-    fn private_to_public(
-        &self,
-        buf: &[u8],
-        msg: &text::Message,
-        flow: &FlowAddrs,
-        ports: &mut dyn PortAlloc,
-        pinholes: &mut Vec<crate::Pinhole>,
-    ) -> Option<Edits> {
-        let private = *flow.private.ip();
-        let public = match flow.nat46() {
-            // RGW64 NAT46: the IPv6 peer gets our IPv6 reference.
-            Some((_, public6, _)) => format!("[{public6}]").into_bytes(),
-            None => flow.public.to_string().into_bytes(),
-        };
-        let mut edits = Edits::default();
-        // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
-        // the IPv4 peer gets the public IPv4 in its place.
-        let privates: Vec<IpAddr> = std::iter::once(IpAddr::V4(private))
-            .chain(flow.private_v6.map(IpAddr::V6))
-            .collect();
-        if let Some(uri) = msg.request_uri(buf) {
-            for &p in &privates {
-                text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
-            }
-            if let Some((peer6, _, _)) = flow.nat46() {
-                // NAT46: a request addressed to the peer's proxy IPv4 reaches
-                // it addressed to itself.
-                let to = format!("[{peer6}]").into_bytes();
-                text::uri_host_edits(buf, uri, *flow.peer.ip(), &to, &mut edits);
-            }
+/// Private → public. `None` when a media port could not be allocated.
+fn private_to_public(
+    buf: &[u8],
+    msg: &text::Message,
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    pinholes: &mut Vec<crate::Pinhole>,
+) -> Option<Edits> {
+    let private = *flow.private.ip();
+    let public = match flow.nat46() {
+        // RGW64 NAT46: the IPv6 peer gets our IPv6 reference.
+        Some((_, public6, _)) => format!("[{public6}]").into_bytes(),
+        None => flow.public.to_string().into_bytes(),
+    };
+    let mut edits = Edits::default();
+    // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
+    // the IPv4 peer gets the public IPv4 in its place.
+    let privates: Vec<IpAddr> = std::iter::once(IpAddr::V4(private))
+        .chain(flow.private_v6.map(IpAddr::V6))
+        .collect();
+    if let Some(uri) = msg.request_uri(buf) {
+        for &p in &privates {
+            text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
         }
-        let mut is_sdp = false;
-        let mut content_length = None;
-        for h in &msg.headers {
-            match canonical_name(h.name_bytes(buf)) {
-                Some(Name::Via) => {
-                    for &p in &privates {
-                        text::via_edits(buf, h.value.clone(), p, &public, &mut edits)
-                    }
-                }
-                Some(Name::Contact | Name::Route | Name::RecordRoute) => {
-                    for &p in &privates {
-                        text::uri_host_edits(buf, h.value.clone(), p, &public, &mut edits)
-                    }
-                }
-                Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
-                Some(Name::ContentLength) => content_length = Some(h.value.clone()),
-                None => {}
-            }
+        if let Some((peer6, _, _)) = flow.nat46() {
+            // NAT46: a request addressed to the peer's proxy IPv4 reaches
+            // it addressed to itself.
+            let to = format!("[{peer6}]").into_bytes();
+            text::uri_host_edits(buf, uri, *flow.peer.ip(), &to, &mut edits);
         }
-        let body = buf.get(msg.body.clone()).unwrap_or_default();
-        if is_sdp && !body.is_empty() {
-            let policy = SdpPolicy {
-                media_pinholes: true,
-            };
-            let sdp = sdp::rewrite(body, flow, ports, &policy).ok()?;
-            pinholes.extend(sdp.pinholes);
-            if let Some(new_body) = sdp.body {
-                if let Some(cl) = content_length {
-                    edits.replace(cl, new_body.len().to_string().into_bytes());
-                }
-                edits.replace(msg.body.clone(), new_body);
-            }
-        }
-        Some(edits)
     }
+    for h in &msg.headers {
+        match canonical_name(h.name_bytes(buf)) {
+            Some(Name::Via) => {
+                for &p in &privates {
+                    text::via_edits(buf, h.value.clone(), p, &public, &mut edits)
+                }
+            }
+            Some(Name::Contact | Name::Route | Name::RecordRoute) => {
+                for &p in &privates {
+                    text::uri_host_edits(buf, h.value.clone(), p, &public, &mut edits)
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(body) = msg.sdp_body(buf).filter(|b| !b.is_empty()) {
+        let policy = SdpPolicy {
+            media_pinholes: true,
+        };
+        let sdp = sdp::rewrite(body, flow, ports, &policy).ok()?;
+        pinholes.extend(sdp.pinholes);
+        if let Some(new_body) = sdp.body {
+            edits.replace_body(msg, new_body);
+        }
+    }
+    Some(edits)
 }
 
 /// Public → private where the private UA checks its own address.
@@ -246,25 +217,12 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
     // addresses; it gets their prefix64 forms (see [`sdp::to_ipv6`]).
     // NAT46: the IPv4 host gets the IPv6 peer's proxy IPv4 ([`sdp::to_ipv4`]).
     if flow.private_v6.is_some() || flow.nat46().is_some() {
-        let mut is_sdp = false;
-        let mut content_length = None;
-        for h in &msg.headers {
-            match canonical_name(h.name_bytes(buf)) {
-                Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
-                Some(Name::ContentLength) => content_length = Some(h.value.clone()),
-                _ => {}
-            }
-        }
-        let body = buf.get(msg.body.clone()).unwrap_or_default();
         let convert = |b: &[u8]| match flow.private_v6 {
             Some(_) => sdp::to_ipv6(b, flow),
             None => sdp::to_ipv4(b, flow),
         };
-        if let Some(new_body) = is_sdp.then(|| convert(body)).flatten() {
-            if let Some(cl) = content_length {
-                edits.replace(cl, new_body.len().to_string().into_bytes());
-            }
-            edits.replace(msg.body.clone(), new_body);
+        if let Some(new_body) = msg.sdp_body(buf).and_then(convert) {
+            edits.replace_body(msg, new_body);
         }
     }
     edits
@@ -276,8 +234,6 @@ enum Name {
     Contact,
     Route,
     RecordRoute,
-    ContentType,
-    ContentLength,
 }
 
 /// The headers this rewriter cares about, in long or compact form (§7.3.3).
@@ -289,10 +245,6 @@ fn canonical_name(name: &[u8]) -> Option<Name> {
         (b"m", Name::Contact),
         (b"route", Name::Route),
         (b"record-route", Name::RecordRoute),
-        (b"content-type", Name::ContentType),
-        (b"c", Name::ContentType),
-        (b"content-length", Name::ContentLength),
-        (b"l", Name::ContentLength),
     ];
     NAMES
         .iter()
@@ -307,7 +259,7 @@ pub(crate) mod text {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::ops::Range;
 
-    use crate::{MessageResult, Outcome};
+    use crate::{MessageResult, Outcome, Pinhole};
 
     /// A header block larger than this on a stream is not waited for.
     pub const MAX_HEAD: usize = 64 * 1024;
@@ -319,6 +271,53 @@ pub(crate) mod text {
             outcome,
             consumed,
             pinholes: Vec::new(),
+        }
+    }
+
+    /// Frames the message that starts `lead` bytes into `buf` (after CRLFs
+    /// kept verbatim), or gives the result when there is none: wait for
+    /// more bytes, or skip a malformed message (on a stream as far as
+    /// [`frame`] says, a datagram whole).
+    pub fn frame_at(
+        buf: &[u8],
+        lead: usize,
+        syntax: &Syntax,
+        stream: bool,
+    ) -> Result<Message, MessageResult> {
+        match frame(buf.get(lead..).unwrap_or_default(), syntax, stream) {
+            Framing::Message(m) => Ok(m),
+            Framing::Incomplete => Err(result(Outcome::Incomplete, 0)),
+            Framing::Malformed { skip } => Err(result(
+                Outcome::Malformed,
+                if stream { lead + skip } else { buf.len() },
+            )),
+        }
+    }
+
+    /// The result for `msg`, framed by [`frame_at`]: unchanged without
+    /// edits, else the `lead` bytes and the message with `edits` applied.
+    pub fn edited(
+        buf: &[u8],
+        lead: usize,
+        msg: &Message,
+        edits: Edits,
+        pinholes: Vec<Pinhole>,
+    ) -> MessageResult {
+        let consumed = lead + msg.end;
+        if edits.is_empty() {
+            return MessageResult {
+                outcome: Outcome::Unchanged,
+                consumed,
+                pinholes,
+            };
+        }
+        let mut out = Vec::with_capacity(consumed + 64);
+        out.extend_from_slice(buf.get(..lead).unwrap_or_default());
+        out.extend_from_slice(&edits.apply(buf.get(lead..consumed).unwrap_or_default()));
+        MessageResult {
+            outcome: Outcome::Rewritten(out),
+            consumed,
+            pinholes,
         }
     }
 
@@ -353,6 +352,10 @@ pub(crate) mod text {
         pub start_line: Range<usize>,
         pub is_request: bool,
         pub headers: Vec<Header>,
+        /// Value of the last `Content-Type` header (SIP: also `c`).
+        pub content_type: Option<Range<usize>>,
+        /// Value of the last `Content-Length` header (SIP: also `l`).
+        pub content_length: Option<Range<usize>>,
         pub body: Range<usize>,
         /// Bytes the message occupies.
         pub end: usize,
@@ -369,6 +372,12 @@ pub(crate) mod text {
             let last = line.iter().rposition(|&b| b == b' ')?;
             (last > first + 1)
                 .then(|| self.start_line.start + first + 1..self.start_line.start + last)
+        }
+
+        /// The body, when `Content-Type` says it is SDP (maybe empty).
+        pub fn sdp_body<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+            let content_type = buf.get(self.content_type.clone()?)?;
+            is_sdp(content_type).then(|| buf.get(self.body.clone()).unwrap_or_default())
         }
     }
 
@@ -534,13 +543,20 @@ pub(crate) mod text {
             pos = end + 1;
         }
 
-        // Content-Length (§20.14, compact `l`); conflicting values are an error.
+        // Content-Length (§20.14, compact `l`); conflicting values are an
+        // error. Content-Type (§20.15, compact `c`).
         let mut content_length: Option<usize> = None;
+        let (mut content_length_value, mut content_type) = (None, None);
         for h in &headers {
             let n = h.name_bytes(buf);
-            let is_cl = n.eq_ignore_ascii_case(b"content-length")
-                || (syntax.compact_forms && n.eq_ignore_ascii_case(b"l"));
-            if !is_cl {
+            let is = |long: &[u8], compact: &[u8]| {
+                n.eq_ignore_ascii_case(long)
+                    || (syntax.compact_forms && n.eq_ignore_ascii_case(compact))
+            };
+            if is(b"content-type", b"c") {
+                content_type = Some(h.value.clone());
+            }
+            if !is(b"content-length", b"l") {
                 continue;
             }
             match (parse_decimal(h.value_bytes(buf)), content_length) {
@@ -550,6 +566,7 @@ pub(crate) mod text {
                 }
                 (Some(v), _) => content_length = Some(v),
             }
+            content_length_value = Some(h.value.clone());
         }
 
         let available = buf.len() - body_start.min(buf.len());
@@ -573,6 +590,8 @@ pub(crate) mod text {
             start_line,
             is_request,
             headers,
+            content_type,
+            content_length: content_length_value,
             body: body_start..body_start + body_len,
             end,
         })
@@ -587,7 +606,7 @@ pub(crate) mod text {
     }
 
     /// Is this a `Content-Type` value for SDP (`application/sdp`, any params)?
-    pub fn is_sdp(value: &[u8]) -> bool {
+    fn is_sdp(value: &[u8]) -> bool {
         let media = value.split(|&b| b == b';').next().unwrap_or_default();
         media.trim_ascii().eq_ignore_ascii_case(b"application/sdp")
     }
@@ -604,6 +623,13 @@ pub(crate) mod text {
         }
         pub fn is_empty(&self) -> bool {
             self.list.is_empty()
+        }
+        /// Replace the body of `msg` and fix its `Content-Length`.
+        pub fn replace_body(&mut self, msg: &Message, body: Vec<u8>) {
+            if let Some(cl) = msg.content_length.clone() {
+                self.replace(cl, body.len().to_string().into_bytes());
+            }
+            self.replace(msg.body.clone(), body);
         }
         /// `src` with the edits applied; an edit overlapping an earlier one
         /// or out of bounds is ignored.
@@ -1813,6 +1839,43 @@ mod tests {
         assert!(s.contains("l: 136\r\n"), "{s}");
         content_length_matches(&out);
         assert_eq!(r.pinholes.len(), 2);
+    }
+
+    #[test]
+    fn framing_records_the_body_headers_by_syntax() {
+        let msg = b"ANNOUNCE rtsp://192.168.0.101/a RTSP/1.0\r\nc: text/plain\r\nl: 9\r\n\
+                    Content-Type: text/plain\r\ncontent-type: application/sdp;x=1\r\n\
+                    Content-Length: 4\r\n\r\nv=0\nrest";
+        let rtsp = Syntax {
+            version: b"RTSP/",
+            compact_forms: false,
+        };
+        let text::Framing::Message(m) = text::frame(msg, &rtsp, true) else {
+            panic!("framed");
+        };
+        // The last long-form headers; `c`/`l` are other headers in RTSP.
+        assert_eq!(m.sdp_body(msg), Some(&b"v=0\n"[..]));
+        assert_eq!(m.content_length.clone().map(|r| &msg[r]), Some(&b"4"[..]));
+        let mut edits = Edits::default();
+        edits.replace_body(&m, b"v=1\r\n".to_vec());
+        assert!(edits
+            .apply(&msg[..m.end])
+            .ends_with(b"Content-Length: 5\r\n\r\nv=1\r\n"));
+        // SIP reads the compact forms too: the last Content-Type is SDP,
+        // but `l: 9` disagrees with `Content-Length: 4`.
+        let sip = Syntax {
+            version: b"RTSP/",
+            compact_forms: true,
+        };
+        assert!(matches!(
+            text::frame(msg, &sip, true),
+            text::Framing::Malformed { .. }
+        ));
+        let plain = replace(msg, "content-type: application/sdp;x=1\r\n", "");
+        let text::Framing::Message(m) = text::frame(&plain, &rtsp, true) else {
+            panic!("framed");
+        };
+        assert_eq!(m.sdp_body(&plain), None);
     }
 
     #[test]
