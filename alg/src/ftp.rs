@@ -638,6 +638,23 @@ mod tests {
         }
     }
 
+    /// The data pinhole a rewriter asks for: TCP from `peer` to our
+    /// `100.64.1.131:public_port`, towards `private`, its lifetime left to
+    /// the engine.
+    fn data_pinhole(peer: Ipv4Addr, public_port: u16, private: (Ipv4Addr, u16)) -> Pinhole {
+        Pinhole {
+            peer,
+            transport: Transport::Tcp,
+            public_addr: Ipv4Addr::new(100, 64, 1, 131),
+            public_port,
+            private_addr: private.0,
+            private_port: private.1,
+            lifetime: Duration::ZERO,
+            snat: false,
+            v6: None,
+        }
+    }
+
     fn run(buf: &[u8], dir: Direction, role: Role, ports: &mut Ports) -> MessageResult {
         FtpRewriter.rewrite(buf, dir, &flow(role), ports)
     }
@@ -664,17 +681,11 @@ mod tests {
         assert_eq!(r.consumed, 27);
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(198, 51, 100, 7),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 40986,
-                private_addr: Ipv4Addr::new(192, 168, 0, 101),
-                private_port: 40986,
-                lifetime: Duration::ZERO,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(198, 51, 100, 7),
+                40986,
+                (Ipv4Addr::new(192, 168, 0, 101), 40986)
+            )]
         );
         // Port moved by the allocator.
         let mut p = Ports {
@@ -728,17 +739,11 @@ mod tests {
         assert_eq!(rewritten(&r), b"EPRT |1|100.64.1.131|41234|\r\n");
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(198, 51, 100, 7),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 41234,
-                private_addr: Ipv4Addr::new(10, 64, 0, 1),
-                private_port: 41234,
-                lifetime: Duration::ZERO,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(198, 51, 100, 7),
+                41234,
+                (Ipv4Addr::new(10, 64, 0, 1), 41234)
+            )]
         );
         // Port moved by the allocator; other delimiter; non-canonical spelling.
         let mut p = Ports {
@@ -794,19 +799,16 @@ mod tests {
         let r = FtpRewriter.rewrite(b"PORT 192,168,0,101,160,26\r\n", OUT, &f, &mut p);
         assert_eq!(rewritten(&r), b"EPRT |2|2001:db8:0:100::2|40986|\r\n");
         let want = Pinhole {
-            peer: Ipv4Addr::new(10, 64, 0, 7),
-            transport: Transport::Tcp,
-            public_addr: Ipv4Addr::new(100, 64, 1, 131),
-            public_port: 40986,
-            private_addr: Ipv4Addr::new(192, 168, 0, 101),
-            private_port: 40986,
-            lifetime: Duration::ZERO,
-            snat: false,
             v6: Some(Pinhole6 {
                 peer: "2001:db8:0:113::80".parse().unwrap(),
                 public_addr: "2001:db8:0:100::2".parse().unwrap(),
                 private_addr: "fd64:64::c0a8:65".parse().unwrap(),
             }),
+            ..data_pinhole(
+                Ipv4Addr::new(10, 64, 0, 7),
+                40986,
+                (Ipv4Addr::new(192, 168, 0, 101), 40986),
+            )
         };
         assert_eq!(r.pinholes, vec![want.clone()]);
         // lower case, own delimiter, a taken port.
@@ -1014,17 +1016,11 @@ mod tests {
         assert_eq!(r.consumed, msg.len());
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(203, 0, 113, 10),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 30001,
-                private_addr: Ipv4Addr::new(10, 64, 0, 1),
-                private_port: 30001,
-                lifetime: Duration::ZERO,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(203, 0, 113, 10),
+                30001,
+                (Ipv4Addr::new(10, 64, 0, 1), 30001)
+            )]
         );
         // Port moved by the allocator; bare newline kept.
         let mut p = Ports {
