@@ -622,19 +622,11 @@ mod tests {
         }
     }
 
+    /// 192.168.0.101:40000 and 198.51.100.7:21, public address 100.64.1.131.
     fn flow(role: Role) -> FlowAddrs {
         FlowAddrs {
-            private: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 101), 40000),
-            peer: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 21),
             public: Ipv4Addr::new(100, 64, 1, 131),
-            host_fqdn: None,
-            private_v6: None,
-            prefix64: None,
-            epsv_for_pasv: false,
-            peer_v6: None,
-            public_v6: None,
-            role,
-            transport: Transport::Tcp,
+            ..crate::testutil::flow(role, Transport::Tcp, 40000, 21)
         }
     }
 

@@ -24,6 +24,8 @@ pub mod rtsp;
 pub mod sdp;
 pub mod seqadj;
 pub mod sip;
+#[cfg(test)]
+mod testutil;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;

@@ -390,7 +390,7 @@ fn quoted_addrs(buf: &[u8], v: Range<usize>) -> Vec<(Range<usize>, Range<usize>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::testutil::*;
+    use crate::testutil::*;
 
     // Captured on loopback in a network namespace: ffprobe (Lavf59.27.100,
     // `-rtsp_transport udp` and `tcp`) against a GStreamer 1.22 rtsp-server

@@ -492,7 +492,7 @@ fn media_edits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::testutil::*;
+    use crate::testutil::*;
 
     fn policy(media_pinholes: bool) -> SdpPolicy {
         SdpPolicy { media_pinholes }
