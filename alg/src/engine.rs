@@ -570,8 +570,8 @@ impl Engine {
             pinholes: HashMap::new(),
             stats: EngineStats::default(),
             ftp: Box::new(FtpRewriter),
-            sip: Box::new(SipRewriter::default()),
-            rtsp: Box::new(RtspRewriter::default()),
+            sip: Box::new(SipRewriter),
+            rtsp: Box::new(RtspRewriter),
             latest: None,
         }
     }

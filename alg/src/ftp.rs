@@ -53,7 +53,6 @@
 //!   partial line passes unchanged at once.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use crate::{
     Direction, FlowAddrs, MessageResult, Outcome, Pinhole, Pinhole6, PortAlloc, Rewriter, Role,
@@ -62,10 +61,6 @@ use crate::{
 
 /// Longest partial line worth holding (a PORT or 227 line is < 100 bytes).
 pub const MAX_LINE: usize = 512;
-
-/// Default lifetime of a data connection pinhole (the engine overrides it
-/// with its configuration).
-pub const DATA_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Rewrites PORT/EPRT commands and 227/229 replies of the private host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,22 +199,12 @@ fn find_epsv_port(s: &[u8]) -> Option<(usize, usize, u16)> {
     None
 }
 
+/// A data connection pinhole (its lifetime is the engine's to set).
 fn pinhole(flow: &FlowAddrs, public_port: u16, private_port: u16) -> Pinhole {
     Pinhole {
-        peer: *flow.peer.ip(),
-        transport: Transport::Tcp,
-        public_addr: flow.public,
-        public_port,
-        private_addr: *flow.private.ip(),
-        private_port,
-        lifetime: DATA_LIFETIME,
-        snat: false,
         // NAT46: the IPv6 server connects to our IPv6 address.
-        v6: flow.nat46().map(|(peer, public, prefix)| Pinhole6 {
-            peer,
-            public_addr: public,
-            private_addr: crate::embed_v4(prefix, *flow.private.ip()),
-        }),
+        v6: Pinhole6::nat46(flow),
+        ..Pinhole::new(flow, Transport::Tcp, public_port, private_port)
     }
 }
 
@@ -612,6 +597,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::SocketAddrV4;
+    use std::time::Duration;
 
     /// Identity mapping except for ports listed in `taken`, which move up by
     /// 1000; counts calls.
@@ -636,19 +622,28 @@ mod tests {
         }
     }
 
+    /// 192.168.0.101:40000 and 198.51.100.7:21, public address 100.64.1.131.
     fn flow(role: Role) -> FlowAddrs {
         FlowAddrs {
-            private: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 101), 40000),
-            peer: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 21),
             public: Ipv4Addr::new(100, 64, 1, 131),
-            host_fqdn: None,
-            private_v6: None,
-            prefix64: None,
-            epsv_for_pasv: false,
-            peer_v6: None,
-            public_v6: None,
-            role,
+            ..crate::testutil::flow(role, Transport::Tcp, 40000, 21)
+        }
+    }
+
+    /// The data pinhole a rewriter asks for: TCP from `peer` to our
+    /// `100.64.1.131:public_port`, towards `private`, its lifetime left to
+    /// the engine.
+    fn data_pinhole(peer: Ipv4Addr, public_port: u16, private: (Ipv4Addr, u16)) -> Pinhole {
+        Pinhole {
+            peer,
             transport: Transport::Tcp,
+            public_addr: Ipv4Addr::new(100, 64, 1, 131),
+            public_port,
+            private_addr: private.0,
+            private_port: private.1,
+            lifetime: Duration::ZERO,
+            snat: false,
+            v6: None,
         }
     }
 
@@ -678,17 +673,11 @@ mod tests {
         assert_eq!(r.consumed, 27);
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(198, 51, 100, 7),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 40986,
-                private_addr: Ipv4Addr::new(192, 168, 0, 101),
-                private_port: 40986,
-                lifetime: DATA_LIFETIME,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(198, 51, 100, 7),
+                40986,
+                (Ipv4Addr::new(192, 168, 0, 101), 40986)
+            )]
         );
         // Port moved by the allocator.
         let mut p = Ports {
@@ -742,17 +731,11 @@ mod tests {
         assert_eq!(rewritten(&r), b"EPRT |1|100.64.1.131|41234|\r\n");
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(198, 51, 100, 7),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 41234,
-                private_addr: Ipv4Addr::new(10, 64, 0, 1),
-                private_port: 41234,
-                lifetime: DATA_LIFETIME,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(198, 51, 100, 7),
+                41234,
+                (Ipv4Addr::new(10, 64, 0, 1), 41234)
+            )]
         );
         // Port moved by the allocator; other delimiter; non-canonical spelling.
         let mut p = Ports {
@@ -808,19 +791,16 @@ mod tests {
         let r = FtpRewriter.rewrite(b"PORT 192,168,0,101,160,26\r\n", OUT, &f, &mut p);
         assert_eq!(rewritten(&r), b"EPRT |2|2001:db8:0:100::2|40986|\r\n");
         let want = Pinhole {
-            peer: Ipv4Addr::new(10, 64, 0, 7),
-            transport: Transport::Tcp,
-            public_addr: Ipv4Addr::new(100, 64, 1, 131),
-            public_port: 40986,
-            private_addr: Ipv4Addr::new(192, 168, 0, 101),
-            private_port: 40986,
-            lifetime: DATA_LIFETIME,
-            snat: false,
             v6: Some(Pinhole6 {
                 peer: "2001:db8:0:113::80".parse().unwrap(),
                 public_addr: "2001:db8:0:100::2".parse().unwrap(),
                 private_addr: "fd64:64::c0a8:65".parse().unwrap(),
             }),
+            ..data_pinhole(
+                Ipv4Addr::new(10, 64, 0, 7),
+                40986,
+                (Ipv4Addr::new(192, 168, 0, 101), 40986),
+            )
         };
         assert_eq!(r.pinholes, vec![want.clone()]);
         // lower case, own delimiter, a taken port.
@@ -1028,17 +1008,11 @@ mod tests {
         assert_eq!(r.consumed, msg.len());
         assert_eq!(
             r.pinholes,
-            vec![Pinhole {
-                peer: Ipv4Addr::new(203, 0, 113, 10),
-                transport: Transport::Tcp,
-                public_addr: Ipv4Addr::new(100, 64, 1, 131),
-                public_port: 30001,
-                private_addr: Ipv4Addr::new(10, 64, 0, 1),
-                private_port: 30001,
-                lifetime: DATA_LIFETIME,
-                snat: false,
-                v6: None,
-            }]
+            vec![data_pinhole(
+                Ipv4Addr::new(203, 0, 113, 10),
+                30001,
+                (Ipv4Addr::new(10, 64, 0, 1), 30001)
+            )]
         );
         // Port moved by the allocator; bare newline kept.
         let mut p = Ports {

@@ -172,7 +172,8 @@ impl PortAlloc for Ports {
 /// consumes nothing; a complete message consumes at least one byte; a
 /// malformed stream is skipped by at least one byte; the same input gives the
 /// same result (a retransmission is rewritten identically); every pinhole is
-/// for the flow's public address or the private host, with a non-zero port.
+/// for the flow's public address or the private host, with a non-zero port,
+/// and leaves its lifetime to the engine (zero).
 pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
     let Some((&ctl, buf)) = data.split_first() else {
         return;
@@ -243,6 +244,7 @@ pub fn check_rewriter(rw: &dyn Rewriter, data: &[u8], alg_port: u16) {
             p.public_addr == public || p.private_addr == private,
             "{p:?}"
         );
+        assert!(p.lifetime.is_zero(), "a rewriter decided a lifetime: {p:?}");
     }
     assert_eq!(run(), r, "the same message rewritten twice differs");
 }
@@ -254,12 +256,12 @@ pub fn alg_ftp(data: &[u8]) {
 
 /// Target `alg_sip`: one message through [`sip::SipRewriter`] (see [`check_rewriter`]).
 pub fn alg_sip(data: &[u8]) {
-    check_rewriter(&sip::SipRewriter::default(), data, 5060);
+    check_rewriter(&sip::SipRewriter, data, 5060);
 }
 
 /// Target `alg_rtsp`: one message through [`rtsp::RtspRewriter`] (see [`check_rewriter`]).
 pub fn alg_rtsp(data: &[u8]) {
-    check_rewriter(&rtsp::RtspRewriter::default(), data, 554);
+    check_rewriter(&rtsp::RtspRewriter, data, 554);
 }
 
 /// Every flow gets fixed public addresses and the FQDN of host A.
@@ -296,7 +298,8 @@ const PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Invariants: no panic; a replaced packet is a whole IPv4 TCP/UDP packet
 /// with correct IP and L4 checksums, of the same flow (addresses and ports
 /// unchanged), at most 65535 bytes; the flow table stays within
-/// `max_flows`; every pinhole has non-zero ports.
+/// `max_flows`; every pinhole has non-zero ports and the lifetime the
+/// configuration gives its protocol.
 pub fn alg_engine(data: &[u8]) {
     let mut input = Bytes(data);
     let Some(setup) = input.u8() else { return };
@@ -319,6 +322,11 @@ pub fn alg_engine(data: &[u8]) {
         ..EngineConfig::default()
     };
     let max_flows = cfg.max_flows;
+    let lifetime = if alg_port == 21 {
+        cfg.ftp_data_lifetime
+    } else {
+        cfg.media_lifetime
+    };
     let mut engine = Engine::new(cfg);
     let t0 = Instant::now();
     let mut now = t0;
@@ -413,6 +421,7 @@ pub fn alg_engine(data: &[u8]) {
         }
         for ph in &decision.pinholes {
             assert!(ph.public_port != 0 && ph.private_port != 0, "{ph:?}");
+            assert_eq!(ph.lifetime, lifetime, "{ph:?}");
         }
         assert!(engine.stats().flows <= max_flows);
     }

@@ -24,6 +24,8 @@ pub mod rtsp;
 pub mod sdp;
 pub mod seqadj;
 pub mod sip;
+#[cfg(test)]
+mod testutil;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
@@ -154,6 +156,10 @@ pub struct Pinhole {
     pub public_port: u16,
     pub private_addr: Ipv4Addr,
     pub private_port: u16,
+    /// How long the mapping lives. Decided in one place, the engine, from
+    /// its configuration ([`engine::EngineConfig::ftp_data_lifetime`],
+    /// [`engine::EngineConfig::media_lifetime`]); the rewriters leave it
+    /// zero ([`Pinhole::new`]).
     pub lifetime: Duration,
     /// Also make flows the private end starts towards `peer` from
     /// `private_port` leave with source `public_addr` (e.g. RTP from a
@@ -162,6 +168,31 @@ pub struct Pinhole {
     /// RGW64 NAT46: the pinhole lives on the IPv6 side instead (the IPv4
     /// fields above still describe the flow as the engine tracks it).
     pub v6: Option<Pinhole6>,
+}
+
+impl Pinhole {
+    /// A pinhole as a rewriter asks for it: from the flow's peer to
+    /// `public_port` on the flow's public address, towards `private_port`
+    /// of the private host; no `snat`, no IPv6 form, and a zero lifetime
+    /// that the engine sets.
+    pub fn new(
+        flow: &FlowAddrs,
+        transport: Transport,
+        public_port: u16,
+        private_port: u16,
+    ) -> Self {
+        Pinhole {
+            peer: *flow.peer.ip(),
+            transport,
+            public_addr: flow.public,
+            public_port,
+            private_addr: *flow.private.ip(),
+            private_port,
+            lifetime: Duration::ZERO,
+            snat: false,
+            v6: None,
+        }
+    }
 }
 
 /// The IPv6 form of a [`Pinhole`] (RGW64 NAT46): admit flows from `peer`
@@ -173,6 +204,19 @@ pub struct Pinhole6 {
     pub peer: Ipv6Addr,
     pub public_addr: Ipv6Addr,
     pub private_addr: Ipv6Addr,
+}
+
+impl Pinhole6 {
+    /// RGW64 NAT46: the IPv6 form of a pinhole of `flow` when the flow goes
+    /// to an IPv6-only peer ([`FlowAddrs::nat46`]): the peer reaches us on
+    /// our IPv6 address, and the private host as `prefix64::host`.
+    pub fn nat46(flow: &FlowAddrs) -> Option<Self> {
+        flow.nat46().map(|(peer, public_addr, prefix)| Pinhole6 {
+            peer,
+            public_addr,
+            private_addr: embed_v4(prefix, *flow.private.ip()),
+        })
+    }
 }
 
 /// How one message came out of a rewriter.

@@ -664,6 +664,7 @@ pub mod build {
 mod tests {
     use super::build::{tcp_packet, udp_packet, TcpSpec};
     use super::*;
+    use crate::testutil::XorShift;
 
     const A: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
     const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -946,18 +947,6 @@ mod tests {
             panic!("not tcp")
         };
         assert!(t.sack().is_none());
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
     }
 
     /// Exercises every accessor and the builders on a parsed packet.

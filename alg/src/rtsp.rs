@@ -25,32 +25,16 @@
 //! no body (RFC 2326 §12.14).
 
 use std::ops::Range;
-use std::time::Duration;
 
 use crate::sdp::{self, SdpPolicy};
-use crate::sip::text::{self, Edits, Framing, Syntax};
+use crate::sip::text::{self, Edits, Syntax};
 use crate::{
     Direction, FlowAddrs, MessageResult, Outcome, Pinhole, PortAlloc, Rewriter, Role, Transport,
 };
 
-/// Default lifetime of the pinholes opened by a SETUP: the client starts
-/// PLAY right after SETUP.
-pub const DEFAULT_MEDIA_LIFETIME: Duration = Duration::from_secs(120);
-
 /// Rewrites RTSP messages on a TCP stream.
-#[derive(Debug, Clone)]
-pub struct RtspRewriter {
-    /// Lifetime of the RTP/RTCP pinholes opened from `Transport` headers.
-    pub media_lifetime: Duration,
-}
-
-impl Default for RtspRewriter {
-    fn default() -> Self {
-        RtspRewriter {
-            media_lifetime: DEFAULT_MEDIA_LIFETIME,
-        }
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RtspRewriter;
 
 const RTSP_SYNTAX: Syntax = Syntax {
     version: b"RTSP/",
@@ -95,194 +79,158 @@ impl Rewriter for RtspRewriter {
                 return text::result(Outcome::Unchanged, lead);
             }
         }
-        let msg = match text::frame(buf, &RTSP_SYNTAX, stream) {
-            Framing::Message(m) => m,
-            Framing::Incomplete => return text::result(Outcome::Incomplete, 0),
-            Framing::Malformed { skip } => {
-                return text::result(Outcome::Malformed, if stream { skip } else { buf.len() })
-            }
+        let msg = match text::frame_at(buf, 0, &RTSP_SYNTAX, stream) {
+            Ok(m) => m,
+            Err(r) => return r,
         };
         if dir == Direction::FromPublic {
             return text::result(Outcome::Unchanged, msg.end);
         }
         let mut pinholes = Vec::new();
-        let Ok(edits) = self.private_to_public(buf, &msg, flow, ports, &mut pinholes) else {
+        let Ok(edits) = private_to_public(buf, &msg, flow, ports, &mut pinholes) else {
             return text::result(Outcome::Unchanged, msg.end);
         };
-        if edits.is_empty() {
-            return MessageResult {
-                outcome: Outcome::Unchanged,
-                consumed: msg.end,
-                pinholes,
-            };
-        }
-        MessageResult {
-            outcome: Outcome::Rewritten(edits.apply(buf.get(..msg.end).unwrap_or_default())),
-            consumed: msg.end,
-            pinholes,
-        }
+        text::edited(buf, 0, &msg, edits, pinholes)
     }
 }
 
-impl RtspRewriter {
-    fn private_to_public(
-        &self,
-        buf: &[u8],
-        msg: &text::Message,
-        flow: &FlowAddrs,
-        ports: &mut dyn PortAlloc,
-        pinholes: &mut Vec<Pinhole>,
-    ) -> Result<Edits, NoPort> {
-        let private = *flow.private.ip();
-        let public = flow.public.to_string().into_bytes();
-        let side = if msg.is_request {
-            Side::Client
-        } else {
-            Side::Server
-        };
-        let mut edits = Edits::default();
-        let mut is_sdp = false;
-        let mut content_length = None;
-        for h in &msg.headers {
-            let name = h.name_bytes(buf);
-            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-            if is(b"transport") {
-                self.transport_edits(
-                    buf,
-                    h.value.clone(),
-                    side,
-                    flow,
-                    ports,
-                    &mut edits,
-                    pinholes,
-                )?;
-            } else if is(b"content-base") || is(b"content-location") || is(b"rtp-info") {
-                text::uri_host_edits(buf, h.value.clone(), private, &public, &mut edits);
-            } else if is(b"content-type") {
-                is_sdp = text::is_sdp(h.value_bytes(buf));
-            } else if is(b"content-length") {
-                content_length = Some(h.value.clone());
-            }
+fn private_to_public(
+    buf: &[u8],
+    msg: &text::Message,
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    pinholes: &mut Vec<Pinhole>,
+) -> Result<Edits, NoPort> {
+    let private = *flow.private.ip();
+    let public = flow.public.to_string().into_bytes();
+    let side = if msg.is_request {
+        Side::Client
+    } else {
+        Side::Server
+    };
+    let mut edits = Edits::default();
+    for h in &msg.headers {
+        let name = h.name_bytes(buf);
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"transport") {
+            transport_edits(
+                buf,
+                h.value.clone(),
+                side,
+                flow,
+                ports,
+                &mut edits,
+                pinholes,
+            )?;
+        } else if is(b"content-base") || is(b"content-location") || is(b"rtp-info") {
+            text::uri_host_edits(buf, h.value.clone(), private, &public, &mut edits);
         }
-        let body = buf.get(msg.body.clone()).unwrap_or_default();
-        if is_sdp && !body.is_empty() {
-            let policy = SdpPolicy {
-                media_pinholes: false,
-                lifetime: self.media_lifetime,
-            };
-            let sdp = sdp::rewrite(body, flow, ports, &policy).map_err(|_| NoPort)?;
-            if let Some(new_body) = sdp.body {
-                if let Some(cl) = content_length {
-                    edits.replace(cl, new_body.len().to_string().into_bytes());
-                }
-                edits.replace(msg.body.clone(), new_body);
-            }
-        }
-        Ok(edits)
     }
+    if let Some(body) = msg.sdp_body(buf).filter(|b| !b.is_empty()) {
+        let policy = SdpPolicy {
+            media_pinholes: false,
+        };
+        let sdp = sdp::rewrite(body, flow, ports, &policy).map_err(|_| NoPort)?;
+        if let Some(new_body) = sdp.body {
+            edits.replace_body(msg, new_body);
+        }
+    }
+    Ok(edits)
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn transport_edits(
-        &self,
-        buf: &[u8],
-        value: Range<usize>,
-        side: Side,
-        flow: &FlowAddrs,
-        ports: &mut dyn PortAlloc,
-        edits: &mut Edits,
-        pinholes: &mut Vec<Pinhole>,
-    ) -> Result<(), NoPort> {
-        let private = *flow.private.ip();
-        let public = flow.public.to_string();
-        let params = transport_params(buf, value);
-        let specs = params.last().map_or(0, |p| p.spec + 1);
-        let mut open = |port: u16, pinholes: &mut Vec<Pinhole>| -> Result<u16, NoPort> {
-            let public_port = ports.public_port(Transport::Udp, port).ok_or(NoPort)?;
-            let p = Pinhole {
-                peer: *flow.peer.ip(),
-                transport: Transport::Udp,
-                public_addr: flow.public,
-                public_port,
-                private_addr: private,
-                private_port: port,
-                lifetime: self.media_lifetime,
-                snat: flow.role == Role::PrivateServer,
-                v6: None,
-            };
-            if !pinholes.contains(&p) {
-                pinholes.push(p);
-            }
-            Ok(public_port)
+#[allow(clippy::too_many_arguments)]
+fn transport_edits(
+    buf: &[u8],
+    value: Range<usize>,
+    side: Side,
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    edits: &mut Edits,
+    pinholes: &mut Vec<Pinhole>,
+) -> Result<(), NoPort> {
+    let private = *flow.private.ip();
+    let public = flow.public.to_string();
+    let params = transport_params(buf, value);
+    let specs = params.last().map_or(0, |p| p.spec + 1);
+    let mut open = |port: u16, pinholes: &mut Vec<Pinhole>| -> Result<u16, NoPort> {
+        let public_port = ports.public_port(Transport::Udp, port).ok_or(NoPort)?;
+        let p = Pinhole {
+            snat: flow.role == Role::PrivateServer,
+            ..Pinhole::new(flow, Transport::Udp, public_port, port)
         };
-        let (port_name, addr_name, quoted_name): (&[u8], &[u8], &[u8]) = match side {
-            Side::Client => (b"client_port", b"destination", b"dest_addr"),
-            Side::Server => (b"server_port", b"source", b"src_addr"),
+        if !pinholes.contains(&p) {
+            pinholes.push(p);
+        }
+        Ok(public_port)
+    };
+    let (port_name, addr_name, quoted_name): (&[u8], &[u8], &[u8]) = match side {
+        Side::Client => (b"client_port", b"destination", b"dest_addr"),
+        Side::Server => (b"server_port", b"source", b"src_addr"),
+    };
+    for spec in 0..specs {
+        let ps: Vec<&Param> = params.iter().filter(|p| p.spec == spec).collect();
+        let Some(proto) = ps.first().and_then(|p| buf.get(p.name.clone())) else {
+            continue;
         };
-        for spec in 0..specs {
-            let ps: Vec<&Param> = params.iter().filter(|p| p.spec == spec).collect();
-            let Some(proto) = ps.first().and_then(|p| buf.get(p.name.clone())) else {
-                continue;
-            };
-            // RTP/AVP, RTP/AVP/UDP, RTP/SAVP…; a TCP lower transport needs nothing.
-            let upper = proto.to_ascii_uppercase();
-            if upper.ends_with(b"/TCP") || !upper.starts_with(b"RTP/") {
-                continue;
-            }
-            if ps.iter().any(|p| p.is(buf, b"multicast")) {
-                continue;
-            }
-            for p in &ps {
-                let Some(v) = p.value.clone() else { continue };
-                if p.is(buf, port_name) {
-                    let Some((lo, hi)) = buf.get(v.clone()).and_then(parse_port_range) else {
-                        continue;
-                    };
-                    let pub_lo = open(lo, pinholes)?;
-                    let pub_hi = match hi.or(lo.checked_add(1)) {
-                        Some(h) => Some(open(h, pinholes)?),
-                        None => None,
-                    };
-                    let new = match (hi, pub_hi) {
-                        (None, Some(ph)) if pub_lo.checked_add(1) != Some(ph) => {
-                            format!("{pub_lo}-{ph}")
-                        }
-                        (Some(_), Some(ph)) => format!("{pub_lo}-{ph}"),
-                        _ => pub_lo.to_string(),
-                    };
-                    if buf.get(v.clone()) != Some(new.as_bytes()) {
-                        edits.replace(v, new.into_bytes());
+        // RTP/AVP, RTP/AVP/UDP, RTP/SAVP…; a TCP lower transport needs nothing.
+        let upper = proto.to_ascii_uppercase();
+        if upper.ends_with(b"/TCP") || !upper.starts_with(b"RTP/") {
+            continue;
+        }
+        if ps.iter().any(|p| p.is(buf, b"multicast")) {
+            continue;
+        }
+        for p in &ps {
+            let Some(v) = p.value.clone() else { continue };
+            if p.is(buf, port_name) {
+                let Some((lo, hi)) = buf.get(v.clone()).and_then(parse_port_range) else {
+                    continue;
+                };
+                let pub_lo = open(lo, pinholes)?;
+                let pub_hi = match hi.or(lo.checked_add(1)) {
+                    Some(h) => Some(open(h, pinholes)?),
+                    None => None,
+                };
+                let new = match (hi, pub_hi) {
+                    (None, Some(ph)) if pub_lo.checked_add(1) != Some(ph) => {
+                        format!("{pub_lo}-{ph}")
                     }
-                } else if p.is(buf, addr_name) {
-                    // destination=host / source=host (RFC 2326 §12.39), maybe quoted.
-                    let h = host_in(buf, v);
+                    (Some(_), Some(ph)) => format!("{pub_lo}-{ph}"),
+                    _ => pub_lo.to_string(),
+                };
+                if buf.get(v.clone()) != Some(new.as_bytes()) {
+                    edits.replace(v, new.into_bytes());
+                }
+            } else if p.is(buf, addr_name) {
+                // destination=host / source=host (RFC 2326 §12.39), maybe quoted.
+                let h = host_in(buf, v);
+                if buf
+                    .get(h.clone())
+                    .is_some_and(|b| text::is_addr(b, private))
+                {
+                    edits.replace(h, public.clone().into_bytes());
+                }
+            } else if p.is(buf, quoted_name) {
+                // dest_addr / src_addr = "host:port" *("/" "host:port") (RFC 7826 §18.54).
+                for (host, port) in quoted_addrs(buf, v) {
                     if buf
-                        .get(h.clone())
+                        .get(host.clone())
                         .is_some_and(|b| text::is_addr(b, private))
                     {
-                        edits.replace(h, public.clone().into_bytes());
+                        edits.replace(host, public.clone().into_bytes());
                     }
-                } else if p.is(buf, quoted_name) {
-                    // dest_addr / src_addr = "host:port" *("/" "host:port") (RFC 7826 §18.54).
-                    for (host, port) in quoted_addrs(buf, v) {
-                        if buf
-                            .get(host.clone())
-                            .is_some_and(|b| text::is_addr(b, private))
-                        {
-                            edits.replace(host, public.clone().into_bytes());
-                        }
-                        let Some(pp) = buf.get(port.clone()).and_then(parse_port) else {
-                            continue;
-                        };
-                        let pub_port = open(pp, pinholes)?;
-                        if pub_port != pp {
-                            edits.replace(port, pub_port.to_string().into_bytes());
-                        }
+                    let Some(pp) = buf.get(port.clone()).and_then(parse_port) else {
+                        continue;
+                    };
+                    let pub_port = open(pp, pinholes)?;
+                    if pub_port != pp {
+                        edits.replace(port, pub_port.to_string().into_bytes());
                     }
                 }
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// One `;`-separated parameter of a `Transport` header, in the `spec`-th
@@ -442,7 +390,7 @@ fn quoted_addrs(buf: &[u8], v: Range<usize>) -> Vec<(Range<usize>, Range<usize>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::testutil::*;
+    use crate::testutil::*;
 
     // Captured on loopback in a network namespace: ffprobe (Lavf59.27.100,
     // `-rtsp_transport udp` and `tcp`) against a GStreamer 1.22 rtsp-server
@@ -613,7 +561,7 @@ mod tests {
     .as_bytes();
 
     fn rw() -> RtspRewriter {
-        RtspRewriter::default()
+        RtspRewriter
     }
 
     fn client_flow() -> FlowAddrs {
@@ -626,17 +574,7 @@ mod tests {
 
     fn pinholes(list: &[(u16, u16)], snat: bool) -> Vec<Pinhole> {
         list.iter()
-            .map(|&(public_port, private_port)| Pinhole {
-                peer: PEER,
-                transport: Transport::Udp,
-                public_addr: PUBLIC,
-                public_port,
-                private_addr: PRIVATE,
-                private_port,
-                lifetime: DEFAULT_MEDIA_LIFETIME,
-                snat,
-                v6: None,
-            })
+            .map(|&(public_port, private_port)| media_pinhole(public_port, private_port, snat))
             .collect()
     }
 

@@ -20,17 +20,16 @@
 //!   port + 1, an `a=rtcp:` line is added at the end of the media section so
 //!   the peer does not send RTCP to a port nobody opened;
 //! - one pinhole per port, from the signalling peer (the media peer is in the
-//!   other side's SDP, which this module does not see), UDP, with the
-//!   lifetime of the policy; `snat` when the private host is a server reached
+//!   other side's SDP, which this module does not see), UDP (the engine
+//!   sets their lifetime); `snat` when the private host is a server reached
 //!   through a pool address ([`Role::PrivateServer`]), so its own RTP leaves
 //!   with that address.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
-use std::time::Duration;
 
 use crate::sip::text::{self, Edits};
-use crate::{FlowAddrs, Pinhole, PortAlloc, Role, Transport};
+use crate::{FlowAddrs, Pinhole, Pinhole6, PortAlloc, Role, Transport};
 
 /// What to do with the media of an SDP body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +38,6 @@ pub struct SdpPolicy {
     /// produce pinholes (SIP). Off for RTSP, whose media ports are
     /// negotiated in SETUP: only addresses are rewritten then.
     pub media_pinholes: bool,
-    /// Lifetime of the pinholes.
-    pub lifetime: Duration,
 }
 
 /// Outcome of [`rewrite`].
@@ -309,7 +306,6 @@ pub fn rewrite(
                 session_conn,
                 flow,
                 ports,
-                policy,
                 &mut edits,
                 &mut pinholes,
             )?;
@@ -394,11 +390,9 @@ fn media_edits(
     session_conn: Option<Conn>,
     flow: &FlowAddrs,
     ports: &mut dyn PortAlloc,
-    policy: &SdpPolicy,
     edits: &mut Edits,
     pinholes: &mut Vec<Pinhole>,
 ) -> Result<(), SdpError> {
-    let private = *flow.private.ip();
     if !m.conn.or(session_conn).is_some_and(|c| is_private(c, flow)) {
         return Ok(());
     }
@@ -426,20 +420,10 @@ fn media_edits(
             .public_port(Transport::Udp, port)
             .ok_or(SdpError::NoPublicPort { private_port: port })?;
         let p = Pinhole {
-            peer: *flow.peer.ip(),
-            transport: Transport::Udp,
-            public_addr: flow.public,
-            public_port,
-            private_addr: private,
-            private_port: port,
-            lifetime: policy.lifetime,
             snat: flow.role == Role::PrivateServer && flow.nat46().is_none(),
             // NAT46: the IPv6 peer sends its media to our IPv6 address.
-            v6: flow.nat46().map(|(peer, public, prefix)| crate::Pinhole6 {
-                peer,
-                public_addr: public,
-                private_addr: crate::embed_v4(prefix, private),
-            }),
+            v6: Pinhole6::nat46(flow),
+            ..Pinhole::new(flow, Transport::Udp, public_port, port)
         };
         if !pinholes.contains(&p) {
             pinholes.push(p);
@@ -508,13 +492,10 @@ fn media_edits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::testutil::*;
+    use crate::testutil::*;
 
     fn policy(media_pinholes: bool) -> SdpPolicy {
-        SdpPolicy {
-            media_pinholes,
-            lifetime: Duration::from_secs(30),
-        }
+        SdpPolicy { media_pinholes }
     }
 
     fn run(
@@ -569,7 +550,7 @@ mod tests {
         );
         assert!(p
             .iter()
-            .all(|p| !p.snat && p.peer == PEER && p.lifetime == Duration::from_secs(30)));
+            .all(|p| !p.snat && p.peer == PEER && p.lifetime.is_zero()));
     }
 
     #[test]

@@ -306,6 +306,7 @@ impl SeqAdjust {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     /// Rewrites (+30 at [1100,1200), -10 at [1500,1600), +50 at [2000,2050)):
     /// cumulative deltas 30, 20, 70.
@@ -571,21 +572,6 @@ mod tests {
         assert_eq!(a.map_seq(1050), 1056);
     }
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     #[test]
     fn random_stream_round_trips() {
         for seed in 1..=20u64 {
@@ -631,7 +617,7 @@ mod tests {
             for next in 0..segs.len() {
                 // Random retransmissions of unacknowledged data.
                 while next > acked && rng.below(4) == 0 {
-                    let i = acked + rng.below((next - acked) as u64) as usize;
+                    let i = acked + rng.below(next - acked);
                     let (s, old, new, _) = segs[i];
                     if old != new {
                         a.record(s, old, new);
@@ -645,7 +631,7 @@ mod tests {
                 check(&a, next);
                 // The peer acknowledges, lagging by up to 30 segments.
                 if rng.below(5) == 0 {
-                    let to = (next + 1).saturating_sub(rng.below(30) as usize);
+                    let to = (next + 1).saturating_sub(rng.below(30));
                     if to > acked {
                         acked = to;
                         let (_, _, new, r) = segs[acked - 1];

@@ -56,31 +56,15 @@
 //! signalling flow's own mapping).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use crate::sdp::{self, SdpPolicy};
 use crate::{Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Rewriter, Transport};
 
-use text::{Edits, Framing, Syntax};
-
-/// Default lifetime of the media pinholes a SIP message opens: long enough
-/// for the answer and the first RTP packets of a ringing call.
-pub const DEFAULT_MEDIA_LIFETIME: Duration = Duration::from_secs(180);
+use text::{Edits, Syntax};
 
 /// Rewrites SIP requests and responses (UDP datagrams or TCP stream slices).
-#[derive(Debug, Clone)]
-pub struct SipRewriter {
-    /// Lifetime of the RTP/RTCP pinholes opened from SDP bodies.
-    pub media_lifetime: Duration,
-}
-
-impl Default for SipRewriter {
-    fn default() -> Self {
-        SipRewriter {
-            media_lifetime: DEFAULT_MEDIA_LIFETIME,
-        }
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SipRewriter;
 
 const SIP_SYNTAX: Syntax = Syntax {
     version: b"SIP/",
@@ -105,114 +89,84 @@ impl Rewriter for SipRewriter {
             return text::result(Outcome::Unchanged, buf.len());
         }
         // §7.5: CRLFs before the start line are ignored (kept verbatim here).
-        let msg_buf = buf.get(lead..).unwrap_or_default();
-        let msg = match text::frame(msg_buf, &SIP_SYNTAX, stream) {
-            Framing::Message(m) => m,
-            Framing::Incomplete => return text::result(Outcome::Incomplete, 0),
-            Framing::Malformed { skip } => {
-                return text::result(Outcome::Malformed, if stream { skip } else { buf.len() })
-            }
+        let msg = match text::frame_at(buf, lead, &SIP_SYNTAX, stream) {
+            Ok(m) => m,
+            Err(r) => return r,
         };
-        let consumed = lead + msg.end;
+        let msg_buf = buf.get(lead..).unwrap_or_default();
         let mut pinholes = Vec::new();
         let edits = match dir {
             Direction::FromPrivate => {
-                match self.private_to_public(msg_buf, &msg, flow, ports, &mut pinholes) {
+                match private_to_public(msg_buf, &msg, flow, ports, &mut pinholes) {
                     Some(e) => e,
                     // No public port for a media stream: the message passes
                     // unchanged (see PortAlloc) and opens nothing.
-                    None => return text::result(Outcome::Unchanged, consumed),
+                    None => return text::result(Outcome::Unchanged, lead + msg.end),
                 }
             }
             Direction::FromPublic => public_to_private(msg_buf, &msg, flow),
         };
-        if edits.is_empty() {
-            return MessageResult {
-                outcome: Outcome::Unchanged,
-                consumed,
-                pinholes,
-            };
-        }
-        let mut out = Vec::with_capacity(consumed + 64);
-        out.extend_from_slice(buf.get(..lead).unwrap_or_default());
-        out.extend_from_slice(&edits.apply(msg_buf.get(..msg.end).unwrap_or_default()));
-        MessageResult {
-            outcome: Outcome::Rewritten(out),
-            consumed,
-            pinholes,
-        }
+        text::edited(buf, lead, &msg, edits, pinholes)
     }
 }
 
-impl SipRewriter {
-    /// Private → public. `None` when a media port could not be allocated.
-    fn private_to_public(
-        &self,
-        buf: &[u8],
-        msg: &text::Message,
-        flow: &FlowAddrs,
-        ports: &mut dyn PortAlloc,
-        pinholes: &mut Vec<crate::Pinhole>,
-    ) -> Option<Edits> {
-        let private = *flow.private.ip();
-        let public = match flow.nat46() {
-            // RGW64 NAT46: the IPv6 peer gets our IPv6 reference.
-            Some((_, public6, _)) => format!("[{public6}]").into_bytes(),
-            None => flow.public.to_string().into_bytes(),
-        };
-        let mut edits = Edits::default();
-        // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
-        // the IPv4 peer gets the public IPv4 in its place.
-        let privates: Vec<IpAddr> = std::iter::once(IpAddr::V4(private))
-            .chain(flow.private_v6.map(IpAddr::V6))
-            .collect();
-        if let Some(uri) = msg.request_uri(buf) {
-            for &p in &privates {
-                text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
-            }
-            if let Some((peer6, _, _)) = flow.nat46() {
-                // NAT46: a request addressed to the peer's proxy IPv4 reaches
-                // it addressed to itself.
-                let to = format!("[{peer6}]").into_bytes();
-                text::uri_host_edits(buf, uri, *flow.peer.ip(), &to, &mut edits);
-            }
+/// Private → public. `None` when a media port could not be allocated.
+fn private_to_public(
+    buf: &[u8],
+    msg: &text::Message,
+    flow: &FlowAddrs,
+    ports: &mut dyn PortAlloc,
+    pinholes: &mut Vec<crate::Pinhole>,
+) -> Option<Edits> {
+    let private = *flow.private.ip();
+    let public = match flow.nat46() {
+        // RGW64 NAT46: the IPv6 peer gets our IPv6 reference.
+        Some((_, public6, _)) => format!("[{public6}]").into_bytes(),
+        None => flow.public.to_string().into_bytes(),
+    };
+    let mut edits = Edits::default();
+    // RGW64: an IPv6-only host writes its own IPv6 address (`[v6]`);
+    // the IPv4 peer gets the public IPv4 in its place.
+    let privates: Vec<IpAddr> = std::iter::once(IpAddr::V4(private))
+        .chain(flow.private_v6.map(IpAddr::V6))
+        .collect();
+    if let Some(uri) = msg.request_uri(buf) {
+        for &p in &privates {
+            text::uri_host_edits(buf, uri.clone(), p, &public, &mut edits);
         }
-        let mut is_sdp = false;
-        let mut content_length = None;
-        for h in &msg.headers {
-            match canonical_name(h.name_bytes(buf)) {
-                Some(Name::Via) => {
-                    for &p in &privates {
-                        text::via_edits(buf, h.value.clone(), p, &public, &mut edits)
-                    }
-                }
-                Some(Name::Contact | Name::Route | Name::RecordRoute) => {
-                    for &p in &privates {
-                        text::uri_host_edits(buf, h.value.clone(), p, &public, &mut edits)
-                    }
-                }
-                Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
-                Some(Name::ContentLength) => content_length = Some(h.value.clone()),
-                None => {}
-            }
+        if let Some((peer6, _, _)) = flow.nat46() {
+            // NAT46: a request addressed to the peer's proxy IPv4 reaches
+            // it addressed to itself.
+            let to = format!("[{peer6}]").into_bytes();
+            text::uri_host_edits(buf, uri, *flow.peer.ip(), &to, &mut edits);
         }
-        let body = buf.get(msg.body.clone()).unwrap_or_default();
-        if is_sdp && !body.is_empty() {
-            let policy = SdpPolicy {
-                media_pinholes: true,
-                lifetime: self.media_lifetime,
-            };
-            let sdp = sdp::rewrite(body, flow, ports, &policy).ok()?;
-            pinholes.extend(sdp.pinholes);
-            if let Some(new_body) = sdp.body {
-                if let Some(cl) = content_length {
-                    edits.replace(cl, new_body.len().to_string().into_bytes());
-                }
-                edits.replace(msg.body.clone(), new_body);
-            }
-        }
-        Some(edits)
     }
+    for h in &msg.headers {
+        match canonical_name(h.name_bytes(buf)) {
+            Some(Name::Via) => {
+                for &p in &privates {
+                    text::via_edits(buf, h.value.clone(), p, &public, &mut edits)
+                }
+            }
+            Some(Name::Contact | Name::Route | Name::RecordRoute) => {
+                for &p in &privates {
+                    text::uri_host_edits(buf, h.value.clone(), p, &public, &mut edits)
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(body) = msg.sdp_body(buf).filter(|b| !b.is_empty()) {
+        let policy = SdpPolicy {
+            media_pinholes: true,
+        };
+        let sdp = sdp::rewrite(body, flow, ports, &policy).ok()?;
+        pinholes.extend(sdp.pinholes);
+        if let Some(new_body) = sdp.body {
+            edits.replace_body(msg, new_body);
+        }
+    }
+    Some(edits)
 }
 
 /// Public → private where the private UA checks its own address.
@@ -263,25 +217,12 @@ fn public_to_private(buf: &[u8], msg: &text::Message, flow: &FlowAddrs) -> Edits
     // addresses; it gets their prefix64 forms (see [`sdp::to_ipv6`]).
     // NAT46: the IPv4 host gets the IPv6 peer's proxy IPv4 ([`sdp::to_ipv4`]).
     if flow.private_v6.is_some() || flow.nat46().is_some() {
-        let mut is_sdp = false;
-        let mut content_length = None;
-        for h in &msg.headers {
-            match canonical_name(h.name_bytes(buf)) {
-                Some(Name::ContentType) => is_sdp = text::is_sdp(h.value_bytes(buf)),
-                Some(Name::ContentLength) => content_length = Some(h.value.clone()),
-                _ => {}
-            }
-        }
-        let body = buf.get(msg.body.clone()).unwrap_or_default();
         let convert = |b: &[u8]| match flow.private_v6 {
             Some(_) => sdp::to_ipv6(b, flow),
             None => sdp::to_ipv4(b, flow),
         };
-        if let Some(new_body) = is_sdp.then(|| convert(body)).flatten() {
-            if let Some(cl) = content_length {
-                edits.replace(cl, new_body.len().to_string().into_bytes());
-            }
-            edits.replace(msg.body.clone(), new_body);
+        if let Some(new_body) = msg.sdp_body(buf).and_then(convert) {
+            edits.replace_body(msg, new_body);
         }
     }
     edits
@@ -293,8 +234,6 @@ enum Name {
     Contact,
     Route,
     RecordRoute,
-    ContentType,
-    ContentLength,
 }
 
 /// The headers this rewriter cares about, in long or compact form (§7.3.3).
@@ -306,10 +245,6 @@ fn canonical_name(name: &[u8]) -> Option<Name> {
         (b"m", Name::Contact),
         (b"route", Name::Route),
         (b"record-route", Name::RecordRoute),
-        (b"content-type", Name::ContentType),
-        (b"c", Name::ContentType),
-        (b"content-length", Name::ContentLength),
-        (b"l", Name::ContentLength),
     ];
     NAMES
         .iter()
@@ -324,7 +259,7 @@ pub(crate) mod text {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::ops::Range;
 
-    use crate::{MessageResult, Outcome};
+    use crate::{MessageResult, Outcome, Pinhole};
 
     /// A header block larger than this on a stream is not waited for.
     pub const MAX_HEAD: usize = 64 * 1024;
@@ -336,6 +271,53 @@ pub(crate) mod text {
             outcome,
             consumed,
             pinholes: Vec::new(),
+        }
+    }
+
+    /// Frames the message that starts `lead` bytes into `buf` (after CRLFs
+    /// kept verbatim), or gives the result when there is none: wait for
+    /// more bytes, or skip a malformed message (on a stream as far as
+    /// [`frame`] says, a datagram whole).
+    pub fn frame_at(
+        buf: &[u8],
+        lead: usize,
+        syntax: &Syntax,
+        stream: bool,
+    ) -> Result<Message, MessageResult> {
+        match frame(buf.get(lead..).unwrap_or_default(), syntax, stream) {
+            Framing::Message(m) => Ok(m),
+            Framing::Incomplete => Err(result(Outcome::Incomplete, 0)),
+            Framing::Malformed { skip } => Err(result(
+                Outcome::Malformed,
+                if stream { lead + skip } else { buf.len() },
+            )),
+        }
+    }
+
+    /// The result for `msg`, framed by [`frame_at`]: unchanged without
+    /// edits, else the `lead` bytes and the message with `edits` applied.
+    pub fn edited(
+        buf: &[u8],
+        lead: usize,
+        msg: &Message,
+        edits: Edits,
+        pinholes: Vec<Pinhole>,
+    ) -> MessageResult {
+        let consumed = lead + msg.end;
+        if edits.is_empty() {
+            return MessageResult {
+                outcome: Outcome::Unchanged,
+                consumed,
+                pinholes,
+            };
+        }
+        let mut out = Vec::with_capacity(consumed + 64);
+        out.extend_from_slice(buf.get(..lead).unwrap_or_default());
+        out.extend_from_slice(&edits.apply(buf.get(lead..consumed).unwrap_or_default()));
+        MessageResult {
+            outcome: Outcome::Rewritten(out),
+            consumed,
+            pinholes,
         }
     }
 
@@ -370,6 +352,10 @@ pub(crate) mod text {
         pub start_line: Range<usize>,
         pub is_request: bool,
         pub headers: Vec<Header>,
+        /// Value of the last `Content-Type` header (SIP: also `c`).
+        pub content_type: Option<Range<usize>>,
+        /// Value of the last `Content-Length` header (SIP: also `l`).
+        pub content_length: Option<Range<usize>>,
         pub body: Range<usize>,
         /// Bytes the message occupies.
         pub end: usize,
@@ -386,6 +372,12 @@ pub(crate) mod text {
             let last = line.iter().rposition(|&b| b == b' ')?;
             (last > first + 1)
                 .then(|| self.start_line.start + first + 1..self.start_line.start + last)
+        }
+
+        /// The body, when `Content-Type` says it is SDP (maybe empty).
+        pub fn sdp_body<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+            let content_type = buf.get(self.content_type.clone()?)?;
+            is_sdp(content_type).then(|| buf.get(self.body.clone()).unwrap_or_default())
         }
     }
 
@@ -551,13 +543,20 @@ pub(crate) mod text {
             pos = end + 1;
         }
 
-        // Content-Length (§20.14, compact `l`); conflicting values are an error.
+        // Content-Length (§20.14, compact `l`); conflicting values are an
+        // error. Content-Type (§20.15, compact `c`).
         let mut content_length: Option<usize> = None;
+        let (mut content_length_value, mut content_type) = (None, None);
         for h in &headers {
             let n = h.name_bytes(buf);
-            let is_cl = n.eq_ignore_ascii_case(b"content-length")
-                || (syntax.compact_forms && n.eq_ignore_ascii_case(b"l"));
-            if !is_cl {
+            let is = |long: &[u8], compact: &[u8]| {
+                n.eq_ignore_ascii_case(long)
+                    || (syntax.compact_forms && n.eq_ignore_ascii_case(compact))
+            };
+            if is(b"content-type", b"c") {
+                content_type = Some(h.value.clone());
+            }
+            if !is(b"content-length", b"l") {
                 continue;
             }
             match (parse_decimal(h.value_bytes(buf)), content_length) {
@@ -567,6 +566,7 @@ pub(crate) mod text {
                 }
                 (Some(v), _) => content_length = Some(v),
             }
+            content_length_value = Some(h.value.clone());
         }
 
         let available = buf.len() - body_start.min(buf.len());
@@ -590,6 +590,8 @@ pub(crate) mod text {
             start_line,
             is_request,
             headers,
+            content_type,
+            content_length: content_length_value,
             body: body_start..body_start + body_len,
             end,
         })
@@ -604,7 +606,7 @@ pub(crate) mod text {
     }
 
     /// Is this a `Content-Type` value for SDP (`application/sdp`, any params)?
-    pub fn is_sdp(value: &[u8]) -> bool {
+    fn is_sdp(value: &[u8]) -> bool {
         let media = value.split(|&b| b == b';').next().unwrap_or_default();
         media.trim_ascii().eq_ignore_ascii_case(b"application/sdp")
     }
@@ -621,6 +623,13 @@ pub(crate) mod text {
         }
         pub fn is_empty(&self) -> bool {
             self.list.is_empty()
+        }
+        /// Replace the body of `msg` and fix its `Content-Length`.
+        pub fn replace_body(&mut self, msg: &Message, body: Vec<u8>) {
+            if let Some(cl) = msg.content_length.clone() {
+                self.replace(cl, body.len().to_string().into_bytes());
+            }
+            self.replace(msg.body.clone(), body);
         }
         /// `src` with the edits applied; an edit overlapping an earlier one
         /// or out of bounds is ignored.
@@ -856,177 +865,10 @@ pub(crate) mod text {
     }
 }
 
-/// Shared by the SIP, SDP and RTSP tests: flows, port allocators and the
-/// robustness loops (every split point, random and mutated input).
-#[cfg(test)]
-pub(crate) mod testutil {
-    use std::net::{Ipv4Addr, SocketAddrV4};
-
-    use crate::{Direction, FlowAddrs, Outcome, PortAlloc, Rewriter, Role, Transport};
-
-    pub const PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
-    pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-    pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-
-    pub fn flow(role: Role, transport: Transport, private_port: u16, peer_port: u16) -> FlowAddrs {
-        FlowAddrs {
-            private: SocketAddrV4::new(PRIVATE, private_port),
-            peer: SocketAddrV4::new(PEER, peer_port),
-            public: PUBLIC,
-            host_fqdn: None,
-            private_v6: None,
-            prefix64: None,
-            epsv_for_pasv: false,
-            peer_v6: None,
-            public_v6: None,
-            role,
-            transport,
-        }
-    }
-
-    /// public port = private port + offset (deterministic, like the engine's).
-    pub struct OffsetPorts(pub u16);
-    impl PortAlloc for OffsetPorts {
-        fn public_port(&mut self, _t: Transport, private_port: u16) -> Option<u16> {
-            Some(private_port.wrapping_add(self.0))
-        }
-    }
-
-    /// Explicit table; unknown ports keep their number.
-    pub struct TablePorts(pub Vec<(u16, u16)>);
-    impl PortAlloc for TablePorts {
-        fn public_port(&mut self, _t: Transport, private_port: u16) -> Option<u16> {
-            Some(
-                self.0
-                    .iter()
-                    .find(|(p, _)| *p == private_port)
-                    .map_or(private_port, |(_, q)| *q),
-            )
-        }
-    }
-
-    /// Pool exhausted.
-    pub struct NoPorts;
-    impl PortAlloc for NoPorts {
-        fn public_port(&mut self, _t: Transport, _p: u16) -> Option<u16> {
-            None
-        }
-    }
-
-    pub fn replace(hay: &[u8], from: &str, to: &str) -> Vec<u8> {
-        let s = String::from_utf8_lossy(hay);
-        s.replace(from, to).into_bytes()
-    }
-
-    /// The rewritten bytes (or the input when unchanged).
-    pub fn output(outcome: &Outcome, input: &[u8]) -> Vec<u8> {
-        match outcome {
-            Outcome::Rewritten(b) => b.clone(),
-            Outcome::Unchanged => input.to_vec(),
-            other => panic!("expected a complete message, got {other:?}"),
-        }
-    }
-
-    /// Every strict prefix of a stream message is Incomplete with nothing
-    /// consumed; the whole message is complete and consumed exactly.
-    pub fn check_splits(rw: &dyn Rewriter, msg: &[u8], dir: Direction, flow: &FlowAddrs) {
-        for cut in 0..msg.len() {
-            let r = rw.rewrite(&msg[..cut], dir, flow, &mut OffsetPorts(1000));
-            assert_eq!(
-                (r.outcome.clone(), r.consumed),
-                (Outcome::Incomplete, 0),
-                "prefix of {cut} bytes of {:?}",
-                String::from_utf8_lossy(msg)
-            );
-            assert!(r.pinholes.is_empty());
-        }
-        let r = rw.rewrite(msg, dir, flow, &mut OffsetPorts(1000));
-        assert!(matches!(
-            r.outcome,
-            Outcome::Unchanged | Outcome::Rewritten(_)
-        ));
-        assert_eq!(r.consumed, msg.len());
-    }
-
-    pub struct XorShift(pub u64);
-    impl XorShift {
-        pub fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        pub fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    /// Random bytes, random text and mutated real messages: never a panic;
-    /// on a stream every verdict but Incomplete consumes 1..=len bytes, on
-    /// a datagram every verdict consumes the datagram.
-    pub fn fuzz(rw: &dyn Rewriter, seeds: &[&[u8]], role: Role, transport: Transport) {
-        let flow = flow(role, transport, 5060, 5060);
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        const ALPHABET: &[u8] = b"SIPRTS/2.0 :;=,<>@\r\n\"$-192.168.0.101 Content-Length: 12\tv\0";
-        for i in 0..20_000 {
-            let mut buf: Vec<u8> = match i % 3 {
-                0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
-                1 => (0..rng.below(300))
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect(),
-                _ => {
-                    let mut m = seeds[rng.below(seeds.len())].to_vec();
-                    for _ in 0..1 + rng.below(4) {
-                        let len = m.len();
-                        match rng.below(4) {
-                            0 if len > 0 => {
-                                let p = rng.below(len);
-                                m[p] = rng.next() as u8;
-                            }
-                            1 if len > 0 => {
-                                let p = rng.below(len);
-                                m[p] = ALPHABET[rng.below(ALPHABET.len())];
-                            }
-                            2 => m.truncate(rng.below(len + 1)),
-                            _ => {
-                                let p = rng.below(len + 1);
-                                m.insert(p, ALPHABET[rng.below(ALPHABET.len())]);
-                            }
-                        }
-                    }
-                    m
-                }
-            };
-            if i % 7 == 0 {
-                buf.extend_from_slice(b"\r\n\r\n");
-            }
-            for dir in [Direction::FromPrivate, Direction::FromPublic] {
-                let r = rw.rewrite(&buf, dir, &flow, &mut OffsetPorts(7));
-                match (transport, &r.outcome) {
-                    (Transport::Tcp, Outcome::Incomplete) => assert_eq!(r.consumed, 0),
-                    (Transport::Tcp, _) => {
-                        assert!(
-                            r.consumed >= 1 && r.consumed <= buf.len(),
-                            "{r:?} for {buf:?}"
-                        )
-                    }
-                    (Transport::Udp, o) => {
-                        assert_ne!(*o, Outcome::Incomplete);
-                        assert_eq!(r.consumed, buf.len(), "{r:?} for {buf:?}");
-                    }
-                }
-                if !matches!(r.outcome, Outcome::Rewritten(_)) {
-                    assert!(r.pinholes.is_empty() || r.outcome == Outcome::Unchanged);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::*;
     use super::*;
+    use crate::testutil::*;
     use crate::{Pinhole, Role};
 
     // Captured with sipp 3.6.1 (Debian sip-tester, built-in `uac`/`uas`
@@ -1259,21 +1101,7 @@ mod tests {
     .as_bytes();
 
     fn rw() -> SipRewriter {
-        SipRewriter::default()
-    }
-
-    fn pinhole(public_port: u16, private_port: u16, snat: bool) -> Pinhole {
-        Pinhole {
-            peer: PEER,
-            transport: Transport::Udp,
-            public_addr: PUBLIC,
-            public_port,
-            private_addr: PRIVATE,
-            private_port,
-            lifetime: DEFAULT_MEDIA_LIFETIME,
-            snat,
-            v6: None,
-        }
+        SipRewriter
     }
 
     fn content_length_matches(msg: &[u8]) {
@@ -1330,7 +1158,10 @@ mod tests {
         content_length_matches(INVITE_REWRITTEN);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+            vec![
+                media_pinhole(36000, 6000, false),
+                media_pinhole(36001, 6001, false)
+            ]
         );
     }
 
@@ -1399,7 +1230,10 @@ mod tests {
         // Media pinholes lead to the proxy IPv4 (the translator does the rest).
         assert_eq!(
             r.pinholes,
-            vec![pinhole(36000, 6000, false), pinhole(36001, 6001, false)]
+            vec![
+                media_pinhole(36000, 6000, false),
+                media_pinhole(36001, 6001, false)
+            ]
         );
         // The response's top Via and an incoming request-URI come back as
         // the host's IPv6 reference.
@@ -1506,7 +1340,7 @@ mod tests {
             .iter()
             .map(|&(public_port, private_port)| Pinhole {
                 v6: v6.clone(),
-                ..pinhole(public_port, private_port, false)
+                ..media_pinhole(public_port, private_port, false)
             })
             .collect();
         assert_eq!(r.pinholes, want);
@@ -1583,7 +1417,10 @@ mod tests {
         content_length_matches(&out);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(6000, 6000, false), pinhole(6001, 6001, false)]
+            vec![
+                media_pinhole(6000, 6000, false),
+                media_pinhole(6001, 6001, false)
+            ]
         );
     }
 
@@ -1719,7 +1556,10 @@ mod tests {
         content_length_matches(&out);
         assert_eq!(
             r.pinholes,
-            vec![pinhole(41000, 6000, true), pinhole(41001, 6001, true)]
+            vec![
+                media_pinhole(41000, 6000, true),
+                media_pinhole(41001, 6001, true)
+            ]
         );
 
         let r = rw().rewrite(UAS_180_PRIVATE, Direction::FromPrivate, &flow, &mut NoPorts);
@@ -1814,6 +1654,43 @@ mod tests {
         assert!(s.contains("l: 136\r\n"), "{s}");
         content_length_matches(&out);
         assert_eq!(r.pinholes.len(), 2);
+    }
+
+    #[test]
+    fn framing_records_the_body_headers_by_syntax() {
+        let msg = b"ANNOUNCE rtsp://192.168.0.101/a RTSP/1.0\r\nc: text/plain\r\nl: 9\r\n\
+                    Content-Type: text/plain\r\ncontent-type: application/sdp;x=1\r\n\
+                    Content-Length: 4\r\n\r\nv=0\nrest";
+        let rtsp = Syntax {
+            version: b"RTSP/",
+            compact_forms: false,
+        };
+        let text::Framing::Message(m) = text::frame(msg, &rtsp, true) else {
+            panic!("framed");
+        };
+        // The last long-form headers; `c`/`l` are other headers in RTSP.
+        assert_eq!(m.sdp_body(msg), Some(&b"v=0\n"[..]));
+        assert_eq!(m.content_length.clone().map(|r| &msg[r]), Some(&b"4"[..]));
+        let mut edits = Edits::default();
+        edits.replace_body(&m, b"v=1\r\n".to_vec());
+        assert!(edits
+            .apply(&msg[..m.end])
+            .ends_with(b"Content-Length: 5\r\n\r\nv=1\r\n"));
+        // SIP reads the compact forms too: the last Content-Type is SDP,
+        // but `l: 9` disagrees with `Content-Length: 4`.
+        let sip = Syntax {
+            version: b"RTSP/",
+            compact_forms: true,
+        };
+        assert!(matches!(
+            text::frame(msg, &sip, true),
+            text::Framing::Malformed { .. }
+        ));
+        let plain = replace(msg, "content-type: application/sdp;x=1\r\n", "");
+        let text::Framing::Message(m) = text::frame(&plain, &rtsp, true) else {
+            panic!("framed");
+        };
+        assert_eq!(m.sdp_body(&plain), None);
     }
 
     #[test]

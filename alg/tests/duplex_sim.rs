@@ -7,37 +7,26 @@
 //! the expected rewritten bytes, ACK/SACK edges never cover unsent data, and
 //! both transfers complete.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
+use rgw_alg::engine::{Engine, EngineConfig, Verdict};
 use rgw_alg::packet::build::{tcp_packet, TcpSpec};
 use rgw_alg::packet::{Packet, TcpFlags, Transport as L4};
 use rgw_alg::{
-    Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Protocol, Rewriter, Role, Transport,
+    Direction, FlowAddrs, MessageResult, Outcome, PortAlloc, Protocol, Rewriter, Transport,
 };
 
 mod common;
-use common::{check_ack, StreamMap};
+use common::{check_ack, FixedCtx, Rng, StreamMap};
 
 const PRIV: (Ipv4Addr, u16) = (Ipv4Addr::new(192, 168, 0, 101), 40000);
 const PEER: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 7), 7777);
 
-struct Ctx;
-impl FlowContext for Ctx {
-    fn public_addr(
-        &self,
-        _: SocketAddrV4,
-        _: SocketAddrV4,
-        _: Transport,
-        _: Role,
-    ) -> Option<Ipv4Addr> {
-        Some(Ipv4Addr::new(1, 2, 3, 4))
-    }
-    fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
-        None
-    }
-}
+const CTX: FixedCtx = FixedCtx {
+    public: Ipv4Addr::new(1, 2, 3, 4),
+    fqdn: None,
+};
 
 /// `G w\r\n` → `G ww\r\n`, `S w\r\n` → `S\r\n`, other lines unchanged.
 struct LineRw;
@@ -81,24 +70,6 @@ fn rewrite_line(line: &[u8]) -> Option<Vec<u8>> {
         }
         b"S " => Some(b"S\r\n".to_vec()),
         _ => None,
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
     }
 }
 
@@ -257,7 +228,7 @@ fn run(seed: u64) {
         sack: &[],
         payload: b"",
     });
-    e.handle(now, Direction::FromPrivate, &syn, &Ctx);
+    e.handle(now, Direction::FromPrivate, &syn, &CTX);
     let synack = tcp_packet(&TcpSpec {
         src: PEER,
         dst: PRIV,
@@ -267,7 +238,7 @@ fn run(seed: u64) {
         sack: &[],
         payload: b"",
     });
-    e.handle(now, Direction::FromPublic, &synack, &Ctx);
+    e.handle(now, Direction::FromPublic, &synack, &CTX);
 
     // Queues: [to gateway from end i], [from gateway to end i's peer].
     let mut to_gw: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
@@ -319,7 +290,7 @@ fn run(seed: u64) {
                 if rng.chance(5) {
                     continue;
                 }
-                let d = e.handle(now, ends[i].dir, &p, &Ctx);
+                let d = e.handle(now, ends[i].dir, &p, &CTX);
                 match d.verdict {
                     Verdict::Accept => to_end[j].push(p),
                     Verdict::Replace(b) => to_end[j].push(b),

@@ -3,33 +3,25 @@
 //! messages and joins them), and over UDP each datagram is rewritten with
 //! correct lengths and checksums.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
+use rgw_alg::engine::{Engine, EngineConfig, Verdict};
 use rgw_alg::packet::build::{tcp_packet, udp_packet, TcpSpec};
 use rgw_alg::packet::{Packet, TcpFlags, Transport as L4};
-use rgw_alg::{Direction, Role, Transport};
+use rgw_alg::Direction;
+
+mod common;
+use common::FixedCtx;
 
 const PRIV: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const PUB: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 131);
 
-struct Ctx;
-impl FlowContext for Ctx {
-    fn public_addr(
-        &self,
-        _: SocketAddrV4,
-        _: SocketAddrV4,
-        _: Transport,
-        _: Role,
-    ) -> Option<Ipv4Addr> {
-        Some(PUB)
-    }
-    fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
-        Some("hosta.gwa.demo".into())
-    }
-}
+const CTX: FixedCtx = FixedCtx {
+    public: PUB,
+    fqdn: Some("hosta.gwa.demo"),
+};
 
 fn invite(call: u32) -> Vec<u8> {
     let sdp = "v=0\r\n\
@@ -103,7 +95,7 @@ fn through_engine(data: &[u8], cuts: &[usize]) -> (Vec<u8>, usize) {
         now,
         Direction::FromPrivate,
         &seg(isn, TcpFlags::SYN, b""),
-        &Ctx,
+        &CTX,
     );
     let mut rcv: Vec<Option<u8>> = Vec::new();
     let mut holes = 0;
@@ -115,7 +107,7 @@ fn through_engine(data: &[u8], cuts: &[usize]) -> (Vec<u8>, usize) {
     for w in bounds.windows(2) {
         let seq = isn.wrapping_add(1).wrapping_add(w[0] as u32);
         let p = seg(seq, TcpFlags::ACK | TcpFlags::PSH, &data[w[0]..w[1]]);
-        let d = e.handle(now, Direction::FromPrivate, &p, &Ctx);
+        let d = e.handle(now, Direction::FromPrivate, &p, &CTX);
         holes += d.pinholes.len();
         let out = match d.verdict {
             Verdict::Accept => p,
@@ -188,7 +180,7 @@ fn udp_invite_rewritten_with_valid_lengths_and_checksums() {
     let now = Instant::now();
     let msg = invite(7);
     let p = udp_packet((PRIV, 5060), (PEER, 5060), &msg);
-    let d = e.handle(now, Direction::FromPrivate, &p, &Ctx);
+    let d = e.handle(now, Direction::FromPrivate, &p, &CTX);
     let Verdict::Replace(out) = &d.verdict else {
         panic!("INVITE not rewritten: {:?}", d.verdict)
     };
@@ -205,5 +197,5 @@ fn udp_invite_rewritten_with_valid_lengths_and_checksums() {
         assert_eq!(h.lifetime, EngineConfig::default().media_lifetime);
     }
     // A retransmission (SIP over UDP retransmits the INVITE): same bytes.
-    assert_eq!(e.handle(now, Direction::FromPrivate, &p, &Ctx), d);
+    assert_eq!(e.handle(now, Direction::FromPrivate, &p, &CTX), d);
 }

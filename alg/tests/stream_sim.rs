@@ -13,54 +13,25 @@
 //! * the transfer completes and the receiver's stream equals the expected
 //!   rewritten stream.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
+use rgw_alg::engine::{Engine, EngineConfig, Verdict};
 use rgw_alg::packet::build::{tcp_packet, TcpSpec};
 use rgw_alg::packet::{Packet, TcpFlags, Transport as L4};
-use rgw_alg::{Direction, Role, Transport};
+use rgw_alg::Direction;
 
 mod common;
-use common::{check_ack, StreamMap};
+use common::{check_ack, FixedCtx, Rng, StreamMap};
 
 const PRIV: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
 const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const PUB: Ipv4Addr = Ipv4Addr::new(1, 2, 3, 4);
 
-struct Ctx;
-impl FlowContext for Ctx {
-    fn public_addr(
-        &self,
-        _: SocketAddrV4,
-        _: SocketAddrV4,
-        _: Transport,
-        _: Role,
-    ) -> Option<Ipv4Addr> {
-        Some(PUB)
-    }
-    fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
-        None
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+const CTX: FixedCtx = FixedCtx {
+    public: PUB,
+    fqdn: None,
+};
 
 /// Lines as (original, rewritten).
 type Lines = Vec<(Vec<u8>, Vec<u8>)>;
@@ -180,9 +151,9 @@ fn run(seed: u64, server: bool) {
     );
     if server {
         let s = seg(Direction::FromPublic, peer_isn, 0, TcpFlags::SYN, b"", &[]);
-        e.handle(now, Direction::FromPublic, &s, &Ctx);
+        e.handle(now, Direction::FromPublic, &s, &CTX);
     }
-    let d = e.handle(now, Direction::FromPrivate, &syn, &Ctx);
+    let d = e.handle(now, Direction::FromPrivate, &syn, &CTX);
     assert_eq!(d.verdict, Verdict::Accept);
 
     let (mut una, mut nxt) = (0usize, 0usize);
@@ -241,7 +212,7 @@ fn run(seed: u64, server: bool) {
                     if rng.chance(5) {
                         continue; // lost before the gateway
                     }
-                    let d = e.handle(now, Direction::FromPrivate, &p, &Ctx);
+                    let d = e.handle(now, Direction::FromPrivate, &p, &CTX);
                     match d.verdict {
                         Verdict::Accept => to_rcv.push(p),
                         Verdict::Replace(b) => to_rcv.push(b),
@@ -304,7 +275,7 @@ fn run(seed: u64, server: bool) {
                     if rng.chance(5) {
                         continue;
                     }
-                    let d = e.handle(now, Direction::FromPublic, &a, &Ctx);
+                    let d = e.handle(now, Direction::FromPublic, &a, &CTX);
                     let out = match d.verdict {
                         Verdict::Accept => a,
                         Verdict::Replace(b) => b,
@@ -397,7 +368,7 @@ fn run_nagle(seed: u64) -> (u64, u64) {
         now,
         Direction::FromPrivate,
         &seg(isn, TcpFlags::SYN, b""),
-        &Ctx,
+        &CTX,
     );
     let (mut una, mut nxt, mut written, mut w) = (0usize, 0usize, 0usize, 0usize);
     let mut sent: Vec<(usize, usize)> = Vec::new();
@@ -431,7 +402,7 @@ fn run_nagle(seed: u64) -> (u64, u64) {
                     if rng.chance(5) {
                         continue;
                     }
-                    match e.handle(now, Direction::FromPrivate, &p, &Ctx).verdict {
+                    match e.handle(now, Direction::FromPrivate, &p, &CTX).verdict {
                         Verdict::Accept => to_rcv.push(p),
                         Verdict::Replace(b) => to_rcv.push(b),
                         Verdict::Drop => {}
@@ -491,7 +462,7 @@ fn run_nagle(seed: u64) -> (u64, u64) {
                     sack: &[],
                     payload: b"",
                 });
-                let out = match e.handle(now, Direction::FromPublic, &p, &Ctx).verdict {
+                let out = match e.handle(now, Direction::FromPublic, &p, &CTX).verdict {
                     Verdict::Accept => p,
                     Verdict::Replace(b) => b,
                     Verdict::Drop => panic!("ACK dropped"),

@@ -1,5 +1,54 @@
-//! Shared by the network simulations: the correspondence between an
+//! Shared by the engine tests: a fixed flow context, a small random number
+//! generator, and for the network simulations the correspondence between an
 //! original stream and its expected rewritten stream, message by message.
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use rgw_alg::engine::FlowContext;
+use rgw_alg::{Role, Transport};
+
+/// Every flow gets the same public address and host FQDN.
+pub struct FixedCtx {
+    pub public: Ipv4Addr,
+    pub fqdn: Option<&'static str>,
+}
+
+impl FlowContext for FixedCtx {
+    fn public_addr(
+        &self,
+        _: SocketAddrV4,
+        _: SocketAddrV4,
+        _: Transport,
+        _: Role,
+    ) -> Option<Ipv4Addr> {
+        Some(self.public)
+    }
+    fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
+        self.fqdn.map(str::to_string)
+    }
+}
+
+/// xorshift64: deterministic test randomness.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
 
 /// Messages as (original start, original length, rewritten start,
 /// rewritten length).
