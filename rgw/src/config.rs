@@ -1235,7 +1235,9 @@ services = { ssh = "tcp/22" }
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .expect("temp file is writable");
-        Config::load(&path)
+        let loaded = Config::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
     }
 
     #[test]

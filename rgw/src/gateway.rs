@@ -835,7 +835,9 @@ ipv4 = "192.168.0.101"
 max_pending = 0
 "#;
         std::fs::write(&path, format!("{text}{extra}")).expect("temp file is writable");
-        Config::load(&path).expect("test config is valid")
+        let loaded = Config::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded.expect("test config is valid")
     }
 
     fn gateway(

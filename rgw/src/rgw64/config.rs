@@ -384,7 +384,9 @@ proxy4 = "10.64.0.9"
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
         let path = dir.join("rgw.toml");
         std::fs::write(&path, text).expect("temp file is writable");
-        Config::load(&path).map_err(|e| e.to_string())
+        let loaded = Config::load(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
     }
 
     fn err(text: &str) -> String {
