@@ -8,10 +8,13 @@ import pathlib
 import re
 import signal
 import subprocess
+import shutil
 import time
+from contextlib import contextmanager
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "testbed" / "config" / "rgw.toml"
+RGW64_FRAGMENT = REPO / "testbed" / "config" / "rgw64.toml"
 
 
 def rgw_binary() -> pathlib.Path:
@@ -106,3 +109,28 @@ class Rgw:
 
     def kernel_drops(self) -> dict:
         return self.status()["kernel_drops"]
+
+
+@contextmanager
+def rgw64_gateway(topo):
+    """The testbed's IPv6 layer (topology.sh up6) and one rgw with the shipped
+    configuration plus [rgw64] (and the ALG, on by default); both removed at
+    the end. A layer left over by an interrupted run is rebuilt (down6 first)."""
+    topo.topology("down6", str(topo.state_dir), check=False)
+    topo.topology("up6", str(topo.state_dir))
+    topo.load()
+    r = Rgw(topo)
+    try:
+        r.start(config_text(r.state) + "\n" + RGW64_FRAGMENT.read_text())
+        yield r
+    finally:
+        r.stop()
+        topo.topology("down6", str(topo.state_dir), check=False)
+
+
+def work_dir(topo, request, area: str) -> pathlib.Path:
+    """A fresh directory for one test's files: <state dir>/<area>/<test id>."""
+    d = pathlib.Path(topo.state_dir) / area / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d

@@ -35,8 +35,8 @@ import time
 
 import pytest
 
-from rgwproc import Rgw, config_text
-from test_alg64 import (FILES, PASV_PORTS, PEERS, PY, RGW64_FRAGMENT, RTP_PER_CALL, SIP_CALLS, Procs,
+from rgwproc import rgw64_gateway, work_dir
+from test_alg64 import (FILES, PASV_PORTS, PEERS, PY, RTP_PER_CALL, SIP_CALLS, Procs,
                         alg_counters, assert_media, nsrun, rtp_per_port, server_commands, setup_files,
                         sha256_tree)
 
@@ -53,16 +53,8 @@ NON_ALG_FTP_PORT = 2121
 @pytest.fixture(scope="module")
 def six(topo):
     """The IPv6 layer plus rgw with [rgw64] and the ALG; both removed at the end."""
-    topo.topology("down6", str(topo.state_dir), check=False)
-    topo.topology("up6", str(topo.state_dir))
-    topo.load()
-    r = Rgw(topo)
-    try:
-        r.start(config_text(r.state) + "\n" + RGW64_FRAGMENT.read_text())
+    with rgw64_gateway(topo) as r:
         yield r
-    finally:
-        r.stop()
-        topo.topology("down6", str(topo.state_dir), check=False)
 
 
 @pytest.fixture
@@ -75,11 +67,7 @@ def gw64(six, topo):
 
 @pytest.fixture
 def work(topo, request):
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-    d = pathlib.Path(topo.state_dir) / "alg46" / name
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
+    return work_dir(topo, request, "alg46")
 
 
 @pytest.fixture

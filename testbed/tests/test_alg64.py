@@ -45,10 +45,9 @@ import time
 
 import pytest
 
-from rgwproc import REPO, Rgw, config_text
+from rgwproc import REPO, rgw64_gateway, work_dir
 
 TESTBED = REPO / "testbed"
-RGW64_FRAGMENT = TESTBED / "config" / "rgw64.toml"
 PEERS = TESTBED / "peers"
 PY = "/usr/bin/python3"
 
@@ -70,16 +69,8 @@ def embed(v4: str) -> str:
 @pytest.fixture(scope="module")
 def six(topo):
     """The IPv6 layer plus rgw with [rgw64] and the ALG; both removed at the end."""
-    topo.topology("down6", str(topo.state_dir), check=False)
-    topo.topology("up6", str(topo.state_dir))
-    topo.load()
-    r = Rgw(topo)
-    try:
-        r.start(config_text(r.state) + "\n" + RGW64_FRAGMENT.read_text())
+    with rgw64_gateway(topo) as r:
         yield r
-    finally:
-        r.stop()
-        topo.topology("down6", str(topo.state_dir), check=False)
 
 
 @pytest.fixture
@@ -92,11 +83,7 @@ def gw64(six, topo):
 
 @pytest.fixture
 def work(topo, request):
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-    d = pathlib.Path(topo.state_dir) / "alg64" / name
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
+    return work_dir(topo, request, "alg64")
 
 
 class Procs:

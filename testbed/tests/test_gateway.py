@@ -11,7 +11,6 @@ import os
 import random
 import re
 import signal
-import socket
 import struct
 import time
 

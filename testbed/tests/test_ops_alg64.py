@@ -22,15 +22,13 @@ import hashlib
 import ipaddress
 import pathlib
 import re
-import shutil
 import time
 
 import pytest
 
-from rgwproc import REPO, Rgw, config_text, rgw_binary
+from rgwproc import REPO, rgw64_gateway, rgw_binary, work_dir
 
 TESTBED = pathlib.Path(__file__).resolve().parent.parent
-RGW64_FRAGMENT = TESTBED / "config" / "rgw64.toml"
 PEERS = REPO / "testbed" / "peers"
 PY = "/usr/bin/python3"
 POOL = ipaddress.ip_network("198.51.100.16/28")
@@ -59,24 +57,13 @@ time.sleep(60)
 @pytest.fixture(scope="module")
 def gw(topo):
     """The IPv6 layer and one rgw with [rgw64] (and the ALG, on by default)."""
-    topo.topology("down6", str(topo.state_dir), check=False)
-    topo.topology("up6", str(topo.state_dir))
-    topo.load()
-    r = Rgw(topo)
-    try:
-        r.start(config_text(r.state) + "\n" + RGW64_FRAGMENT.read_text())
+    with rgw64_gateway(topo) as r:
         yield r
-    finally:
-        r.stop()
-        topo.topology("down6", str(topo.state_dir), check=False)
 
 
 @pytest.fixture
 def work(topo, request):
-    d = pathlib.Path(topo.state_dir) / "ops_alg64" / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
+    return work_dir(topo, request, "ops_alg64")
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.1):

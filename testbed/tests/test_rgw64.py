@@ -11,17 +11,15 @@ two families are in test_alg64.py."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import pathlib
 import re
 import subprocess
 
 import pytest
 
-from rgwproc import Rgw, config_text
+from rgwproc import rgw64_gateway
 
 TESTBED = pathlib.Path(__file__).resolve().parent.parent
-RGW64_FRAGMENT = TESTBED / "config" / "rgw64.toml"
 
 GW = "198.51.100.2"
 GW6 = "2001:db8:0:100::2"
@@ -51,17 +49,8 @@ def nsrun(ns: str, argv, timeout: float = 15, check: bool = False, input=None) -
 @pytest.fixture(scope="module")
 def six(topo):
     """The IPv6 layer plus rgw with [rgw64]; both removed at the end."""
-    # down6 first: a layer left over by an interrupted run is rebuilt.
-    topo.topology("down6", str(topo.state_dir), check=False)
-    topo.topology("up6", str(topo.state_dir))
-    topo.load()
-    r = Rgw(topo)
-    try:
-        r.start(config_text(r.state) + "\n" + RGW64_FRAGMENT.read_text())
+    with rgw64_gateway(topo) as r:
         yield r
-    finally:
-        r.stop()
-        topo.topology("down6", str(topo.state_dir), check=False)
 
 
 class Ns:
