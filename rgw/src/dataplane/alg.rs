@@ -17,9 +17,10 @@ use rgw_alg::{Direction, Pinhole, Protocol, Role, Transport};
 use tracing::{debug, error, info, warn};
 
 use super::ctliberal::{CtLiberal, OrigTuple};
+use super::nfqueue::{self, NfQueue};
 use super::nlset::{
     data_addr6_port, data_addr_port, key_addr, key_pinhole, key_pinhole6, key_pinhole_snat,
-    SetWriter,
+    MapElem, SetWriter,
 };
 use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
 use crate::config::{AlgConfig, Config};
@@ -74,6 +75,8 @@ pub struct AlgShellStats {
     /// ALG TCP flows whose conntrack entry was marked liberal (see ctliberal).
     pub ct_liberal: AtomicU64,
     pub ct_liberal_errors: AtomicU64,
+    /// Verdicts the kernel answered with an error.
+    pub verdicts_refused: AtomicU64,
 }
 
 /// The engine and the shell's counters, shared with `rgw status` / metrics.
@@ -190,24 +193,19 @@ impl FlowContext for Ctx<'_> {
     }
 }
 
+/// Packets the kernel keeps waiting on the ALG queue.
+const QUEUE_MAX_LEN: u32 = 4096;
+/// Receive buffer of the ALG queue socket (the kernel doubles it): room for
+/// [`QUEUE_MAX_LEN`] signalling packets of a few KiB of socket memory each.
+/// With the default buffer the socket, not the queue, overflows first.
+const QUEUE_RCVBUF: usize = 8 << 20;
+
 /// Opens and binds the ALG queue (before nftables is touched, like the gate).
-pub fn open(a: &AlgConfig) -> Result<nfq::Queue> {
+pub fn open(a: &AlgConfig) -> Result<NfQueue> {
     let q = a.queue_num;
-    let mut queue = nfq::Queue::open().context("opening the ALG NFQUEUE netlink socket")?;
-    queue.bind(q).with_context(|| {
+    NfQueue::open(q, QUEUE_MAX_LEN, QUEUE_RCVBUF).with_context(|| {
         format!("binding the ALG NFQUEUE {q}: is another rgw running in this network namespace?")
-    })?;
-    // Whole packets: the engine rewrites payloads.
-    queue
-        .set_copy_range(q, 0xffff)
-        .context("ALG NFQUEUE copy range")?;
-    queue
-        .set_queue_max_len(q, 4096)
-        .context("ALG NFQUEUE length")?;
-    queue
-        .set_recv_enobufs(false)
-        .context("ALG NFQUEUE enobufs")?;
-    Ok(queue)
+    })
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -260,6 +258,50 @@ fn write_pinhole(w: &mut SetWriter, w6: &mut SetWriter, table: &str, p: &Pinhole
     Ok(())
 }
 
+/// The map elements of a pinhole: the DNAT one and, with `snat`, its SNAT
+/// twin; `(map, key, data, data length)`.
+fn pinhole_elems(p: &Pinhole) -> [Option<(&'static str, [u8; 16], [u8; 8], usize)>; 2] {
+    let proto = p.transport.number();
+    let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
+    let data = data_addr_port(p.private_addr, p.private_port);
+    let dnat = Some((MAP_PINHOLES, key, data, data.len()));
+    let snat = p.snat.then(|| {
+        let key = key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer);
+        let mut data = [0u8; 8];
+        data[..4].copy_from_slice(&key_addr(p.public_addr));
+        (MAP_PINHOLE_SNAT, key, data, 4)
+    });
+    [dnat, snat]
+}
+
+/// Writes the IPv4 pinholes of one decision (and their SNAT twins) in ONE
+/// netlink transaction: one `sendmsg()`, one acknowledgement. `Err` when the
+/// batch failed as a whole (nothing of it was committed), e.g. because a key
+/// still maps to an older call's endpoint (EEXIST): the caller then writes
+/// them one by one, replacing.
+fn write_pinholes4_batch(w: &mut SetWriter, table: &str, pins: &[&Pinhole]) -> Result<()> {
+    let elems: Vec<_> = pins
+        .iter()
+        .flat_map(|p| {
+            pinhole_elems(p)
+                .into_iter()
+                .flatten()
+                .map(|e| (e, p.lifetime))
+        })
+        .collect();
+    let batch: Vec<MapElem<'_>> = elems
+        .iter()
+        .map(|((map, key, data, len), lifetime)| MapElem {
+            map,
+            key: &key[..],
+            data: data.get(..*len).unwrap_or(&data[..]),
+            timeout: Some(*lifetime),
+        })
+        .collect();
+    w.add_map_elems(table, &batch)?;
+    Ok(())
+}
+
 /// For a TCP SYN-ACK of an ALG flow: the conntrack entry's original tuple.
 fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Option<OrigTuple> {
     let ihl = usize::from(pkt.first()? & 0x0f) * 4;
@@ -305,7 +347,7 @@ fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Opti
 pub fn run(
     gw: Arc<Gateway>,
     state: Arc<AlgState>,
-    mut queue: nfq::Queue,
+    mut queue: NfQueue,
     rgw64: Option<Arc<Rgw64>>,
 ) -> Result<()> {
     let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
@@ -321,7 +363,7 @@ pub fn run(
     let tun_index = gw.snapshot().cfg.rgw64.as_ref().map(|r| ifindex(&r.tun));
     info!(lan_index, "ALG engine listening");
     loop {
-        let mut msg = match queue.recv() {
+        let msg = match queue.recv() {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -329,14 +371,23 @@ pub fn run(
                 return Err(e.into());
             }
         };
+        let (refused, errno) = queue.refused();
+        if refused != state.stats.verdicts_refused.load(Ordering::Relaxed) {
+            state
+                .stats
+                .verdicts_refused
+                .store(refused, Ordering::Relaxed);
+            warn!(errno, "the kernel refused an ALG NFQUEUE verdict");
+        }
+        let payload = queue.payload(&msg);
         let snap = gw.snapshot();
         let cfg = &snap.cfg;
         let now = Instant::now();
-        let indev = msg.get_indev();
+        let indev = msg.indev;
         // The ruleset queues from the TUN towards the WAN (flows of IPv6-only
         // hosts: the TUN is their private side) and towards the LAN (NAT46:
         // the IPv6-only server's side).
-        let from_tun = tun_index.is_some_and(|t| indev == t) && msg.get_outdev() != lan_index;
+        let from_tun = tun_index.is_some_and(|t| indev == t) && msg.outdev != lan_index;
         let dir = if indev == lan_index || from_tun {
             Direction::FromPrivate
         } else {
@@ -354,10 +405,10 @@ pub fn run(
                 engine.expire(now);
                 last_expiry = now;
             }
-            engine.handle(now, dir, msg.get_payload(), &ctx)
+            engine.handle(now, dir, payload, &ctx)
         };
         state.stats.packets.fetch_add(1, Ordering::Relaxed);
-        if let Some(t) = syn_ack_tuple(msg.get_payload(), dir, &gw, now) {
+        if let Some(t) = syn_ack_tuple(payload, dir, &gw, now) {
             match ct.set(&t) {
                 Ok(()) => {
                     state.stats.ct_liberal.fetch_add(1, Ordering::Relaxed);
@@ -371,8 +422,28 @@ pub fn run(
                 }
             }
         }
+        // IPv4 pinholes in one transaction; NAT46 ones (rare) and any batch
+        // that failed as a whole one by one, as before.
+        let v4: Vec<&Pinhole> = decision
+            .pinholes
+            .iter()
+            .filter(|p| p.v6.is_none())
+            .collect();
+        let v4_done = (v4.len() > 1 || v4.iter().any(|p| p.snat))
+            && match write_pinholes4_batch(&mut writer, &cfg.dataplane.table, &v4) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(error = %e, "pinhole batch refused; writing one by one");
+                    false
+                }
+            };
         for p in &decision.pinholes {
-            match write_pinhole(&mut writer, &mut writer6, &cfg.dataplane.table, p) {
+            let written = if v4_done && p.v6.is_none() {
+                Ok(())
+            } else {
+                write_pinhole(&mut writer, &mut writer6, &cfg.dataplane.table, p)
+            };
+            match written {
                 Ok(()) => {
                     state.stats.pinholes_written.fetch_add(1, Ordering::Relaxed);
                     if p.v6.is_some() {
@@ -389,21 +460,19 @@ pub fn run(
                 }
             }
         }
-        let verdict = match decision.verdict {
-            Verdict::Accept => nfq::Verdict::Accept,
+        let (verdict, new_payload) = match &decision.verdict {
+            Verdict::Accept => (nfqueue::Verdict::Accept, None),
             Verdict::Replace(bytes) => {
                 state.stats.replaced.fetch_add(1, Ordering::Relaxed);
-                msg.set_payload(bytes);
-                nfq::Verdict::Accept
+                (nfqueue::Verdict::Accept, Some(&bytes[..]))
             }
             Verdict::Drop => {
                 state.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                nfq::Verdict::Drop
+                (nfqueue::Verdict::Drop, None)
             }
         };
-        msg.set_nfmark(0);
-        msg.set_verdict(verdict);
-        if let Err(e) = queue.verdict(msg) {
+        // The mark that queued the packet is cleared.
+        if let Err(e) = queue.verdict(msg.id, verdict, Some(0), new_payload) {
             warn!(error = %e, "ALG NFQUEUE verdict failed");
         }
     }
@@ -442,6 +511,7 @@ impl AlgState {
             ("pinhole_errors", r(&self.stats.pinhole_errors)),
             ("ct_liberal", r(&self.stats.ct_liberal)),
             ("ct_liberal_errors", r(&self.stats.ct_liberal_errors)),
+            ("verdicts_refused", r(&self.stats.verdicts_refused)),
         ]
     }
 

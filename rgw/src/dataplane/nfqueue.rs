@@ -530,7 +530,8 @@ mod tests {
     #[test]
     fn skips_error_replies_and_reports_them_alone() {
         let mut err = vec![0u8; NLMSG_HDR + 20];
-        put_u32(&mut err, 0, err.len() as u32);
+        let n = err.len() as u32;
+        put_u32(&mut err, 0, n);
         put_u16(&mut err, 4, libc::NLMSG_ERROR as u16);
         put_u32(&mut err, NLMSG_HDR, (-libc::ENOENT) as u32);
         assert_eq!(parse_datagram(&err), Err(libc::ENOENT));
@@ -549,7 +550,8 @@ mod tests {
         assert_eq!(parse_datagram(&[0xff; 40]), Ok(None));
         // A packet message without NFQA_PACKET_HDR is not a packet.
         let mut no_id = vec![0u8; NLMSG_HDR + NFGEN_HDR];
-        put_header(&mut no_id, no_id.len(), libc::NFQNL_MSG_PACKET, 0, 0, 1);
+        let n = no_id.len();
+        put_header(&mut no_id, n, libc::NFQNL_MSG_PACKET, 0, 0, 1);
         assert_eq!(parse_datagram(&no_id), Ok(None));
     }
 }
