@@ -75,8 +75,6 @@ pub struct AlgShellStats {
     /// ALG TCP flows whose conntrack entry was marked liberal (see ctliberal).
     pub ct_liberal: AtomicU64,
     pub ct_liberal_errors: AtomicU64,
-    /// Verdicts the kernel answered with an error.
-    pub verdicts_refused: AtomicU64,
 }
 
 /// The engine and the shell's counters, shared with `rgw status` / metrics.
@@ -258,20 +256,50 @@ fn write_pinhole(w: &mut SetWriter, w6: &mut SetWriter, table: &str, p: &Pinhole
     Ok(())
 }
 
-/// The map elements of a pinhole: the DNAT one and, with `snat`, its SNAT
-/// twin; `(map, key, data, data length)`.
-fn pinhole_elems(p: &Pinhole) -> [Option<(&'static str, [u8; 16], [u8; 8], usize)>; 2] {
+/// One map element of a pinhole (keys of both maps are 16 bytes; data is an
+/// address and port, or an address alone).
+struct PinholeElem {
+    map: &'static str,
+    key: [u8; 16],
+    data: [u8; 8],
+    data_len: usize,
+    lifetime: Duration,
+}
+
+impl PinholeElem {
+    fn as_map_elem(&self) -> MapElem<'_> {
+        MapElem {
+            map: self.map,
+            key: &self.key,
+            data: self.data.get(..self.data_len).unwrap_or(&self.data),
+            timeout: Some(self.lifetime),
+        }
+    }
+}
+
+/// The map elements of an IPv4 pinhole: the DNAT one and, with `snat`, its
+/// SNAT twin.
+fn pinhole_elems(p: &Pinhole) -> impl Iterator<Item = PinholeElem> {
     let proto = p.transport.number();
-    let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
-    let data = data_addr_port(p.private_addr, p.private_port);
-    let dnat = Some((MAP_PINHOLES, key, data, data.len()));
+    let dnat = PinholeElem {
+        map: MAP_PINHOLES,
+        key: key_pinhole(p.peer, proto, p.public_addr, p.public_port),
+        data: data_addr_port(p.private_addr, p.private_port),
+        data_len: 8,
+        lifetime: p.lifetime,
+    };
     let snat = p.snat.then(|| {
-        let key = key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer);
         let mut data = [0u8; 8];
         data[..4].copy_from_slice(&key_addr(p.public_addr));
-        (MAP_PINHOLE_SNAT, key, data, 4)
+        PinholeElem {
+            map: MAP_PINHOLE_SNAT,
+            key: key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer),
+            data,
+            data_len: 4,
+            lifetime: p.lifetime,
+        }
     });
-    [dnat, snat]
+    std::iter::once(dnat).chain(snat)
 }
 
 /// Writes the IPv4 pinholes of one decision (and their SNAT twins) in ONE
@@ -280,24 +308,8 @@ fn pinhole_elems(p: &Pinhole) -> [Option<(&'static str, [u8; 16], [u8; 8], usize
 /// still maps to an older call's endpoint (EEXIST): the caller then writes
 /// them one by one, replacing.
 fn write_pinholes4_batch(w: &mut SetWriter, table: &str, pins: &[&Pinhole]) -> Result<()> {
-    let elems: Vec<_> = pins
-        .iter()
-        .flat_map(|p| {
-            pinhole_elems(p)
-                .into_iter()
-                .flatten()
-                .map(|e| (e, p.lifetime))
-        })
-        .collect();
-    let batch: Vec<MapElem<'_>> = elems
-        .iter()
-        .map(|((map, key, data, len), lifetime)| MapElem {
-            map,
-            key: &key[..],
-            data: data.get(..*len).unwrap_or(&data[..]),
-            timeout: Some(*lifetime),
-        })
-        .collect();
+    let elems: Vec<PinholeElem> = pins.iter().flat_map(|p| pinhole_elems(p)).collect();
+    let batch: Vec<MapElem<'_>> = elems.iter().map(PinholeElem::as_map_elem).collect();
     w.add_map_elems(table, &batch)?;
     Ok(())
 }
@@ -357,6 +369,7 @@ pub fn run(
         .context("opening the nftables netlink socket for IPv6 pinholes")?;
     let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
+    let mut verdicts_refused = 0;
     // `lan` needs a restart to change (gateway::restart_only_change).
     let lan_index = ifindex(&gw.snapshot().cfg.lan.interface);
     // So does `[rgw64]` (and with it the TUN).
@@ -372,12 +385,10 @@ pub fn run(
             }
         };
         let (refused, errno) = queue.refused();
-        if refused != state.stats.verdicts_refused.load(Ordering::Relaxed) {
-            state
-                .stats
-                .verdicts_refused
-                .store(refused, Ordering::Relaxed);
-            warn!(errno, "the kernel refused an ALG NFQUEUE verdict");
+        if refused != verdicts_refused {
+            // Should not happen: the packet ids come from the kernel.
+            verdicts_refused = refused;
+            warn!(errno, refused, "the kernel refused an ALG NFQUEUE verdict");
         }
         let payload = queue.payload(&msg);
         let snap = gw.snapshot();
@@ -511,7 +522,6 @@ impl AlgState {
             ("pinhole_errors", r(&self.stats.pinhole_errors)),
             ("ct_liberal", r(&self.stats.ct_liberal)),
             ("ct_liberal_errors", r(&self.stats.ct_liberal_errors)),
-            ("verdicts_refused", r(&self.stats.verdicts_refused)),
         ]
     }
 
@@ -549,5 +559,43 @@ impl AlgState {
             "rewrites": engine.stats().rewrites,
             "pinholes": self.stats.pinholes_written.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinhole(snat: bool) -> Pinhole {
+        let a = |s: &str| s.parse::<Ipv4Addr>().expect("test address");
+        Pinhole {
+            peer: a("203.0.113.80"),
+            transport: Transport::Udp,
+            public_addr: a("198.51.100.7"),
+            public_port: 6002,
+            private_addr: a("192.168.0.101"),
+            private_port: 6000,
+            lifetime: Duration::from_secs(30),
+            snat,
+            v6: None,
+        }
+    }
+
+    /// The batch carries exactly what the one-by-one path writes.
+    #[test]
+    fn batch_elements_match_the_single_writes() {
+        let p = pinhole(true);
+        let elems: Vec<PinholeElem> = pinhole_elems(&p).collect();
+        assert_eq!(elems.len(), 2);
+        let dnat = elems[0].as_map_elem();
+        assert_eq!(dnat.map, MAP_PINHOLES);
+        assert_eq!(dnat.key, key_pinhole(p.peer, 17, p.public_addr, 6002));
+        assert_eq!(dnat.data, data_addr_port(p.private_addr, 6000));
+        assert_eq!(dnat.timeout, Some(Duration::from_secs(30)));
+        let snat = elems[1].as_map_elem();
+        assert_eq!(snat.map, MAP_PINHOLE_SNAT);
+        assert_eq!(snat.key, key_pinhole_snat(p.private_addr, 17, 6000, p.peer));
+        assert_eq!(snat.data, key_addr(p.public_addr));
+        assert_eq!(pinhole_elems(&pinhole(false)).count(), 1);
     }
 }
