@@ -17,9 +17,10 @@ use rgw_alg::{Direction, Pinhole, Protocol, Role, Transport};
 use tracing::{debug, error, info, warn};
 
 use super::ctliberal::{CtLiberal, OrigTuple};
+use super::nfqueue::{self, NfQueue};
 use super::nlset::{
     data_addr6_port, data_addr_port, key_addr, key_pinhole, key_pinhole6, key_pinhole_snat,
-    SetWriter,
+    MapElem, SetWriter,
 };
 use super::ruleset::{MAP_PINHOLES, MAP_PINHOLE_SNAT};
 use crate::config::{AlgConfig, Config};
@@ -198,24 +199,19 @@ impl FlowContext for Ctx<'_> {
     }
 }
 
+/// Packets the kernel keeps waiting on the ALG queue.
+const QUEUE_MAX_LEN: u32 = 4096;
+/// Receive buffer of the ALG queue socket (the kernel doubles it): room for
+/// [`QUEUE_MAX_LEN`] signalling packets of a few KiB of socket memory each.
+/// With the default buffer the socket, not the queue, overflows first.
+const QUEUE_RCVBUF: usize = 8 << 20;
+
 /// Opens and binds the ALG queue (before nftables is touched, like the gate).
-pub fn open(a: &AlgConfig) -> Result<nfq::Queue> {
+pub fn open(a: &AlgConfig) -> Result<NfQueue> {
     let q = a.queue_num;
-    let mut queue = nfq::Queue::open().context("opening the ALG NFQUEUE netlink socket")?;
-    queue.bind(q).with_context(|| {
+    NfQueue::open(q, QUEUE_MAX_LEN, QUEUE_RCVBUF).with_context(|| {
         format!("binding the ALG NFQUEUE {q}: is another rgw running in this network namespace?")
-    })?;
-    // Whole packets: the engine rewrites payloads.
-    queue
-        .set_copy_range(q, 0xffff)
-        .context("ALG NFQUEUE copy range")?;
-    queue
-        .set_queue_max_len(q, 4096)
-        .context("ALG NFQUEUE length")?;
-    queue
-        .set_recv_enobufs(false)
-        .context("ALG NFQUEUE enobufs")?;
-    Ok(queue)
+    })
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -268,6 +264,64 @@ fn write_pinhole(w: &mut SetWriter, w6: &mut SetWriter, table: &str, p: &Pinhole
     Ok(())
 }
 
+/// One map element of a pinhole (keys of both maps are 16 bytes; data is an
+/// address and port, or an address alone).
+struct PinholeElem {
+    map: &'static str,
+    key: [u8; 16],
+    data: [u8; 8],
+    data_len: usize,
+    lifetime: Duration,
+}
+
+impl PinholeElem {
+    fn as_map_elem(&self) -> MapElem<'_> {
+        MapElem {
+            map: self.map,
+            key: &self.key,
+            data: self.data.get(..self.data_len).unwrap_or(&self.data),
+            timeout: Some(self.lifetime),
+        }
+    }
+}
+
+/// The map elements of an IPv4 pinhole: the DNAT one and, with `snat`, its
+/// SNAT twin.
+fn pinhole_elems(p: &Pinhole) -> impl Iterator<Item = PinholeElem> {
+    let proto = p.transport.number();
+    let dnat = PinholeElem {
+        map: MAP_PINHOLES,
+        key: key_pinhole(p.peer, proto, p.public_addr, p.public_port),
+        data: data_addr_port(p.private_addr, p.private_port),
+        data_len: 8,
+        lifetime: p.lifetime,
+    };
+    let snat = p.snat.then(|| {
+        let mut data = [0u8; 8];
+        data[..4].copy_from_slice(&key_addr(p.public_addr));
+        PinholeElem {
+            map: MAP_PINHOLE_SNAT,
+            key: key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer),
+            data,
+            data_len: 4,
+            lifetime: p.lifetime,
+        }
+    });
+    std::iter::once(dnat).chain(snat)
+}
+
+/// Writes the IPv4 pinholes of one decision (and their SNAT twins) in ONE
+/// netlink transaction: one `sendmsg()`, one acknowledgement. `Err` when the
+/// batch failed as a whole (nothing of it was committed), e.g. because a key
+/// still maps to an older call's endpoint (EEXIST): the caller then writes
+/// them one by one, replacing.
+fn write_pinholes4_batch(w: &mut SetWriter, table: &str, pins: &[&Pinhole]) -> Result<()> {
+    let elems: Vec<PinholeElem> = pins.iter().flat_map(|p| pinhole_elems(p)).collect();
+    let batch: Vec<MapElem<'_>> = elems.iter().map(PinholeElem::as_map_elem).collect();
+    w.add_map_elems(table, &batch)?;
+    Ok(())
+}
+
 /// For a TCP SYN-ACK of an ALG flow: the conntrack entry's original tuple.
 fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Option<OrigTuple> {
     let ihl = usize::from(pkt.first()? & 0x0f) * 4;
@@ -313,7 +367,7 @@ fn syn_ack_tuple(pkt: &[u8], dir: Direction, gw: &Gateway, now: Instant) -> Opti
 pub fn run(
     gw: Arc<Gateway>,
     state: Arc<AlgState>,
-    mut queue: nfq::Queue,
+    mut queue: NfQueue,
     rgw64: Option<Arc<Rgw64>>,
 ) -> Result<()> {
     let mut writer = SetWriter::open(libc::NFPROTO_IPV4 as u8)
@@ -323,13 +377,14 @@ pub fn run(
         .context("opening the nftables netlink socket for IPv6 pinholes")?;
     let mut ct = CtLiberal::open().context("opening the ctnetlink socket")?;
     let mut last_expiry = Instant::now();
+    let mut verdicts_refused = 0;
     // `lan` needs a restart to change (gateway::restart_only_change).
     let lan_index = ifindex(&gw.snapshot().cfg.lan.interface);
     // So does `[rgw64]` (and with it the TUN).
     let tun_index = gw.snapshot().cfg.rgw64.as_ref().map(|r| ifindex(&r.tun));
     info!(lan_index, "ALG engine listening");
     loop {
-        let mut msg = match queue.recv() {
+        let msg = match queue.recv() {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -337,14 +392,21 @@ pub fn run(
                 return Err(e.into());
             }
         };
+        let (refused, errno) = queue.refused();
+        if refused != verdicts_refused {
+            // Should not happen: the packet ids come from the kernel.
+            verdicts_refused = refused;
+            warn!(errno, refused, "the kernel refused an ALG NFQUEUE verdict");
+        }
+        let payload = queue.payload(&msg);
         let snap = gw.snapshot();
         let cfg = &snap.cfg;
         let now = Instant::now();
-        let indev = msg.get_indev();
+        let indev = msg.indev;
         // The ruleset queues from the TUN towards the WAN (flows of IPv6-only
         // hosts: the TUN is their private side) and towards the LAN (NAT46:
         // the IPv6-only server's side).
-        let from_tun = tun_index.is_some_and(|t| indev == t) && msg.get_outdev() != lan_index;
+        let from_tun = tun_index.is_some_and(|t| indev == t) && msg.outdev != lan_index;
         let dir = if indev == lan_index || from_tun {
             Direction::FromPrivate
         } else {
@@ -362,10 +424,10 @@ pub fn run(
                 engine.expire(now);
                 last_expiry = now;
             }
-            engine.handle(now, dir, msg.get_payload(), &ctx)
+            engine.handle(now, dir, payload, &ctx)
         };
         state.stats.packets.fetch_add(1, Ordering::Relaxed);
-        if let Some(t) = syn_ack_tuple(msg.get_payload(), dir, &gw, now) {
+        if let Some(t) = syn_ack_tuple(payload, dir, &gw, now) {
             match ct.set(&t) {
                 Ok(()) => {
                     state.stats.ct_liberal.fetch_add(1, Ordering::Relaxed);
@@ -379,8 +441,28 @@ pub fn run(
                 }
             }
         }
+        // IPv4 pinholes in one transaction; NAT46 ones (rare) and any batch
+        // that failed as a whole one by one, as before.
+        let v4: Vec<&Pinhole> = decision
+            .pinholes
+            .iter()
+            .filter(|p| p.v6.is_none())
+            .collect();
+        let v4_done = (v4.len() > 1 || v4.iter().any(|p| p.snat))
+            && match write_pinholes4_batch(&mut writer, &cfg.dataplane.table, &v4) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(error = %e, "pinhole batch refused; writing one by one");
+                    false
+                }
+            };
         for p in &decision.pinholes {
-            match write_pinhole(&mut writer, &mut writer6, &cfg.dataplane.table, p) {
+            let written = if v4_done && p.v6.is_none() {
+                Ok(())
+            } else {
+                write_pinhole(&mut writer, &mut writer6, &cfg.dataplane.table, p)
+            };
+            match written {
                 Ok(()) => {
                     state.stats.pinholes_written.fetch_add(1, Ordering::Relaxed);
                     if p.v6.is_some() {
@@ -397,21 +479,19 @@ pub fn run(
                 }
             }
         }
-        let verdict = match decision.verdict {
-            Verdict::Accept => nfq::Verdict::Accept,
+        let (verdict, new_payload) = match &decision.verdict {
+            Verdict::Accept => (nfqueue::Verdict::Accept, None),
             Verdict::Replace(bytes) => {
                 state.stats.replaced.fetch_add(1, Ordering::Relaxed);
-                msg.set_payload(bytes);
-                nfq::Verdict::Accept
+                (nfqueue::Verdict::Accept, Some(&bytes[..]))
             }
             Verdict::Drop => {
                 state.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                nfq::Verdict::Drop
+                (nfqueue::Verdict::Drop, None)
             }
         };
-        msg.set_nfmark(0);
-        msg.set_verdict(verdict);
-        if let Err(e) = queue.verdict(msg) {
+        // The mark that queued the packet is cleared.
+        if let Err(e) = queue.verdict(msg.id, verdict, Some(0), new_payload) {
             warn!(error = %e, "ALG NFQUEUE verdict failed");
         }
     }
@@ -487,5 +567,43 @@ impl AlgState {
             "rewrites": engine.stats().rewrites,
             "pinholes": self.stats.pinholes_written.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pinhole(snat: bool) -> Pinhole {
+        let a = |s: &str| s.parse::<Ipv4Addr>().expect("test address");
+        Pinhole {
+            peer: a("203.0.113.80"),
+            transport: Transport::Udp,
+            public_addr: a("198.51.100.7"),
+            public_port: 6002,
+            private_addr: a("192.168.0.101"),
+            private_port: 6000,
+            lifetime: Duration::from_secs(30),
+            snat,
+            v6: None,
+        }
+    }
+
+    /// The batch carries exactly what the one-by-one path writes.
+    #[test]
+    fn batch_elements_match_the_single_writes() {
+        let p = pinhole(true);
+        let elems: Vec<PinholeElem> = pinhole_elems(&p).collect();
+        assert_eq!(elems.len(), 2);
+        let dnat = elems[0].as_map_elem();
+        assert_eq!(dnat.map, MAP_PINHOLES);
+        assert_eq!(dnat.key, key_pinhole(p.peer, 17, p.public_addr, 6002));
+        assert_eq!(dnat.data, data_addr_port(p.private_addr, 6000));
+        assert_eq!(dnat.timeout, Some(Duration::from_secs(30)));
+        let snat = elems[1].as_map_elem();
+        assert_eq!(snat.map, MAP_PINHOLE_SNAT);
+        assert_eq!(snat.key, key_pinhole_snat(p.private_addr, 17, 6000, p.peer));
+        assert_eq!(snat.data, key_addr(p.public_addr));
+        assert_eq!(pinhole_elems(&pinhole(false)).count(), 1);
     }
 }

@@ -8,6 +8,7 @@
 pub mod alg;
 pub mod ctliberal;
 pub mod gate;
+pub mod nfqueue;
 pub mod nlset;
 pub mod ruleset;
 #[cfg(test)]

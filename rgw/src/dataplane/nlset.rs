@@ -172,6 +172,16 @@ const fn elem_len_bound(key_len: usize, data_len: usize) -> usize {
 /// One element of a set (no data) or a map (with data).
 pub type Elem<'a> = (&'a [u8], Option<&'a [u8]>);
 
+/// One `key : data` element of a map, for [`SetWriter::add_map_elems`].
+#[derive(Debug, Clone, Copy)]
+pub struct MapElem<'a> {
+    pub map: &'a str,
+    pub key: &'a [u8],
+    pub data: &'a [u8],
+    /// `None`: the map's default timeout, if it has one.
+    pub timeout: Option<Duration>,
+}
+
 /// Byte buffer with 8-byte alignment, as netlink headers need 4-byte alignment.
 struct AlignedBuf {
     words: Vec<u64>,
@@ -659,6 +669,149 @@ impl SetWriter {
         )
     }
 
+    /// Adds (or refreshes) `key : data` elements of several maps of one
+    /// table in ONE netlink batch: one transaction, all-or-nothing, one
+    /// `sendmsg()` and, when all went well, one acknowledgement to read.
+    /// Existing keys with the same data are not an error; a key that maps to
+    /// other data fails the whole batch with `EEXIST`.
+    ///
+    /// Every element travels in its own message (each may have its own map
+    /// and timeout); only the last one asks for an acknowledgement, since
+    /// the kernel reports an error of any message anyway.
+    pub fn add_map_elems(&mut self, table: &str, elems: &[MapElem<'_>]) -> Result<(), NlError> {
+        let Some(last) = elems.last() else {
+            return Ok(());
+        };
+        if elems.iter().any(|e| {
+            e.key.is_empty()
+                || e.key.len() > MAX_KEY_LEN
+                || e.data.is_empty()
+                || e.data.len() > MAX_KEY_LEN
+        }) {
+            return Err(invalid_input("set element key/data must be 1..=64 bytes"));
+        }
+        let table_c = name_cstring(table)?;
+        let first_seq = self.seq;
+        let mut seq = first_seq;
+        self.tx.ensure_len(BATCH_MSG_LEN);
+        let mut off = write_batch_marker(self.tx.bytes_mut(), false, seq)?;
+        seq = seq.wrapping_add(1);
+        let mut n_msgs: u32 = 0;
+        // Consecutive elements of one map share its name's CString.
+        let mut map_c: Option<(&str, CString)> = None;
+        for (i, e) in elems.iter().enumerate() {
+            if map_c.as_ref().is_none_or(|(name, _)| *name != e.map) {
+                map_c = Some((e.map, name_cstring(e.map)?));
+            }
+            let Some((_, set_c)) = &map_c else {
+                return Err(invalid_input("internal: no map name"));
+            };
+            let mut flags = libc::NLM_F_CREATE;
+            if i + 1 == elems.len() {
+                flags |= libc::NLM_F_ACK;
+            }
+            let keys: [Elem<'_>; 1] = [(e.key, Some(e.data))];
+            let bound = setelem_msg_bound(&table_c, set_c, &keys);
+            self.tx.ensure_len(off + bound + BATCH_MSG_LEN);
+            off += write_setelem_msg(
+                &mut self.tx.bytes_mut()[off..],
+                libc::NFT_MSG_NEWSETELEM as u16,
+                self.family,
+                flags as u16,
+                seq,
+                &table_c,
+                set_c,
+                &keys,
+                e.timeout.map(timeout_ms),
+            )?;
+            seq = seq.wrapping_add(1);
+            n_msgs += 1;
+        }
+        self.tx.ensure_len(off + BATCH_MSG_LEN);
+        off += write_batch_marker(&mut self.tx.bytes_mut()[off..], true, seq)?;
+        self.seq = seq.wrapping_add(1);
+
+        self.ensure_sndbuf(off);
+        let sent = self.sock.send(&self.tx.bytes()[..off])?;
+        if sent != off {
+            return Err(NlError::Io(io::Error::other(
+                "netlink batch was sent partially",
+            )));
+        }
+        match self.collect_last_ack(first_seq, n_msgs)? {
+            None => Ok(()),
+            Some(errno) => Err(NlError::Kernel {
+                op: "add map elements",
+                table: table.to_owned(),
+                set: last.map.to_owned(),
+                errno: io::Error::from_raw_os_error(errno),
+            }),
+        }
+    }
+
+    /// Reads the replies to a batch starting at `first_seq` whose `n_msgs`
+    /// element messages carry NLM_F_ACK on the last one only: waits for that
+    /// reply (or a whole-batch rejection). Returns the first errno reported.
+    fn collect_last_ack(&mut self, first_seq: u32, n_msgs: u32) -> Result<Option<i32>, NlError> {
+        let end_rel = n_msgs + 1;
+        let mut failure: Option<i32> = None;
+        loop {
+            let len = match self.sock.recv_raw(self.rx.bytes_mut()) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Everything is queued during sendmsg(): no reply for the
+                    // last message after an error means the kernel stopped
+                    // at that error (e.g. ENOMEM).
+                    return match failure {
+                        Some(_) => Ok(failure),
+                        None => Err(NlError::Io(io::Error::other(
+                            "kernel did not acknowledge the netlink batch",
+                        ))),
+                    };
+                }
+                Err(e) => {
+                    self.drain();
+                    return Err(NlError::Io(e));
+                }
+            };
+            let mut done = false;
+            for msg in mnl::NlMessages::new(&self.rx.bytes()[..len]) {
+                let msg = msg?;
+                let (Some(msg_type), Some(seq)) = (ne_u16(msg, 4), ne_u32(msg, 8)) else {
+                    continue;
+                };
+                if msg_type != libc::NLMSG_ERROR as u16 {
+                    continue;
+                }
+                let rel = seq.wrapping_sub(first_seq);
+                if rel > end_rel {
+                    continue; // stale reply to an earlier batch
+                }
+                let code = ne_u32(msg, 16).map(|v| v as i32).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "short netlink error message")
+                })?;
+                if code != 0 && failure.is_none() {
+                    failure = Some(-code);
+                }
+                if rel == 0 || rel == end_rel {
+                    if code != 0 {
+                        // The whole batch was rejected; drop what may follow.
+                        self.drain();
+                        return Ok(failure);
+                    }
+                    continue;
+                }
+                if rel == n_msgs {
+                    done = true;
+                }
+            }
+            if done {
+                return Ok(failure);
+            }
+        }
+    }
+
     /// Builds, sends and acknowledges one batch with the given element messages.
     #[allow(clippy::too_many_arguments)]
     fn transact(
@@ -1070,6 +1223,107 @@ mod tests {
                 "{json}"
             );
             assert!(json.contains("198.51.100.17"), "{json}");
+        });
+    }
+
+    /// Nothing may be left queued on the writer's socket.
+    fn assert_socket_empty(w: &SetWriter) {
+        let mut buf = [0u8; 64];
+        // SAFETY: plain non-blocking peek into a local buffer.
+        let rc = unsafe {
+            libc::recv(
+                w.sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_PEEK,
+            )
+        };
+        assert_eq!(rc, -1, "stale data left on the socket");
+    }
+
+    #[test]
+    fn map_elems_of_two_maps_in_one_batch() {
+        in_private_netns(|| {
+            let mut w = writer();
+            let a = |s: &str| s.parse::<Ipv4Addr>().expect("test address");
+            let t = Some(Duration::from_secs(30));
+            let k1 = key_pinhole(a("203.0.113.80"), 17, a("198.51.100.2"), 6000);
+            let d1 = data_addr_port(a("192.168.0.101"), 6000);
+            let k2 = key_pinhole(a("203.0.113.80"), 17, a("198.51.100.2"), 6001);
+            let d2 = data_addr_port(a("192.168.0.101"), 6001);
+            let s1 = key_pinhole_snat(a("192.168.0.101"), 17, 6000, a("203.0.113.80"));
+            let sd = key_addr(a("198.51.100.2"));
+            let elems = [
+                MapElem {
+                    map: "pinholes",
+                    key: &k1,
+                    data: &d1,
+                    timeout: t,
+                },
+                MapElem {
+                    map: "pinhole_snat",
+                    key: &s1,
+                    data: &sd,
+                    timeout: t,
+                },
+                MapElem {
+                    map: "pinholes",
+                    key: &k2,
+                    data: &d2,
+                    timeout: Some(Duration::from_secs(60)),
+                },
+            ];
+            w.add_map_elems(TABLE, &elems).expect("batch");
+            assert_socket_empty(&w);
+            let json = list_obj("map", "pinholes");
+            assert_eq!(count_elems(&json), 2, "{json}");
+            assert!(json.contains(r#""192.168.0.101", 6001"#), "{json}");
+            assert!(json.contains(r#""timeout": 60"#), "{json}");
+            let json = list_obj("map", "pinhole_snat");
+            assert_eq!(count_elems(&json), 1, "{json}");
+            assert!(json.contains("198.51.100.2"), "{json}");
+            // The same elements again: refreshed, no error.
+            w.add_map_elems(TABLE, &elems).expect("same batch again");
+            assert_socket_empty(&w);
+            // A key mapping to other data fails the whole batch (EEXIST),
+            // also when it is not the last element, and nothing of the
+            // batch is committed.
+            let k3 = key_pinhole(a("203.0.113.80"), 17, a("198.51.100.2"), 6002);
+            let other = data_addr_port(a("192.168.0.102"), 6000);
+            let bad = [
+                MapElem {
+                    map: "pinholes",
+                    key: &k1,
+                    data: &other,
+                    timeout: t,
+                },
+                MapElem {
+                    map: "pinholes",
+                    key: &k3,
+                    data: &d1,
+                    timeout: t,
+                },
+            ];
+            let err = w.add_map_elems(TABLE, &bad).expect_err("clash");
+            assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+            assert_socket_empty(&w);
+            let json = list_obj("map", "pinholes");
+            assert_eq!(count_elems(&json), 2, "{json}");
+            assert!(!json.contains("6002"), "{json}");
+            // A missing map is ENOENT; the writer goes on working.
+            let missing = [MapElem {
+                map: "nosuchmap",
+                key: &k3,
+                data: &d1,
+                timeout: t,
+            }];
+            let err = w.add_map_elems(TABLE, &missing).expect_err("missing map");
+            assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+            assert_socket_empty(&w);
+            w.add_map_elems(TABLE, &bad[1..]).expect("after errors");
+            assert_eq!(count_elems(&list_obj("map", "pinholes")), 3);
+            assert_socket_empty(&w);
+            w.add_map_elems(TABLE, &[]).expect("empty batch is a no-op");
         });
     }
 
