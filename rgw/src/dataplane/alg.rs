@@ -209,7 +209,7 @@ const QUEUE_RCVBUF: usize = 8 << 20;
 /// Opens and binds the ALG queue (before nftables is touched, like the gate).
 pub fn open(a: &AlgConfig) -> Result<NfQueue> {
     let q = a.queue_num;
-    NfQueue::open(q, QUEUE_MAX_LEN, QUEUE_RCVBUF).with_context(|| {
+    NfQueue::open(q, QUEUE_MAX_LEN, QUEUE_RCVBUF, u16::MAX).with_context(|| {
         format!("binding the ALG NFQUEUE {q}: is another rgw running in this network namespace?")
     })
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
+use super::nfqueue::{NfQueue, Verdict};
 use crate::gateway::Gateway;
 use crate::metrics::inc;
 
@@ -74,20 +75,15 @@ impl FirstPacket {
 /// retransmitted by its sender) rather than let it through unclaimed, and
 /// counts it (`/proc/net/netfilter/nfnetlink_queue`, exported as
 /// `gate_queue_dropped`).
-pub fn open(queue_num: u16, max_len: u32) -> Result<nfq::Queue> {
-    let mut queue = nfq::Queue::open().context("opening the NFQUEUE netlink socket")?;
-    queue.bind(queue_num).with_context(|| {
+pub fn open(queue_num: u16, max_len: u32) -> Result<NfQueue> {
+    // Headers are all we read: IPv4 (≤ 60 bytes) + 4 bytes of ports. The
+    // socket gets room for the whole queue (a short packet message takes
+    // well under 1 KiB of socket memory): with the default receive buffer
+    // (~208 KiB) the socket, not `max_len`, would be the limit.
+    let rcvbuf = (max_len as usize).saturating_mul(1024).clamp(1 << 20, 64 << 20);
+    NfQueue::open(queue_num, max_len, rcvbuf, 128).with_context(|| {
         format!("binding NFQUEUE {queue_num}: is another rgw running in this network namespace?")
-    })?;
-    // Headers are all we read: IPv4 (≤ 60 bytes) + 4 bytes of ports.
-    queue
-        .set_copy_range(queue_num, 128)
-        .context("NFQUEUE copy range")?;
-    queue
-        .set_queue_max_len(queue_num, max_len)
-        .context("NFQUEUE length")?;
-    queue.set_recv_enobufs(false).context("NFQUEUE enobufs")?;
-    Ok(queue)
+    })
 }
 
 /// Whether an IPv4 packet arriving here cannot be forwarded (TTL ≤ 1).
@@ -98,42 +94,38 @@ fn ttl_expires_here(p: &[u8]) -> bool {
 }
 
 /// Runs the gate on a bound queue in the calling thread until the socket fails.
-pub fn run(gw: Arc<Gateway>, mut queue: nfq::Queue, queue_num: u16) -> Result<()> {
+pub fn run(gw: Arc<Gateway>, mut queue: NfQueue, queue_num: u16) -> Result<()> {
     info!(queue = queue_num, "first-packet gate listening");
     loop {
-        let mut msg = match queue.recv() {
-            Ok(m) => m,
+        let pkt = match queue.recv() {
+            Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 error!(error = %e, "NFQUEUE receive failed");
                 return Err(e.into());
             }
         };
-        let verdict = match FirstPacket::parse(msg.get_payload()) {
+        let payload = queue.payload(&pkt);
+        let (verdict, mark) = match FirstPacket::parse(payload) {
             // A packet whose TTL runs out in our forwarding (a traceroute
             // probe) would take the reservation with it: its conntrack
             // entry is never confirmed. Let it go on unclaimed: the kernel
             // answers Time Exceeded, and the next probe claims.
-            Some(_) if ttl_expires_here(msg.get_payload()) => {
+            Some(_) if ttl_expires_here(payload) => {
                 inc(&gw.metrics.gate_ttl_expiring);
                 // Clear the queued mark, or gate_tail drops it as unanswered.
-                msg.set_nfmark(0);
-                nfq::Verdict::Accept
+                (Verdict::Accept, Some(0))
             }
-            Some(pkt) => match gw.claim(&pkt, Instant::now()) {
-                Some(mark) => {
-                    msg.set_nfmark(mark);
-                    nfq::Verdict::Accept
-                }
-                None => nfq::Verdict::Drop,
+            Some(first) => match gw.claim(&first, Instant::now()) {
+                Some(mark) => (Verdict::Accept, Some(mark)),
+                None => (Verdict::Drop, None),
             },
             None => {
                 inc(&gw.metrics.gate_unparsable);
-                nfq::Verdict::Drop
+                (Verdict::Drop, None)
             }
         };
-        msg.set_verdict(verdict);
-        if let Err(e) = queue.verdict(msg) {
+        if let Err(e) = queue.verdict(pkt.id, verdict, mark, None) {
             warn!(error = %e, "NFQUEUE verdict failed");
         }
     }

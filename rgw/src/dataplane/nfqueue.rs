@@ -211,12 +211,12 @@ fn setsockopt_int(
 }
 
 impl NfQueue {
-    /// Opens a socket and binds it to `queue`: whole packets (copy range
-    /// 0xffff), at most `max_len` packets waiting in the kernel, and a
-    /// receive buffer of `rcvbuf` bytes so that those packets fit on the
-    /// socket. No ENOBUFS errors are reported when the socket overflows
-    /// anyway (the kernel counts the drops).
-    pub fn open(queue: u16, max_len: u32, rcvbuf: usize) -> io::Result<NfQueue> {
+    /// Opens a socket and binds it to `queue`: the first `copy_range` bytes
+    /// of each packet (0xffff: whole packets), at most `max_len` packets
+    /// waiting in the kernel, and a receive buffer of `rcvbuf` bytes so that
+    /// those packets fit on the socket. No ENOBUFS errors are reported when
+    /// the socket overflows anyway (the kernel counts the drops).
+    pub fn open(queue: u16, max_len: u32, rcvbuf: usize, copy_range: u16) -> io::Result<NfQueue> {
         // SAFETY: plain socket(2) call; the result is checked.
         let raw = unsafe {
             libc::socket(
@@ -269,9 +269,9 @@ impl NfQueue {
             libc::NFQA_CFG_CMD,
             &[libc::NFQNL_CFG_CMD_BIND as u8, 0, 0, 0],
         )?;
-        // Whole packets: NFQA_CFG_PARAMS { copy_range (network order), copy_mode }.
+        // NFQA_CFG_PARAMS { copy_range (network order), copy_mode }.
         let mut params = [0u8; 5];
-        params[..4].copy_from_slice(&(MAX_PAYLOAD as u32).to_be_bytes());
+        params[..4].copy_from_slice(&u32::from(copy_range).to_be_bytes());
         params[4] = libc::NFQNL_COPY_PACKET as u8;
         q.config(libc::NFQA_CFG_PARAMS, &params)?;
         q.config(libc::NFQA_CFG_QUEUE_MAXLEN, &max_len.to_be_bytes())?;
