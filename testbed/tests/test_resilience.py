@@ -340,6 +340,41 @@ def test_limits_are_enforced_and_counted(topo, fresh):
         fresh.start(config_text(fresh.state, tmax="3s"))
 
 
+def test_gate_socket_holds_the_whole_queue(topo, fresh):
+    """The gate's queue length (limits.gate_queue_len, 4096 by default) is the
+    limit, not the daemon's netlink socket: with rgw stopped (SIGSTOP), a
+    burst of 2000 first packets to a reserved address all wait in the queue
+    (the socket's receive buffer is sized for it; the default ~208 KiB one
+    held a few hundred and the kernel counted the rest as user_dropped). Once
+    rgw runs again exactly one of them claims, the others are refused."""
+    r = resolve(topo, "hosta.gwa.demo")
+    before = fresh.counters()
+    os.kill(fresh.proc.pid, signal.SIGSTOP)
+    try:
+        topo.run("cli", ["timeout", "10", "hping3", "-q", "-S", "-p", "8", "-i", "u200", "-c", "2000", r],
+                 timeout=20, check=False)
+        waiting = 0
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            # The gate's queue is 0 (testbed config: dataplane.queue_num's default).
+            text = topo.run("gw", ["cat", "/proc/net/netfilter/nfnetlink_queue"], check=False).stdout
+            waiting = max([int(f[2]) for f in map(str.split, text.splitlines()) if f and f[0] == "0"] or [0])
+            if waiting >= 1900:
+                break
+            time.sleep(0.2)
+    finally:
+        os.kill(fresh.proc.pid, signal.SIGCONT)
+    deadline = time.time() + 10
+    while fresh.counters()["claims"] == before["claims"] and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    c = fresh.counters()
+    assert waiting >= 1900, f"only {waiting} of 2000 first packets were waiting in the gate queue"
+    assert c["gate_queue_user_dropped"] - before["gate_queue_user_dropped"] == 0, c
+    assert c["gate_queue_dropped"] - before["gate_queue_dropped"] == 0, c
+    assert c["claims"] - before["claims"] == 1, (before, c)
+
+
 def conntrack_count(topo, addr):
     out = topo.run("gw", ["conntrack", "-L", "-d", addr], check=False).stdout
     return len([l for l in out.splitlines() if l.strip()])
