@@ -267,14 +267,27 @@ def lftp_script(case: FtpCase, host: str, local: pathlib.Path, debug_log: pathli
     ]) + "\n"
 
 
+def gw_snapshot(topo) -> str:
+    """What the gateway's kernel holds for the ALG when a transfer failed:
+    the pinhole maps, the drop counters and the TCP conntrack entries."""
+    out = []
+    for argv in (["nft", "list", "map", "ip", "rgw", "pinholes"],
+                 ["nft", "list", "counters", "table", "ip", "rgw"],
+                 ["conntrack", "-L", "-p", "tcp"]):
+        cp = topo.run("gw", argv, timeout=10, check=False)
+        out.append(f"--- {' '.join(argv)} ---\n{(cp.stdout + cp.stderr)[-3000:]}")
+    return "\n".join(out)
+
+
 def run_lftp(topo, case: FtpCase, host: str, local: pathlib.Path, net_timeout: int = 10, timeout: float = 180):
     script = local / "script.lftp"
     debug_log = local / "lftp-debug.log"
     script.write_text(lftp_script(case, host, local, debug_log, net_timeout))
     cp = topo.run(case.client_ns, ["lftp", "-f", str(script)], timeout=timeout, check=False)
     debug = debug_log.read_text(errors="replace") if debug_log.exists() else ""
-    assert cp.returncode == 0, (f"lftp failed ({cp.returncode}):\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
-                                f"--- lftp debug (tail) ---\n{debug[-4000:]}")
+    if cp.returncode != 0:
+        raise AssertionError(f"lftp failed ({cp.returncode}):\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
+                             f"--- lftp debug (tail) ---\n{debug[-4000:]}\n{gw_snapshot(topo)}")
     return debug
 
 
