@@ -80,7 +80,9 @@ pub fn open(queue_num: u16, max_len: u32) -> Result<NfQueue> {
     // socket gets room for the whole queue (a short packet message takes
     // well under 1 KiB of socket memory): with the default receive buffer
     // (~208 KiB) the socket, not `max_len`, would be the limit.
-    let rcvbuf = (max_len as usize).saturating_mul(1024).clamp(1 << 20, 64 << 20);
+    let rcvbuf = (max_len as usize)
+        .saturating_mul(1024)
+        .clamp(1 << 20, 64 << 20);
     NfQueue::open(queue_num, max_len, rcvbuf, 128).with_context(|| {
         format!("binding NFQUEUE {queue_num}: is another rgw running in this network namespace?")
     })
