@@ -253,13 +253,10 @@ fn write_pinhole(w: &mut SetWriter, w6: &mut SetWriter, table: &str, p: &Pinhole
         let data = data_addr6_port(v6.private_addr, p.private_port);
         return put(w6, table, MAP_PINHOLES6, &key, &data, p.lifetime);
     }
-    let key = key_pinhole(p.peer, proto, p.public_addr, p.public_port);
-    let data = data_addr_port(p.private_addr, p.private_port);
-    put(w, table, MAP_PINHOLES, &key, &data, p.lifetime)?;
-    if p.snat {
-        let key = key_pinhole_snat(p.private_addr, proto, p.private_port, p.peer);
-        let data = key_addr(p.public_addr);
-        put(w, table, MAP_PINHOLE_SNAT, &key, &data, p.lifetime)?;
+    // The same elements as the batch path ([`pinhole_elems`]), one by one.
+    for e in pinhole_elems(p) {
+        let m = e.as_map_elem();
+        put(w, table, m.map, m.key, m.data, e.lifetime)?;
     }
     Ok(())
 }
