@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rgw_alg::engine::{Engine, EngineConfig, FlowContext, Verdict};
-use rgw_alg::packet::{finish_checksum, pseudo_header_v4, sum_words};
+use rgw_alg::packet::build::udp_packet;
 use rgw_alg::{Direction, Role, Transport};
 
 const UAC: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 101);
@@ -63,35 +63,10 @@ Content-Length: {}\r\n\
     )
 }
 
-/// IPv4/UDP packet 192.168.0.101:5060 → 203.0.113.80:5060 (checksums valid).
-fn udp_packet(payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&UAC.octets());
-    p[16..20].copy_from_slice(&UAS.octets());
-    let c = finish_checksum(sum_words(0, &p[..20]));
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&5060u16.to_be_bytes());
-    p[22..24].copy_from_slice(&5060u16.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    let sum = sum_words(pseudo_header_v4(UAC, UAS, 17, 8 + payload.len()), &p[20..]);
-    let c = match finish_checksum(sum) {
-        0 => 0xffff,
-        c => c,
-    };
-    p[26..28].copy_from_slice(&c.to_be_bytes());
-    p
-}
-
 fn engine_sip_invite(c: &mut Criterion) {
     check_steady_state();
     let packets: Vec<Vec<u8>> = (0..1024)
-        .map(|i| udp_packet(invite(i).as_bytes()))
+        .map(|i| udp_packet((UAC, 5060), (UAS, 5060), invite(i).as_bytes()))
         .collect();
     let mut engine = Engine::new(EngineConfig::default());
     let start = Instant::now();
@@ -120,7 +95,7 @@ fn check_steady_state() {
     let mut engine = Engine::new(EngineConfig::default());
     let start = Instant::now();
     for i in 0..5000u32 {
-        let p = udp_packet(invite(i).as_bytes());
+        let p = udp_packet((UAC, 5060), (UAS, 5060), invite(i).as_bytes());
         let now = start + Duration::from_micros(u64::from(i));
         let d = engine.handle(now, Direction::FromPrivate, &p, &Ctx);
         assert!(

@@ -2055,8 +2055,21 @@ mod tests {
         assert_eq!(holes[0].public_port, 40001);
     }
 
-    /// RGW64: hostc (IPv6-only) behind its proxy IPv4.
-    struct Ctx64;
+    /// RGW64 contexts: `private_v6` for hostc (IPv6-only) behind its proxy
+    /// IPv4; `nat46` for an IPv4 host talking to an IPv6-only server behind
+    /// its proxy IPv4 10.64.0.7 (server's IPv6, our WAN IPv6).
+    struct Ctx64 {
+        private_v6: Option<&'static str>,
+        nat46: Option<(&'static str, &'static str)>,
+    }
+    const HOSTC: Ctx64 = Ctx64 {
+        private_v6: Some("fd00::103"),
+        nat46: None,
+    };
+    const NAT46: Ctx64 = Ctx64 {
+        private_v6: None,
+        nat46: Some(("2001:db8::80", "2001:db8:100::2")),
+    };
     impl FlowContext for Ctx64 {
         fn public_addr(
             &self,
@@ -2071,10 +2084,17 @@ mod tests {
             None
         }
         fn private_v6(&self, _: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
-            Some("fd00::103".parse().unwrap())
+            self.private_v6.map(|a| a.parse().unwrap())
         }
         fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
             Some("fd64:64::".parse().unwrap())
+        }
+        fn peer_v6(&self, peer: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+            let (server, _) = self.nat46?;
+            (peer == Ipv4Addr::new(10, 64, 0, 7)).then(|| server.parse().unwrap())
+        }
+        fn public_v6(&self, _: Ipv4Addr, _: std::net::Ipv6Addr) -> Option<std::net::Ipv6Addr> {
+            self.nat46.map(|(_, wan)| wan.parse().unwrap())
         }
     }
 
@@ -2088,7 +2108,7 @@ mod tests {
         let now = Instant::now();
         let mut send = |dir, seq, ack, flags, data: &[u8]| {
             let p = conn.seg(dir, seq, ack, flags, data);
-            let d = e.handle(now, dir, &p, &Ctx64);
+            let d = e.handle(now, dir, &p, &HOSTC);
             let o = out_of(&d, &p);
             (
                 o.unwrap_or_else(|| panic!("dropped {dir:?} {seq}")),
@@ -2156,33 +2176,6 @@ mod tests {
         assert_eq!(e.flows()[0].offset_from_private, -5);
     }
 
-    /// RGW64 NAT46: an IPv4 host talks to an IPv6-only server through the
-    /// server's proxy IPv4 10.64.0.7.
-    struct Ctx46;
-    impl FlowContext for Ctx46 {
-        fn public_addr(
-            &self,
-            _: SocketAddrV4,
-            _: SocketAddrV4,
-            _: Transport,
-            _: Role,
-        ) -> Option<Ipv4Addr> {
-            Some(PUB)
-        }
-        fn host_fqdn(&self, _: Ipv4Addr) -> Option<String> {
-            None
-        }
-        fn prefix64(&self) -> Option<std::net::Ipv6Addr> {
-            Some("fd64:64::".parse().unwrap())
-        }
-        fn peer_v6(&self, peer: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
-            (peer == Ipv4Addr::new(10, 64, 0, 7)).then(|| "2001:db8::80".parse().unwrap())
-        }
-        fn public_v6(&self, _: Ipv4Addr, _: std::net::Ipv6Addr) -> Option<std::net::Ipv6Addr> {
-            Some("2001:db8:100::2".parse().unwrap())
-        }
-    }
-
     #[test]
     fn nat46_port_becomes_ipv6_eprt_and_pasv_epsv_with_a_227_back() {
         let conn = Conn {
@@ -2193,7 +2186,7 @@ mod tests {
         let now = Instant::now();
         let mut send = |dir, seq, ack, flags, data: &[u8]| {
             let p = conn.seg(dir, seq, ack, flags, data);
-            let d = e.handle(now, dir, &p, &Ctx46);
+            let d = e.handle(now, dir, &p, &NAT46);
             let o = out_of(&d, &p);
             (
                 o.unwrap_or_else(|| panic!("dropped {dir:?} {seq}")),
