@@ -283,7 +283,12 @@ def run_lftp(topo, case: FtpCase, host: str, local: pathlib.Path, net_timeout: i
     script = local / "script.lftp"
     debug_log = local / "lftp-debug.log"
     script.write_text(lftp_script(case, host, local, debug_log, net_timeout))
-    cp = topo.run(case.client_ns, ["lftp", "-f", str(script)], timeout=timeout, check=False)
+    try:
+        cp = topo.run(case.client_ns, ["lftp", "-f", str(script)], timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        debug = debug_log.read_text(errors="replace") if debug_log.exists() else ""
+        raise AssertionError(f"lftp still running after {timeout} s\n--- lftp debug (tail) ---\n"
+                             f"{debug[-4000:]}\n{gw_snapshot(topo)}") from None
     debug = debug_log.read_text(errors="replace") if debug_log.exists() else ""
     if cp.returncode != 0:
         raise AssertionError(f"lftp failed ({cp.returncode}):\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}\n"
